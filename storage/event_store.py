@@ -1,0 +1,190 @@
+"""Writing validated batches: events, dead letters and consumed offsets, atomically.
+
+One call to :func:`write_batch` is one DuckDB transaction. The offsets a consumer
+stores here are the ones it seeks to after a restart or a rebalance, so a crash at
+any instant either keeps a whole batch with its offsets or neither: no event is lost
+and none is stored twice. ``event_id`` is the primary key of ``events``, so a
+message re-sent by a producer (same id, new offset) is recorded in
+``duplicate_events`` instead of being stored again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from cdp.storage.database import transaction
+
+# Typed property columns come from the validated payload in one pass per row
+# (json_transform parses each payload once, not once per column).
+_PAYLOAD_SHAPE = """{
+    "context": {"channel": "VARCHAR", "locale": "VARCHAR", "device": {"type": "VARCHAR"},
+                "campaign": {"source": "VARCHAR", "medium": "VARCHAR", "name": "VARCHAR"}},
+    "properties": {"product_id": "VARCHAR", "sku": "VARCHAR", "name": "VARCHAR",
+                   "category": "VARCHAR", "price": "DECIMAL(18,4)", "quantity": "INTEGER",
+                   "cart_id": "VARCHAR", "order_id": "VARCHAR", "total": "DECIMAL(18,4)",
+                   "revenue": "DECIMAL(18,4)", "discount": "DECIMAL(18,4)",
+                   "coupon": "VARCHAR", "currency": "VARCHAR", "query": "VARCHAR"},
+    "traits": {"email": "VARCHAR", "phone": "VARCHAR"}
+}"""
+
+INSERT_EVENTS = f"""
+INSERT OR IGNORE INTO events (
+    event_id, type, family, occurred_at, user_id, anonymous_id,
+    channel, locale, device_type, utm_source, utm_medium, utm_campaign,
+    product_id, sku, product_name, category, price, quantity, cart_id, order_id,
+    revenue, discount, coupon, currency, search_query, email, phone,
+    source_topic, source_partition, source_offset, payload)
+SELECT
+    event_id, type, family, occurred_at, user_id, anonymous_id,
+    p.context.channel, p.context.locale, p.context.device.type,
+    p.context.campaign.source, p.context.campaign.medium, p.context.campaign.name,
+    trim(p.properties.product_id), p.properties.sku, p.properties.name, p.properties.category,
+    p.properties.price, p.properties.quantity,
+    trim(p.properties.cart_id), trim(p.properties.order_id),
+    CASE WHEN family = 'purchase' THEN coalesce(p.properties.total, p.properties.revenue) END,
+    p.properties.discount, p.properties.coupon,
+    upper(coalesce(p.properties.currency, 'USD')),
+    p.properties.query, p.traits.email, p.traits.phone,
+    source_topic, source_partition, source_offset, payload
+FROM (
+    SELECT *, json_transform(payload, '{_PAYLOAD_SHAPE}') AS p FROM incoming_events
+)
+"""
+
+# Only on the rare path where some ids were already stored: record where the extra
+# copies came from (an identical re-delivery of the stored row itself is not a copy).
+INSERT_DUPLICATES = """
+INSERT OR IGNORE INTO duplicate_events (event_id, source_topic, source_partition, source_offset)
+SELECT i.event_id, i.source_topic, i.source_partition, i.source_offset
+FROM incoming_events AS i
+JOIN events AS e USING (event_id)
+WHERE (e.source_topic, e.source_partition, e.source_offset)
+      <> (i.source_topic, i.source_partition, i.source_offset)
+"""
+
+INSERT_DEAD_LETTERS = """
+INSERT OR IGNORE INTO dead_letters (
+    source_topic, source_partition, source_offset, message_key, raw, error_kind, reason)
+SELECT source_topic, source_partition, source_offset, message_key, raw, error_kind, reason
+FROM incoming_dead_letters
+"""
+
+# A dead letter that validates now moves to `events`; one that still fails keeps its
+# row with the new reason, so `cdp dlq list` shows what is wrong with the current code.
+DELETE_REPLAYED_DEAD_LETTERS = """
+DELETE FROM dead_letters AS d USING replayed AS r
+WHERE d.source_topic = r.source_topic AND d.source_partition = r.source_partition
+  AND d.source_offset = r.source_offset
+"""
+
+UPDATE_FAILED_REPLAYS = """
+UPDATE dead_letters AS d
+SET error_kind = f.error_kind, reason = f.reason,
+    replay_attempts = d.replay_attempts + 1, last_replayed_at = current_timestamp
+FROM failed AS f
+WHERE d.source_topic = f.source_topic AND d.source_partition = f.source_partition
+  AND d.source_offset = f.source_offset
+"""
+
+UPSERT_OFFSETS = """
+INSERT OR REPLACE INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at)
+SELECT group_id, topic, partition, next_offset, current_timestamp FROM incoming_offsets
+"""
+
+_OFFSET_SCHEMA = pa.schema(
+    [
+        ("group_id", pa.string()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("next_offset", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    stored: int
+    duplicates: int
+    dead_lettered: int
+
+
+def write_batch(
+    con: duckdb.DuckDBPyConnection,
+    events: pa.Table,
+    dead_letters: pa.Table,
+    *,
+    group_id: str | None = None,
+    next_offsets: Mapping[tuple[str, int], int] | None = None,
+) -> WriteResult:
+    """Store a validated batch and (for Kafka) the next offsets, in one transaction."""
+    with transaction(con):
+        stored, duplicates = insert_events(con, events)
+        dead_lettered = _run_with(con, "incoming_dead_letters", dead_letters, INSERT_DEAD_LETTERS)
+        if next_offsets:
+            if group_id is None:
+                raise ValueError("next_offsets need the consumer group_id")
+            offsets = pa.Table.from_pylist(
+                [
+                    {"group_id": group_id, "topic": t, "partition": p, "next_offset": offset}
+                    for (t, p), offset in next_offsets.items()
+                ],
+                schema=_OFFSET_SCHEMA,
+            )
+            _run_with(con, "incoming_offsets", offsets, UPSERT_OFFSETS)
+    return WriteResult(stored=stored, duplicates=duplicates, dead_lettered=dead_lettered)
+
+
+def insert_events(con: duckdb.DuckDBPyConnection, events: pa.Table) -> tuple[int, int]:
+    """Insert event rows (inside the caller's transaction); return (stored, duplicates)."""
+    if not events.num_rows:
+        return 0, 0
+    con.register("incoming_events", events)
+    try:
+        stored = _count(con.execute(INSERT_EVENTS))
+        duplicates = _count(con.execute(INSERT_DUPLICATES)) if stored < events.num_rows else 0
+    finally:
+        con.unregister("incoming_events")
+    return stored, duplicates
+
+
+def _run_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: str) -> int:
+    """Run ``sql`` with ``table`` visible under ``name``; return the affected row count."""
+    if not table.num_rows:
+        return 0
+    con.register(name, table)
+    try:
+        return _count(con.execute(sql))
+    finally:
+        con.unregister(name)
+
+
+def resolve_replayed(
+    con: duckdb.DuckDBPyConnection, replayed: pa.Table, still_failing: pa.Table
+) -> tuple[int, int]:
+    """Move re-validated dead letters into ``events``; record why the others still fail.
+
+    Returns (moved to events, duplicates of stored events) and runs in one transaction.
+    """
+    with transaction(con):
+        stored, duplicates = insert_events(con, replayed)
+        _run_with(con, "replayed", replayed, DELETE_REPLAYED_DEAD_LETTERS)
+        _run_with(con, "failed", still_failing, UPDATE_FAILED_REPLAYS)
+    return stored, duplicates
+
+
+def stored_offsets(con: duckdb.DuckDBPyConnection, group_id: str) -> dict[tuple[str, int], int]:
+    """The next offset to read for every partition this group has written."""
+    rows = con.execute(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE group_id = $group",
+        {"group": group_id},
+    ).fetchall()
+    return {(topic, partition): offset for topic, partition, offset in rows}
+
+
+def _count(result: duckdb.DuckDBPyConnection) -> int:
+    row = result.fetchone()
+    return int(row[0]) if row else 0
