@@ -1,3 +1,4 @@
 from cdp.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the validator process is spawned and re-imports __main__
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,6 +95,19 @@ class LocalBroker:
                 self.process.wait()
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel stop the broker if the process that started it dies,
+    even by SIGKILL, so a crashed demo or test run leaves no broker behind."""
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() still runs on every normal exit
+
+
 def start_local_broker(port: int | None = None, log_path: Path | None = None) -> LocalBroker:
     """Start the bundled broker on 127.0.0.1 and return once it accepts connections."""
     port = port or free_port()
@@ -112,6 +126,7 @@ def start_local_broker(port: int | None = None, log_path: Path | None = None) ->
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:
         if log_path:

@@ -8,12 +8,14 @@ How exactly-once holds (see also ``cdp.storage.event_store``):
 2. On every partition assignment the consumer seeks to the offsets stored in the
    database (or to the beginning of a partition it has never read), so after a
    crash, restart or rebalance, reading resumes exactly after the last stored batch.
-3. kafka-python 3 runs rebalance callbacks on its IO thread, which can fire while a
-   batch is being written. Writes and the revocation callback share a lock, so a
-   partition is handed over only after its in-flight batch committed; and a batch
-   polled across a rebalance is dropped and its partitions rewound to the stored
-   offsets (it is read again) rather than written by a consumer that may no longer
-   own it.
+3. Batches are written by a writer thread while the next one is polled, and
+   kafka-python 3 runs rebalance callbacks on its IO thread: either can happen at
+   any moment. Writes and the rebalance callbacks share a lock, so a partition is
+   handed over only after its in-flight batch committed. Each batch carries the
+   assignment generation it was polled in; a batch from an older generation is
+   discarded together with every batch queued after it, and the poll thread then
+   rewinds to the stored offsets, so those records are read again rather than
+   skipped or written by a consumer that may no longer own them.
 4. ``event_id`` is the primary key of ``events``: a message re-sent by a producer
    is stored once, and its extra copy is recorded in ``duplicate_events``.
 """
@@ -21,9 +23,12 @@ How exactly-once holds (see also ``cdp.storage.event_store``):
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -35,11 +40,13 @@ from kafka.structs import OffsetAndMetadata
 from cdp.errors import TransientError
 from cdp.ingest.broker import bootstrap_list
 from cdp.ingest.events import Family
-from cdp.ingest.validation import ValidatedBatch, validate_batch
+from cdp.ingest.validation import PartitionSlice, ValidatedBatch, validate_slices
 from cdp.settings import Settings
 from cdp.storage.event_store import WriteResult, stored_offsets, write_batch
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_THRESHOLD = "256MB"
 
 # How long --until-idle waits for the first group assignment before giving up.
 JOIN_TIMEOUT_S = 60
@@ -69,8 +76,27 @@ class IngestStats:
             self.dead_letter_kinds[kind] = self.dead_letter_kinds.get(kind, 0) + count
 
 
+@dataclass
+class _PendingBatch:
+    generation: int
+    validated: Future[ValidatedBatch]
+    next_offsets: dict[tuple[str, int], int]
+
+
+_STOP = object()
+
+
 class EventConsumer:
-    """One member of the ingest consumer group, writing through its own DuckDB cursor."""
+    """One member of the ingest consumer group.
+
+    Three stages overlap so that a batch is validated and stored while the next is
+    polled: the caller's thread polls Kafka; a validator *process* runs pydantic over
+    the batch (pure Python, so a thread would contend with polling for the GIL); a
+    writer thread stores validated batches in DuckDB (which releases the GIL). At
+    most ``_QUEUE_DEPTH`` batches are in flight between polling and storing.
+    """
+
+    _QUEUE_DEPTH = 2
 
     def __init__(
         self,
@@ -81,7 +107,7 @@ class EventConsumer:
         on_batch: Callable[[IngestStats], None] | None = None,
     ) -> None:
         self._settings = settings
-        self._con = con.cursor()
+        self._db = con
         self._stop = stop or threading.Event()
         self._on_batch = on_batch
         self._group_id = settings.kafka.group_id
@@ -92,8 +118,27 @@ class EventConsumer:
         # Set by the first assignment callback: before it, "no records" means "not
         # joined yet", not "caught up".
         self._joined = threading.Event()
+        # Set by the writer when it discarded a batch polled across a rebalance; from
+        # then on it discards everything until the poll thread has rewound.
+        self._rewind_needed = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUE_DEPTH)
+        self._writer_error: BaseException | None = None
+        self._stored_offsets: dict[tuple[str, int], int] = {}
+        self._committed_to_kafka: dict[tuple[str, int], int] = {}
         self.stats = IngestStats()
-        self._consumer = self._connect()
+        # Spawned, not forked: the process forking would already run kafka-python's
+        # and DuckDB's threads. Started before the Kafka client for the same reason.
+        self._validator = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+        try:
+            # The pool starts its process on first use; pay the ~1 s of imports now,
+            # before joining the group, rather than while holding partitions.
+            self._validator.submit(validate_slices, [], {}, 0).result()
+            self._consumer = self._connect()
+        except BaseException:
+            self._validator.shutdown(cancel_futures=True)
+            raise
 
     def _connect(self) -> KafkaConsumer:
         kafka = self._settings.kafka
@@ -117,7 +162,8 @@ class EventConsumer:
     # -- rebalance callbacks (run on kafka-python's IO thread) -----------------------
 
     def _partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Taking the lock waits for an in-flight batch to commit before handing over.
+        # Taking the lock waits for an in-flight write to commit before handing over;
+        # the new generation makes the writer discard batches polled before it.
         with self._write_lock:
             self._generation += 1
         log.info("partitions revoked: %s", _names(revoked))
@@ -130,8 +176,8 @@ class EventConsumer:
         log.info("partitions assigned: %s", _names(assigned))
 
     def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
-        """Position each partition just after its last stored batch (caller holds the lock)."""
-        offsets = stored_offsets(self._con.cursor(), self._group_id)
+        """Position each partition just after its last stored batch."""
+        offsets = stored_offsets(self._db.cursor(), self._group_id)
         for partition in partitions:
             stored = offsets.get((partition.topic, partition.partition))
             if stored is None:
@@ -139,71 +185,91 @@ class EventConsumer:
             else:
                 self._consumer.seek(partition, stored)
 
-    # -- the loop --------------------------------------------------------------------
+    # -- the poll thread -------------------------------------------------------------
 
     def run(self, *, until_idle: bool = False) -> IngestStats:
         """Consume until stopped (SIGTERM/SIGINT set the stop event) or, with
-        ``until_idle``, until caught up with nothing new for ``idle_timeout_s``."""
+        ``until_idle``, until caught up with nothing new for ``idle_timeout_s``.
+        Batches already polled are stored before it returns."""
         ingest = self._settings.ingest
+        writer = threading.Thread(target=self._write_loop, name="cdp-writer", daemon=True)
+        writer.start()
         last_activity = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and self._writer_error is None:
+                if self._rewind_needed.is_set():
+                    self._rewind()
+                self._commit_to_kafka()
                 generation = self._generation
                 polled = self._consumer.poll(
                     timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
                 )
                 if polled:
-                    self._write(polled, generation)
+                    self._enqueue(polled, generation)
                     last_activity = time.monotonic()
                 elif until_idle and time.monotonic() - last_activity >= ingest.idle_timeout_s:
-                    if self._joined.is_set() and self._caught_up():
-                        break
-                    if not self._joined.is_set() and self.stats.elapsed_s > JOIN_TIMEOUT_S:
+                    self._queue.join()
+                    if self._joined.is_set() and not self._rewind_needed.is_set():
+                        if self._caught_up():
+                            break
+                    elif self.stats.elapsed_s > JOIN_TIMEOUT_S:
                         raise TransientError(
                             f"consumer group {self._group_id!r} was not assigned partitions "
                             f"within {JOIN_TIMEOUT_S} s"
                         )
                     last_activity = time.monotonic()
         finally:
+            self._queue.put(_STOP)
+            writer.join()
+            self._commit_to_kafka()
             self.close()
+        if self._writer_error is not None:
+            raise self._writer_error
         return self.stats
 
-    def _write(self, polled: dict, generation: int) -> None:
-        records = [record for batch in polled.values() for record in batch]
-        validated = validate_batch(
-            records, self._family_by_topic, self._settings.ingest.max_event_bytes
+    def _enqueue(self, polled: dict, generation: int) -> None:
+        slices = [
+            PartitionSlice.from_records(tp.topic, tp.partition, records)
+            for tp, records in polled.items()
+        ]
+        validated = self._validator.submit(
+            validate_slices, slices, self._family_by_topic, self._settings.ingest.max_event_bytes
         )
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
-        with self._write_lock:
-            if generation != self._generation:
-                # A rebalance happened while this batch was being polled or validated,
-                # so we may no longer own some of its partitions. Drop it and rewind
-                # what we do own to the stored offsets: those records are read again.
-                log.info("re-reading a batch polled across a rebalance (%d records)", len(records))
-                self._seek_to_stored(list(self._consumer.assignment()))
+        # Even when stopping: a polled batch is stored, unless the writer has failed.
+        while self._writer_error is None:
+            try:
+                self._queue.put(_PendingBatch(generation, validated, next_offsets), timeout=1)
                 return
-            result = write_batch(
-                self._con,
-                validated.events,
-                validated.dead_letters,
-                group_id=self._group_id,
-                next_offsets=next_offsets,
-            )
-        self.stats.record(validated, result)
-        self._commit_to_kafka(next_offsets)
-        if self._on_batch:
-            self._on_batch(self.stats)
+            except queue.Full:
+                continue
 
-    def _commit_to_kafka(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        # Only so that standard tools show the group's lag; never read back.
+    def _rewind(self) -> None:
+        """After the writer discarded batches polled across a rebalance: wait until it
+        is idle, then re-read from the stored offsets of what we own now."""
+        self._queue.join()
+        with self._write_lock:
+            self._seek_to_stored(list(self._consumer.assignment()))
+            self._rewind_needed.clear()
+        log.info("re-reading from stored offsets after a rebalance")
+
+    def _commit_to_kafka(self) -> None:
+        # Only so that standard tools show the group's lag; never read back. Done on
+        # the poll thread because kafka-python's consumer is not thread-safe.
+        pending = {
+            k: v for k, v in self._stored_offsets.items() if self._committed_to_kafka.get(k) != v
+        }
+        if not pending:
+            return
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-            for (topic, partition), offset in next_offsets.items()
+            for (topic, partition), offset in pending.items()
         }
         try:
             self._consumer.commit_async(offsets)
+            self._committed_to_kafka.update(pending)
         except KafkaError as exc:  # a rebalance in progress, a broker hiccup: harmless
             log.debug("courtesy commit to Kafka failed: %s", exc)
 
@@ -214,14 +280,70 @@ class EventConsumer:
         ends = self._consumer.end_offsets(list(assignment))
         return all(self._consumer.position(tp) >= ends.get(tp, 0) for tp in assignment)
 
+    # -- the writer thread -----------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        con = self._db.cursor()
+        # DuckDB checkpoints when the WAL passes 16 MB by default: every ~25k events
+        # here, each one a stall that grows with the table. Checkpoint less often.
+        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        try:
+            while True:
+                item = self._queue.get()
+                try:
+                    if item is _STOP:
+                        return
+                    if self._writer_error is None:
+                        self._store(con, item)
+                finally:
+                    self._queue.task_done()
+        except BaseException as exc:  # surfaced by run() on the poll thread
+            self._writer_error = exc
+            self._stop.set()
+            _drain(self._queue)
+        finally:
+            con.close()
+
+    def _store(self, con: duckdb.DuckDBPyConnection, pending: _PendingBatch) -> None:
+        with self._write_lock:
+            if self._rewind_needed.is_set() or pending.generation != self._generation:
+                # Polled across a rebalance: we may no longer own some partitions, and
+                # later batches continue from positions past this one. Discard it and
+                # all that follow until the poll thread rewinds to the stored offsets.
+                self._rewind_needed.set()
+                return
+            validated = pending.validated.result()
+            result = write_batch(
+                con,
+                validated.events,
+                validated.dead_letters,
+                group_id=self._group_id,
+                next_offsets=pending.next_offsets,
+            )
+            self._stored_offsets.update(pending.next_offsets)
+        self.stats.record(validated, result)
+        if self._on_batch:
+            self._on_batch(self.stats)
+
     def close(self) -> None:
         try:
             self._consumer.close(autocommit=False)
         except Exception as exc:  # closing must not mask the loop's own outcome
             log.debug("error while closing the consumer: %s", exc)
+        self._validator.shutdown(cancel_futures=True)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _drain(pending: queue.Queue) -> None:
+    """Empty the queue after a writer failure so the poll thread never blocks on it."""
+    while True:
+        try:
+            pending.get_nowait()
+            pending.task_done()
+        except queue.Empty:
+            return
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):

@@ -384,7 +384,9 @@ def _simulate_customer(
         order_number += 1
         if order_number > 1 and rng.random() < dropout:
             break
-        at += timedelta(days=rng.expovariate(rate) if rate > 0 else HISTORY_DAYS)
+        # A near-zero rate draws gaps of millennia; anything past the history is the same.
+        gap_days = rng.expovariate(rate) if rate > 0 else HISTORY_DAYS
+        at += timedelta(days=min(gap_days, HISTORY_DAYS))
 
 
 def _product_props(

@@ -1,0 +1,129 @@
+"""Ingest throughput: raw kafka-python consume vs. `cdp ingest` to committed DuckDB rows.
+
+Produces N synthetic store events (default 200,000) to the bundled broker, then in the
+same run measures
+  (a) a raw kafka-python consume of those messages with no processing, and
+  (b) cdp's consumer: validate, write to DuckDB with offsets, commit,
+and prints both rates and their ratio. CRC checking is on in both (the crc32c package
+makes it cheap). Both clocks start when the consumer owns its partitions, so the
+group join (a few seconds on any broker) is not counted against either.
+
+    python benchmarks/ingest_throughput.py [--events N] [--batch N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from cdp.ingest.broker import local_broker
+from cdp.ingest.consumer import EventConsumer, IngestStats
+from cdp.ingest.generator import generate_store
+from cdp.ingest.producer import produce_file
+from cdp.ingest.topics import create_topics
+from cdp.settings import Settings, load_settings
+from cdp.storage.database import connect
+
+
+def raw_consume(settings: Settings, expected: int) -> float:
+    """Records per second of a bare kafka-python consumer with ingest's fetch settings."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        check_crcs=True,
+        max_poll_records=settings.ingest.max_batch_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in settings.topics.by_family().values()
+        for p in range(settings.topics.partitions)
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen = 0
+    started = time.perf_counter()
+    while seen < expected:
+        for batch in consumer.poll(timeout_ms=1000).values():
+            seen += len(batch)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return seen / elapsed
+
+
+def cdp_ingest(settings: Settings, db_path: Path, expected: int) -> tuple[float, IngestStats]:
+    """Records per second from partition assignment to the last committed batch."""
+    stop = threading.Event()
+    marks: dict[str, float] = {}
+
+    def on_batch(stats: IngestStats) -> None:
+        marks["last_commit"] = time.perf_counter()
+        if stats.consumed >= expected:
+            stop.set()
+
+    with connect(db_path) as con:
+        consumer = EventConsumer(settings, con, stop=stop, on_batch=on_batch)
+        original = consumer._partitions_assigned
+
+        def assigned(partitions):  # start the clock when the group join is done
+            original(partitions)
+            marks.setdefault("assigned", time.perf_counter())
+
+        consumer._partitions_assigned = assigned
+        stats = consumer.run()
+        rows = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    assert rows == stats.stored, "committed rows must match what the consumer reported"
+    return stats.consumed / (marks["last_commit"] - marks["assigned"]), stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=None, help="ingest.max_batch_records")
+    args = parser.parse_args()
+
+    print(f"crc32c installed: {importlib.util.find_spec('crc32c') is not None}")
+    with tempfile.TemporaryDirectory() as tmp, local_broker() as broker:
+        work = Path(tmp)
+        overrides = {"kafka": {"bootstrap_servers": broker.bootstrap_servers}}
+        if args.batch:
+            overrides["ingest"] = {"max_batch_records": args.batch}
+        settings = load_settings(None, overrides)
+        source = work / "events.jsonl"
+        customers = max(1, args.events // 28)  # the generator writes ~28 events a customer
+        report = generate_store(source, customers=customers, seed=1, end=date(2026, 11, 1))
+        with source.open("rb") as handle:
+            lines = handle.readlines()[: args.events]
+        source.write_bytes(b"".join(lines))
+        create_topics(settings)
+        started = time.perf_counter()
+        produced = produce_file(settings, source).sent
+        produce_rate = produced / (time.perf_counter() - started)
+        print(
+            f"produced {produced:,} events ({report.malformed:,} malformed in the full store) "
+            f"at {produce_rate:,.0f} msg/s"
+        )
+
+        raw_rate = raw_consume(settings, produced)
+        ingest_rate, stats = cdp_ingest(settings, work / "bench.duckdb", produced)
+
+    print(f"(a) raw kafka-python consume : {raw_rate:>10,.0f} msg/s")
+    print(
+        f"(b) cdp ingest -> DuckDB     : {ingest_rate:>10,.0f} msg/s "
+        f"({stats.stored:,} stored, {stats.dead_lettered:,} dead-lettered, "
+        f"{stats.duplicates:,} duplicates, {stats.batches} transactions)"
+    )
+    print(f"ratio (b)/(a)                : {ingest_rate / raw_rate:>10.2f}  (target >= 0.60)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""`cdp ingest` as a real process: kill -9 at random moments, SIGTERM, exact counts."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cdp.ingest.generator import generate_store
+from cdp.ingest.loader import load_file
+from cdp.ingest.producer import produce_file
+from cdp.ingest.topics import create_topics
+from cdp.storage.database import connect
+from tests.helpers import offsets_accounted
+
+pytestmark = pytest.mark.kafka
+
+
+def _start_ingest(config: Path, log: Path, *extra: str) -> subprocess.Popen:
+    # Small batches: many transactions, so a kill can land between or inside any of them.
+    env = {**os.environ, "CDP_INGEST__MAX_BATCH_RECORDS": "300"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdp", "--config", str(config), "-v", "ingest", *extra],
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        env=env,
+    )
+
+
+def _wait_for_assignment(log: Path, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "cdp.ingest.consumer: partitions assigned: t" in log.read_text(errors="replace"):
+            return
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.05)
+    raise AssertionError("ingest was never assigned partitions")
+
+
+@pytest.fixture
+def produced_store(kafka_settings, tmp_path):
+    source = tmp_path / "store.jsonl"
+    report = generate_store(source, customers=3000, seed=7, end=date(2026, 11, 1))
+    create_topics(kafka_settings)
+    sent = produce_file(kafka_settings, source).sent
+    assert sent == report.events + report.resent
+    return source, report, sent
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
+    isolated_config, kafka_settings, produced_store, tmp_path
+):
+    source, report, sent = produced_store
+    chaos = random.Random()
+    stored_after_each_kill = []
+    for attempt in range(5):
+        log = tmp_path / f"ingest-{attempt}.log"
+        process = _start_ingest(isolated_config, log)
+        _wait_for_assignment(log, process)
+        time.sleep(chaos.uniform(0.2, 2.5))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        with connect(kafka_settings.storage.db_path) as con:
+            stored_after_each_kill.append(
+                con.execute("SELECT sum(next_offset) FROM consumer_offsets").fetchone()[0] or 0
+            )
+    # The kills must have landed mid-stream, not before the first or after the last batch.
+    mid_stream = [n for n in stored_after_each_kill if 0 < n < sent]
+    assert len(set(mid_stream)) >= 2, stored_after_each_kill
+
+    final = _start_ingest(isolated_config, tmp_path / "final.log", "--until-idle")
+    final.communicate(timeout=240)
+    assert final.returncode == 0, (tmp_path / "final.log").read_text()[-3000:]
+
+    with connect(kafka_settings.storage.db_path) as con:
+        events, dead, copies = con.execute(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters),"
+            " (SELECT count(*) FROM duplicate_events)"
+        ).fetchone()
+        accounted = offsets_accounted(con)
+        next_offsets = dict(
+            ((topic, partition), offset)
+            for topic, partition, offset in con.execute(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+            ).fetchall()
+        )
+        ingested_ids = {row[0] for row in con.execute("SELECT event_id FROM events").fetchall()}
+
+    # Every produced message is in exactly one table, once.
+    assert events + dead + copies == sent
+    assert dead == report.malformed
+    assert copies == report.resent
+    for topic, partition, rows, distinct in accounted:
+        assert rows == distinct == next_offsets[(topic, partition)], (topic, partition)
+
+    # The same file loaded without Kafka yields exactly the same events.
+    with connect(tmp_path / "reference.duckdb") as reference:
+        load_file(reference, source, max_event_bytes=kafka_settings.ingest.max_event_bytes)
+        expected_ids = {
+            row[0] for row in reference.execute("SELECT event_id FROM events").fetchall()
+        }
+    assert ingested_ids == expected_ids
+
+
+def test_sigterm_finishes_the_batch_stores_it_and_exits_zero(
+    isolated_config, kafka_settings, produced_store, tmp_path
+):
+    _, _, sent = produced_store
+    log = tmp_path / "ingest.log"
+    process = _start_ingest(isolated_config, log)
+    _wait_for_assignment(log, process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, log.read_text()[-3000:]
+    assert b"consumed" in out
+
+    with connect(kafka_settings.storage.db_path) as con:
+        accounted = offsets_accounted(con)
+        next_offsets = {
+            (topic, partition): offset
+            for topic, partition, offset in con.execute(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+            ).fetchall()
+        }
+    # What was stored is exactly what the stored offsets say was consumed.
+    assert sum(rows for _, _, rows, _ in accounted) == sum(next_offsets.values())
+    for topic, partition, rows, distinct in accounted:
+        assert rows == distinct == next_offsets[(topic, partition)]
+    assert sum(next_offsets.values()) <= sent

@@ -1,0 +1,50 @@
+import json
+from datetime import date
+
+from cdp.ingest.events import CANONICAL_TYPES
+from cdp.ingest.generator import generate_store
+
+
+def test_same_seed_gives_the_same_file_byte_for_byte(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    generate_store(a, customers=100, seed=9, end=date(2026, 1, 1))
+    generate_store(b, customers=100, seed=9, end=date(2026, 1, 1))
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_store_has_every_type_repeat_buyers_currencies_and_two_years(tmp_path):
+    path = tmp_path / "s.jsonl"
+    report = generate_store(path, customers=1500, seed=1, end=date(2026, 11, 1))
+    assert set(report.by_type) == set(CANONICAL_TYPES)
+    parsed = []
+    for line in path.read_bytes().splitlines():
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            continue
+    orders_per_customer: dict[str, int] = {}
+    currencies, stamps, segment_shaped = set(), [], 0
+    for body in parsed:
+        stamps.append(body.get("timestamp") or "")
+        segment_shaped += body.get("type") == "track"
+        if body.get("type") == "order_completed" or body.get("event") == "Order Completed":
+            customer = body.get("user_id") or body.get("userId")
+            orders_per_customer[customer] = orders_per_customer.get(customer, 0) + 1
+            currencies.add(body["properties"]["currency"])
+    repeaters = sum(1 for n in orders_per_customer.values() if n > 1)
+    assert 0.1 < repeaters / len(orders_per_customer) < 0.9
+    assert max(orders_per_customer.values()) >= 8  # a long tail of loyal buyers
+    assert {"USD", "EUR", "GBP", "VND"} <= currencies
+    assert 0.1 < segment_shaped / len(parsed) < 0.3
+    dated = sorted(s[:10] for s in stamps if s[:4].isdigit())
+    assert dated[0] < "2025-01-01" and dated[-1] > "2026-09-01"
+    assert 0 < report.malformed < 0.01 * report.events
+
+
+def test_many_seeds_generate_without_error(tmp_path):
+    # Extreme draws (a purchase rate near zero) once overflowed the date range.
+    for seed in range(8):
+        report = generate_store(
+            tmp_path / f"{seed}.jsonl", customers=3000, seed=seed, end=date(2026, 11, 1)
+        )
+        assert report.events > 0

@@ -1,0 +1,83 @@
+import pyarrow as pa
+import pytest
+
+from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.storage.event_store import stored_offsets, write_batch
+from tests.helpers import encode, event, one_of_each_type
+
+
+def _batch(bodies, topic="t", partition=0, start=0):
+    return validate_batch(
+        [RawMessage(encode(b), topic, partition, start + n) for n, b in enumerate(bodies)]
+    )
+
+
+def test_typed_columns_are_extracted_from_the_payload(memory_db):
+    batch = _batch(
+        [
+            event(
+                "order_completed",
+                "e-1",
+                properties={
+                    "order_id": " o-1 ",
+                    "total": "39.98",
+                    "currency": "eur",
+                    "discount": "2.00",
+                },
+            )
+        ]
+    )
+    write_batch(memory_db, batch.events, batch.dead_letters)
+    row = memory_db.execute(
+        "SELECT order_id, revenue::VARCHAR, discount::VARCHAR, currency, utm_source, channel,"
+        " occurred_at = TIMESTAMPTZ '2026-03-01 11:00:00+00' FROM events"
+    ).fetchone()
+    assert row == ("o-1", "39.9800", "2.0000", "EUR", "google", "web", True)
+
+
+def test_currency_defaults_to_usd_as_in_the_segment_spec(memory_db):
+    batch = _batch([event("order_completed", "e-1", properties={"order_id": "o", "revenue": 5})])
+    write_batch(memory_db, batch.events, batch.dead_letters)
+    assert memory_db.execute("SELECT currency, revenue FROM events").fetchone()[0] == "USD"
+
+
+def test_resent_event_id_is_stored_once_and_its_copy_recorded(memory_db):
+    body = event("page_viewed", "same-id")
+    batch = _batch([body, body, body])
+    result = write_batch(memory_db, batch.events, batch.dead_letters)
+    assert (result.stored, result.duplicates) == (1, 2)
+    assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    copies = memory_db.execute("SELECT source_offset FROM duplicate_events ORDER BY 1").fetchall()
+    assert copies == [(1,), (2,)]
+
+
+def test_writing_the_same_batch_twice_changes_nothing(memory_db):
+    batch = _batch([*one_of_each_type(), {"bad": True}])
+    write_batch(memory_db, batch.events, batch.dead_letters)
+    again = write_batch(memory_db, batch.events, batch.dead_letters)
+    assert (again.stored, again.duplicates, again.dead_lettered) == (0, 0, 0)
+    counts = memory_db.execute(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM dead_letters),"
+        " (SELECT count(*) FROM duplicate_events)"
+    ).fetchone()
+    assert counts == (12, 1, 0)
+
+
+def test_offsets_are_stored_with_the_batch(memory_db):
+    batch = _batch(one_of_each_type(), topic="t", partition=3)
+    write_batch(
+        memory_db, batch.events, batch.dead_letters, group_id="g", next_offsets={("t", 3): 12}
+    )
+    assert stored_offsets(memory_db, "g") == {("t", 3): 12}
+    assert stored_offsets(memory_db, "other") == {}
+
+
+def test_a_failing_write_stores_neither_rows_nor_offsets(memory_db):
+    batch = _batch(one_of_each_type())
+    broken_dead_letters = pa.table({"source_topic": [None]})  # violates NOT NULL columns
+    with pytest.raises(Exception):  # noqa: B017 - any DuckDB error must roll back
+        write_batch(
+            memory_db, batch.events, broken_dead_letters, group_id="g", next_offsets={("t", 0): 12}
+        )
+    assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert stored_offsets(memory_db, "g") == {}

@@ -1,0 +1,94 @@
+"""The command line as a user runs it: real processes, real files, real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+
+def _cdp(*args: str, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cdp", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def test_ingest_without_kafka_configured_says_which_key_to_set(tmp_path):
+    result = _cdp("ingest", "--db", str(tmp_path / "x.duckdb"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "kafka.bootstrap_servers" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_broker_is_a_clear_error_not_a_timeout_traceback(tmp_path):
+    result = _cdp(
+        "ingest", "--bootstrap-servers", "127.0.0.1:1", "--db", str(tmp_path / "x.duckdb")
+    )
+    assert result.returncode == 1
+    assert "no Kafka broker answers at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[topics]\npartitions = -1\n")
+    result = _cdp("--config", str(config), "dlq", "list", "--db", str(tmp_path / "x.duckdb"))
+    assert result.returncode == 2
+    assert "topics.partitions" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_input_file_is_named(tmp_path):
+    result = _cdp("load", str(tmp_path / "nope.jsonl"), "--db", str(tmp_path / "x.duckdb"))
+    assert result.returncode == 2
+    assert "nope.jsonl" in result.stderr and "does not exist" in result.stderr
+
+
+def test_generate_then_load_then_dlq_list_and_replay(tmp_path):
+    events = tmp_path / "store.jsonl"
+    db = tmp_path / "x.duckdb"
+    assert (
+        _cdp(
+            "generate",
+            "--out",
+            str(events),
+            "--customers",
+            "300",
+            "--seed",
+            "3",
+            "--end",
+            "2026-11-01",
+        ).returncode
+        == 0
+    )
+    loaded = _cdp("load", str(events), "--db", str(db))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "dead-lettered" in loaded.stdout
+    listed = _cdp("dlq", "list", "--db", str(db), "--limit", "3")
+    assert listed.returncode == 0
+    assert "reason:" in listed.stdout and "line " in listed.stdout
+    replayed = _cdp("dlq", "replay", "--db", str(db))
+    assert replayed.returncode == 0
+    assert "0 moved to events" in replayed.stdout  # nothing was fixed in between
+
+
+@pytest.mark.kafka
+def test_demo_runs_with_nothing_configured_and_fills_all_four_families(tmp_path):
+    db = tmp_path / "demo.duckdb"
+    result = _cdp(
+        "demo", "--customers", "300", "--db", str(db), "--end", "2026-11-01", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "started the bundled broker" in result.stdout
+    assert "dead letters:" in result.stdout
+    with duckdb.connect(str(db), read_only=True) as con:
+        families = {row[0] for row in con.execute("SELECT DISTINCT family FROM events").fetchall()}
+        reasons = con.execute("SELECT count(*), min(length(reason)) FROM dead_letters").fetchone()
+    assert families == {"browse", "cart", "purchase", "identify"}
+    assert reasons[0] > 0 and reasons[1] > 10
