@@ -63,7 +63,11 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(database_summary(con))
     print()
     print(f"database: {result.db_path.resolve()}")
-    print(f'try:      duckdb {result.db_path} "SELECT type, count(*) FROM events GROUP BY 1"')
+    query = "SELECT family, type, count(*) FROM events GROUP BY ALL ORDER BY ALL"
+    print(
+        "query it: python -c \"import duckdb; duckdb.connect("
+        f"'{result.db_path}', read_only=True).sql('{query}').show()\""
+    )
     return 0
 
 
