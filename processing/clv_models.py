@@ -1,0 +1,242 @@
+"""Predictive CLV: BG/NBD for repeat purchases and Gamma-Gamma for spend per order.
+
+BG/NBD (Fader, Hardie & Lee 2005, "Counting Your Customers the Easy Way") models
+each customer as buying at a Poisson rate λ ~ Gamma(r, α) while alive, and dropping
+out after any purchase with probability p ~ Beta(a, b). It needs, per customer,
+``x`` (repeat purchases), ``t_x`` (time of the last purchase since the first) and
+``T`` (time since the first purchase), all in one time unit.
+
+Gamma-Gamma (Fader, Hardie & Lee 2005, "RFM and CLV: Using Iso-Value Curves") models
+the value of each repeat order as Gamma(p, ν) with ν ~ Gamma(q, γ) across customers,
+fitted on customers with at least one repeat purchase and their mean repeat-order
+value ``m``.
+
+Both are fitted by maximum likelihood over *distinct* input rows with counts, so a
+million customers cost what their few distinct (x, t_x, T) combinations cost. Fits
+that cannot be trusted — no repeat buyers, too few customers, an optimizer that
+did not converge, non-finite results — are reported as such, and the predictions
+fall back to simple empirical rates instead of emitting NaN: see ``FitResult``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, special
+
+# Fewer repeat buyers than this cannot identify the drop-out process (a, b).
+MIN_REPEAT_CUSTOMERS = 10
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Fitted parameters, or why there are none (``converged`` False, ``message``)."""
+
+    params: dict[str, float]
+    log_likelihood: float
+    converged: bool
+    message: str
+    customers: int
+    iterations: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _minimize(objective, dimensions: int) -> tuple[optimize.OptimizeResult, bool]:
+    """L-BFGS-B over log-parameters; converged when the gradient at the optimum is
+    flat. L-BFGS-B often ends with "ABNORMAL" when its line search cannot improve at
+    machine precision, which at a flat gradient is convergence, not failure."""
+    result = optimize.minimize(
+        objective, x0=np.zeros(dimensions), method="L-BFGS-B", bounds=[(-12.0, 12.0)] * dimensions,
+        options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+    )  # fmt: skip
+    gradient = optimize.approx_fprime(result.x, objective, 1e-7)
+    flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4
+    return result, flat
+
+
+# -- BG/NBD ---------------------------------------------------------------------------
+
+
+def _bgnbd_log_likelihood_rows(
+    r: float, alpha: float, a: float, b: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """Per-row log-likelihood (Fader, Hardie & Lee 2005, eq. 6, in log form)."""
+    a1 = special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+    a2 = (
+        special.gammaln(a + b)
+        + special.gammaln(b + x)
+        - special.gammaln(b)
+        - special.gammaln(a + b + x)
+    )
+    a3 = -(r + x) * np.log(alpha + T)
+    repeat = x > 0
+    # For x = 0 the second term is absent; b + x - 1 may be <= 0 there, so guard it.
+    safe = np.where(repeat, b + x - 1, 1.0)
+    a4 = np.where(repeat, np.log(a) - np.log(safe) - (r + x) * np.log(alpha + t_x), -np.inf)
+    return a1 + a2 + np.logaddexp(a3, a4)
+
+
+def bgnbd_log_likelihood(
+    params: dict[str, float],
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> float:
+    rows = _bgnbd_log_likelihood_rows(
+        params["r"], params["alpha"], params["a"], params["b"], x, t_x, T
+    )
+    return float(np.sum(rows if weights is None else rows * weights))
+
+
+def fit_bgnbd(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray | None = None
+) -> FitResult:
+    """Maximum-likelihood BG/NBD fit; ``weights`` count identical rows."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    weights = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    customers = int(weights.sum())
+    repeaters = int(weights[x > 0].sum())
+    if customers == 0:
+        return FitResult({}, float("nan"), False, "no customers", 0)
+    if repeaters < MIN_REPEAT_CUSTOMERS:
+        return FitResult(
+            {}, float("nan"), False,
+            f"only {repeaters} customers bought more than once; BG/NBD needs at least "
+            f"{MIN_REPEAT_CUSTOMERS} to estimate drop-out",
+            customers,
+        )  # fmt: skip
+    scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
+
+    def objective(log_params: np.ndarray) -> float:
+        r, alpha, a, b = np.exp(log_params)
+        rows = _bgnbd_log_likelihood_rows(r, alpha, a, b, x, t_x / scale, T / scale)
+        value = -float(np.dot(rows, weights)) / customers
+        return value if np.isfinite(value) else 1e300
+
+    result, flat = _minimize(objective, 4)
+    r, alpha, a, b = np.exp(result.x)
+    params = {"r": float(r), "alpha": float(alpha * scale), "a": float(a), "b": float(b)}
+    log_likelihood = bgnbd_log_likelihood(params, x, t_x, T, weights)
+    at_bound = bool(np.any(np.abs(result.x) >= 11.99))
+    converged = flat and np.isfinite(log_likelihood) and not at_bound
+    message = "converged" if converged else (
+        "a parameter ran to its bound: the data do not identify the model" if at_bound
+        else f"optimizer did not converge: {result.message}"
+    )  # fmt: skip
+    return FitResult(params, log_likelihood, converged, message, customers, int(result.nit))
+
+
+def bgnbd_probability_alive(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """P(still active | x, t_x, T); 1 for customers who never bought again (eq. 8)."""
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    safe = np.where(x > 0, b + x - 1, 1.0)
+    log_ratio = np.log(a) - np.log(safe) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+    return np.where(x > 0, special.expit(-log_ratio), 1.0)
+
+
+def bgnbd_expected_purchases(
+    params: dict[str, float], t: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """Expected purchases in the next ``t`` time units given the history (eq. 10)."""
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    hyp = special.hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
+    first = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
+    return first * bgnbd_probability_alive(params, x, t_x, T)
+
+
+# -- Gamma-Gamma ----------------------------------------------------------------------
+
+
+def _gamma_gamma_log_likelihood_rows(
+    p: float, q: float, gamma: float, x: np.ndarray, m: np.ndarray
+) -> np.ndarray:
+    px = p * x
+    return (
+        special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q)
+        + q * np.log(gamma) + (px - 1) * np.log(m) + px * np.log(x)
+        - (px + q) * np.log(x * m + gamma)
+    )  # fmt: skip
+
+
+def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = None) -> FitResult:
+    """Maximum-likelihood Gamma-Gamma fit on repeat buyers (x >= 1, m > 0)."""
+    x, m = np.asarray(x, dtype=float), np.asarray(m, dtype=float)
+    weights = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+    usable = (x > 0) & (m > 0)
+    x, m, weights = x[usable], m[usable], weights[usable]
+    customers = int(weights.sum())
+    if customers < MIN_REPEAT_CUSTOMERS:
+        return FitResult(
+            {}, float("nan"), False,
+            f"only {customers} repeat buyers with positive spend; Gamma-Gamma needs at least "
+            f"{MIN_REPEAT_CUSTOMERS}",
+            customers,
+        )  # fmt: skip
+    scale = float(np.average(m, weights=weights))  # fit in units of the mean order value
+
+    def objective(log_params: np.ndarray) -> float:
+        p, q, gamma = np.exp(log_params)
+        rows = _gamma_gamma_log_likelihood_rows(p, q, gamma, x, m / scale)
+        value = -float(np.dot(rows, weights)) / customers
+        return value if np.isfinite(value) else 1e300
+
+    result, flat = _minimize(objective, 3)
+    p, q, gamma = np.exp(result.x)
+    params = {"p": float(p), "q": float(q), "gamma": float(gamma * scale)}
+    rows = _gamma_gamma_log_likelihood_rows(params["p"], params["q"], params["gamma"], x, m)
+    log_likelihood = float(np.dot(rows, weights))
+    at_bound = bool(np.any(np.abs(result.x) >= 11.99))
+    converged = flat and np.isfinite(log_likelihood) and not at_bound and q > 1
+    message = "converged" if converged else (
+        "q <= 1: the expected spend is undefined for this fit" if q <= 1
+        else "a parameter ran to its bound" if at_bound
+        else f"optimizer did not converge: {result.message}"
+    )  # fmt: skip
+    return FitResult(params, log_likelihood, converged, message, customers, int(result.nit))
+
+
+def gamma_gamma_expected_spend(
+    params: dict[str, float], x: np.ndarray, m: np.ndarray, fallback: float
+) -> np.ndarray:
+    """E[spend per order | x, m]: shrinks each repeat buyer's mean toward the population
+    mean; customers without repeat orders get the population mean (``fallback`` if the
+    model has no usable fit)."""
+    x, m = np.asarray(x, dtype=float), np.asarray(m, dtype=float)
+    if not params:
+        return np.where(x > 0, m, fallback)
+    p, q, gamma = params["p"], params["q"], params["gamma"]
+    population_mean = p * gamma / (q - 1)
+    conditional = (p * (gamma + x * m)) / (p * x + q - 1)
+    return np.where((x > 0) & (m > 0), conditional, population_mean)
+
+
+# -- CLV ------------------------------------------------------------------------------
+
+
+def discounted_clv(
+    bgnbd: dict[str, float],
+    spend_per_order: np.ndarray,
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    *,
+    months: int,
+    units_per_month: float,
+    annual_discount_rate: float,
+) -> np.ndarray:
+    """Sum over each future month of expected purchases in that month × expected
+    spend, discounted monthly at the rate equivalent to ``annual_discount_rate``."""
+    monthly_rate = (1 + annual_discount_rate) ** (1 / 12) - 1
+    total = np.zeros(np.shape(x), dtype=float)
+    previous = np.zeros_like(total)
+    for month in range(1, months + 1):
+        cumulative = bgnbd_expected_purchases(bgnbd, month * units_per_month, x, t_x, T)
+        total += (cumulative - previous) * spend_per_order / (1 + monthly_rate) ** month
+        previous = cumulative
+    return total
