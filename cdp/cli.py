@@ -65,7 +65,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database: {result.db_path.resolve()}")
     query = "SELECT family, type, count(*) FROM events GROUP BY ALL ORDER BY ALL"
     print(
-        "query it: python -c \"import duckdb; duckdb.connect("
+        'query it: python -c "import duckdb; duckdb.connect('
         f"'{result.db_path}', read_only=True).sql('{query}').show()\""
     )
     return 0
@@ -160,7 +160,52 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.processing.build import end_of_day, run_build
+    from cdp.storage.database import connect
+
+    as_of = end_of_day(args.as_of) if args.as_of else None
+    with connect(settings.storage.db_path) as con:
+        report = run_build(con, settings, as_of)
+        kpis = con.execute(
+            "SELECT aov, purchase_frequency, customer_value, churn_rate_monthly, basic_clv,"
+            " advanced_clv, repeat_rate, lifespan_years, lifespan_is_default, reporting_currency"
+            " FROM store_kpis WHERE as_of = $day",
+            {"day": report.as_of.date()},
+        ).fetchall()[0]
+    print(
+        f"build {report.build_id} as of {report.as_of:%Y-%m-%d %H:%M} UTC: {report.customers:,} "
+        f"customers ({report.identity.merges:,} merged by new links) in {report.seconds:.1f} s"
+    )
+    currency = kpis[9]
+    print(
+        f"  AOV {_num(kpis[0])} {currency}, purchase frequency {_num(kpis[1])}/year, "
+        f"customer value {_num(kpis[2])}, repeat rate {_pct(kpis[6])}"
+    )
+    lifespan = f"{_num(kpis[7])} years" + (" (default: history too short)" if kpis[8] else "")
+    print(f"  monthly churn {_pct(kpis[3])}, lifespan {lifespan}")
+    print(f"  basic CLV {_num(kpis[4])} {currency}, advanced CLV {_num(kpis[5])} {currency}")
+    for name, fit in (("BG/NBD", report.models.bgnbd), ("Gamma-Gamma", report.models.gamma_gamma)):
+        params = ", ".join(f"{key}={value:.4g}" for key, value in fit.params.items())
+        print(f"  {name}: {fit.message}" + (f" ({params})" if fit.converged else ""))
+    if report.unconverted_orders:
+        print(
+            f"  {report.unconverted_orders:,} orders left out: no exchange rate for their currency"
+        )
+    if not report.published_current:
+        print("  (an earlier as-of than the latest build: history tables only)")
+    return 0
+
+
 # -- helpers ------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _print_stats(stats: Any) -> None:
@@ -295,6 +340,15 @@ def _parser() -> argparse.ArgumentParser:
         "--until-idle",
         action="store_true",
         help="stop once caught up and nothing new arrives (ingest.idle_timeout_s)",
+    )
+
+    build = command("build", _build, "build customer profiles, CLV, RFM and store KPIs")
+    db_flag(build)
+    build.add_argument(
+        "--as-of",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="use only events up to the end of this day (UTC); default: now",
     )
 
     dlq = command("dlq", None, "inspect and replay dead letters").add_subparsers(

@@ -99,6 +99,82 @@ class StorageSettings(_Section):
     db_path: Path = Path("cdp.duckdb")
 
 
+class MoneySettings(_Section):
+    """Profiles add up money across currencies in one reporting currency."""
+
+    reporting_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    # Units of each currency per one unit of the reporting currency. Orders in a
+    # currency missing here are left out of money totals (and counted in the build log).
+    exchange_rates: dict[str, float] = Field(
+        default_factory=lambda: {"USD": 1.0, "EUR": 0.92, "GBP": 0.79, "VND": 25000.0}
+    )
+
+    @field_validator("exchange_rates")
+    @classmethod
+    def _positive_rates(cls, rates: dict[str, float]) -> dict[str, float]:
+        for currency, rate in rates.items():
+            if not re.match(r"^[A-Z]{3}$", currency):
+                raise ValueError(f"{currency!r} is not an ISO 4217 code (three capital letters)")
+            if rate <= 0:
+                raise ValueError(f"rate for {currency} must be positive, got {rate}")
+        return rates
+
+
+class ClvSettings(_Section):
+    # The one consistent window for AOV, purchase frequency and customer value.
+    kpi_window_days: int = Field(default=365, ge=1)
+    rolling_windows_days: list[int] = Field(default_factory=lambda: [30, 90, 365], min_length=1)
+    # A customer with no order for this long counts as churned (lapsed).
+    inactive_after_days: int = Field(default=180, ge=1)
+    # Lifespan is measured from churned customers once the store has this much history.
+    lifespan_min_history_days: int = Field(default=1095, ge=1)
+    default_lifespan_years: float = Field(default=3.0, gt=0)
+    gross_margin: float = Field(default=0.3, gt=0, le=1)
+    horizon_months: int = Field(default=12, ge=1, le=120)
+    annual_discount_rate: float = Field(default=0.1, ge=0, lt=1)
+    # Optional CSV with columns period (YYYY-MM), channel, spend (reporting currency).
+    marketing_spend_csv: str = ""
+
+
+class RfmSettings(_Section):
+    window_days: int = Field(default=365, ge=1)
+    # 5 = quintiles (common practice); 3 = thirds, as in the source material.
+    scores: int = Field(default=5, ge=3, le=5)
+    # "quantile": ranked against other buyers; "window": equal slices of the window
+    # (with 3 scores and 365 days: within 4 months -> 3, 4-8 -> 2, 8-12 -> 1).
+    recency_scoring: str = Field(default="quantile", pattern=r"^(quantile|window)$")
+
+    @field_validator("scores")
+    @classmethod
+    def _three_or_five(cls, value: int) -> int:
+        if value not in (3, 5):
+            raise ValueError("must be 3 (thirds) or 5 (quintiles)")
+        return value
+
+
+class LoyaltySettings(_Section):
+    # Tier name -> minimum net revenue to date (reporting currency).
+    tiers: dict[str, float] = Field(
+        default_factory=lambda: {"bronze": 0.0, "silver": 200.0, "gold": 1000.0, "platinum": 5000.0}
+    )
+
+
+class FunnelSettings(_Section):
+    """Product ids per Customer Value Optimization tier; empty means no funnel stage."""
+
+    lead_magnet: list[str] = Field(default_factory=list)
+    tripwire: list[str] = Field(default_factory=list)
+    core: list[str] = Field(default_factory=list)
+    profit_maximizer: list[str] = Field(default_factory=list)
+
+
+class ScheduleSettings(_Section):
+    refresh_minutes: int = Field(default=15, ge=1)
+    nightly_cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    misfire_grace_s: int = Field(default=3600, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CDP_",
@@ -111,6 +187,12 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
     storage: StorageSettings = StorageSettings()
+    money: MoneySettings = MoneySettings()
+    clv: ClvSettings = ClvSettings()
+    rfm: RfmSettings = RfmSettings()
+    loyalty: LoyaltySettings = LoyaltySettings()
+    funnel: FunnelSettings = FunnelSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -12,16 +12,16 @@ def database_summary(con: duckdb.DuckDBPyConnection) -> str:
     ).fetchall()
     for family, event_type, count in rows:
         lines.append(f"  {family:<9} {event_type:<20} {count:>10,}")
-    total = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    total = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     lines.append(f"  {'total':<30} {total:>10,}")
     customers = con.execute(
         "SELECT count(DISTINCT user_id), count(DISTINCT anonymous_id) FROM events"
-    ).fetchone()
+    ).fetchall()[0]
     lines.append(
         f"customers seen: {customers[0]:,} identified user ids, {customers[1]:,} anonymous ids "
         "(stitched into profiles by `cdp build`)"
     )
-    duplicates = con.execute("SELECT count(*) FROM duplicate_events").fetchone()[0]
+    duplicates = con.execute("SELECT count(*) FROM duplicate_events").fetchall()[0][0]
     lines.append(f"re-sent duplicates (stored once): {duplicates:,}")
     dead = con.execute(
         "SELECT error_kind, count(*), any_value(reason ORDER BY dead_letter_id) "

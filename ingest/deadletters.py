@@ -43,7 +43,7 @@ def list_dead_letters(
     """The newest dead letters (optionally of one kind) and the total count."""
     where = "WHERE error_kind = $kind" if kind else ""
     params = {"kind": kind} if kind else {}
-    total = con.execute(f"SELECT count(*) FROM dead_letters {where}", params).fetchone()[0]
+    total = con.execute(f"SELECT count(*) FROM dead_letters {where}", params).fetchall()[0][0]
     rows = con.execute(
         f"""SELECT dead_letter_id, source_topic, source_partition, source_offset, error_kind,
                    reason, raw, replay_attempts

@@ -103,8 +103,8 @@ def fit_bgnbd(
     if repeaters < MIN_REPEAT_CUSTOMERS:
         return FitResult(
             {}, float("nan"), False,
-            f"only {repeaters} customers bought more than once; BG/NBD needs at least "
-            f"{MIN_REPEAT_CUSTOMERS} to estimate drop-out",
+            f"only {repeaters} repeat buyers (customers who bought more than once); BG/NBD "
+            f"needs at least {MIN_REPEAT_CUSTOMERS} to estimate drop-out",
             customers,
         )  # fmt: skip
     scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
@@ -120,7 +120,7 @@ def fit_bgnbd(
     params = {"r": float(r), "alpha": float(alpha * scale), "a": float(a), "b": float(b)}
     log_likelihood = bgnbd_log_likelihood(params, x, t_x, T, weights)
     at_bound = bool(np.any(np.abs(result.x) >= 11.99))
-    converged = flat and np.isfinite(log_likelihood) and not at_bound
+    converged = bool(flat and np.isfinite(log_likelihood) and not at_bound)
     message = "converged" if converged else (
         "a parameter ran to its bound: the data do not identify the model" if at_bound
         else f"optimizer did not converge: {result.message}"
@@ -192,7 +192,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = N
     rows = _gamma_gamma_log_likelihood_rows(params["p"], params["q"], params["gamma"], x, m)
     log_likelihood = float(np.dot(rows, weights))
     at_bound = bool(np.any(np.abs(result.x) >= 11.99))
-    converged = flat and np.isfinite(log_likelihood) and not at_bound and q > 1
+    converged = bool(flat and np.isfinite(log_likelihood) and not at_bound and q > 1)
     message = "converged" if converged else (
         "q <= 1: the expected spend is undefined for this fit" if q <= 1
         else "a parameter ran to its bound" if at_bound

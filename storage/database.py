@@ -8,7 +8,8 @@ database through cursors (``connection.cursor()``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -53,6 +54,22 @@ def memory_database() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     migrate(con)
     return con
+
+
+def execute_script(
+    con: duckdb.DuckDBPyConnection, script: str, params: Mapping[str, object] | None = None
+) -> None:
+    """Run ``;``-separated statements, binding to each only the ``$name`` parameters it
+    uses (DuckDB binds parameters for a single statement only). Statements are split
+    on a ``;`` that ends a line, so keep literals free of that."""
+    params = params or {}
+    for statement in re.split(r";\s*\n", script):
+        if not statement.strip() or all(
+            line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
+        ):
+            continue
+        used = {name: value for name, value in params.items() if f"${name}" in statement}
+        con.execute(statement, used)
 
 
 @contextlib.contextmanager

@@ -186,5 +186,5 @@ def stored_offsets(con: duckdb.DuckDBPyConnection, group_id: str) -> dict[tuple[
 
 
 def _count(result: duckdb.DuckDBPyConnection) -> int:
-    row = result.fetchone()
+    row = result.fetchall()[0]
     return int(row[0]) if row else 0

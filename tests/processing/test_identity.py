@@ -1,0 +1,103 @@
+import itertools
+
+import pytest
+
+from cdp.processing.build import run_build
+from cdp.processing.identity import resolve_customer_id
+from tests.processing.store import AS_OF, days_ago, event, settings, store
+
+
+def _customer_of(con, identifier: str) -> str:
+    return con.execute(
+        "SELECT customer_id FROM customer_identities WHERE identifier = $i", {"i": identifier}
+    ).fetchall()[0][0]
+
+
+LINKS = [
+    {"anonymous_id": "A", "user_id": "B"},
+    {"user_id": "B", "traits": {"email": "c@x.io"}},
+    {"anonymous_id": "D", "traits": {"email": " C@X.io "}},
+]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_chain_of_links_arriving_in_any_order_ends_as_one_customer(memory_db, order):
+    for step, index in enumerate(order):
+        link = LINKS[index]
+        kind = "identify" if "traits" in link else "page_viewed"
+        store(memory_db, event(kind, days_ago(10 - step), **link))
+        run_build(memory_db, settings(), AS_OF)
+    survivors = {_customer_of(memory_db, i) for i in ("anon:A", "user:B", "email:c@x.io", "anon:D")}
+    assert len(survivors) == 1
+    [survivor] = survivors
+    # Every id handed out on the way still resolves to the survivor.
+    aliases = memory_db.execute("SELECT alias_id FROM customer_aliases").fetchall()
+    assert all(resolve_customer_id(memory_db, alias) == survivor for (alias,) in aliases)
+    assert memory_db.execute("SELECT count(*) FROM customer_profiles").fetchall()[0][0] == 1
+
+
+def test_ids_are_stable_across_rebuilds(memory_db):
+    store(memory_db, event("page_viewed", days_ago(5), anonymous_id="A"))
+    store(memory_db, event("page_viewed", days_ago(4), anonymous_id="Z", user_id="u"))
+    run_build(memory_db, settings(), AS_OF)
+    first = memory_db.execute("SELECT customer_id FROM customer_profiles ORDER BY 1").fetchall()
+    run_build(memory_db, settings(), AS_OF)
+    again = memory_db.execute("SELECT customer_id FROM customer_profiles ORDER BY 1").fetchall()
+    assert first == again and len(first) == 2
+
+
+def test_merge_keeps_the_customer_seen_first_and_every_event(memory_db):
+    store(
+        memory_db,
+        event(
+            "product_viewed",
+            days_ago(30),
+            anonymous_id="early",
+            properties={"product_id": "p1", "category": "cakes"},
+        ),
+    )
+    store(
+        memory_db,
+        event(
+            "product_viewed",
+            days_ago(20),
+            user_id="late",
+            properties={"product_id": "p2", "category": "tea"},
+        ),
+    )
+    run_build(memory_db, settings(), AS_OF)
+    early = _customer_of(memory_db, "anon:early")
+    late = _customer_of(memory_db, "user:late")
+    assert early != late
+    store(memory_db, event("identify", days_ago(1), anonymous_id="early", user_id="late"))
+    run_build(memory_db, settings(), AS_OF)
+    assert _customer_of(memory_db, "user:late") == early
+    assert resolve_customer_id(memory_db, late) == early
+    viewed = memory_db.execute(
+        "SELECT top_categories_viewed, anonymous_ids, user_id FROM customer_profiles"
+    ).fetchall()
+    assert viewed == [(["cakes", "tea"], ["early"], "late")]
+
+
+def test_anonymous_browsing_before_sign_up_is_attributed_to_the_customer(memory_db):
+    store(
+        memory_db,
+        event(
+            "product_viewed",
+            days_ago(9),
+            anonymous_id="a1",
+            properties={"product_id": "p", "category": "cakes"},
+        ),
+        event(
+            "identify",
+            days_ago(2),
+            anonymous_id="a1",
+            user_id="u1",
+            traits={"phone": "+1 (555) 010-0200"},
+        ),
+    )
+    run_build(memory_db, settings(), AS_OF)
+    profile = memory_db.execute(
+        "SELECT user_id, top_categories_viewed, phones, first_seen_at FROM customer_profiles"
+    ).fetchall()
+    assert profile == [("u1", ["cakes"], ["+15550100200"], days_ago(9))]
