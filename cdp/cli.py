@@ -133,6 +133,26 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.processing.scheduler import run_service
+    from cdp.storage.database import connect
+
+    settings = _require_kafka(settings)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    schedule = settings.schedule
+    print(
+        f"cdp run: ingesting from {settings.kafka.bootstrap_servers} into "
+        f"{settings.storage.db_path}; refresh every {schedule.refresh_minutes:g} min, "
+        f"nightly build '{schedule.nightly_cron}' ({schedule.timezone})",
+        flush=True,
+    )
+    with connect(settings.storage.db_path) as con:
+        stats = run_service(settings, con, stop)
+    _print_stats(stats)
+    return 0
+
+
 def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.deadletters import list_dead_letters
     from cdp.storage.database import connect
@@ -341,6 +361,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop once caught up and nothing new arrives (ingest.idle_timeout_s)",
     )
+
+    run = command("run", _run, "the service: ingest, with profile builds on the schedule")
+    kafka_flags(run)
+    db_flag(run)
+    run.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
 
     build = command("build", _build, "build customer profiles, CLV, RFM and store KPIs")
     db_flag(build)

@@ -169,10 +169,32 @@ class FunnelSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    refresh_minutes: int = Field(default=15, ge=1)
+    refresh_minutes: float = Field(default=15, gt=0)
     nightly_cron: str = "0 2 * * *"
     timezone: str = "UTC"
     misfire_grace_s: int = Field(default=3600, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Paris'") from None
+        return value
+
+    @field_validator("nightly_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a 5-field cron expression: {exc}") from None
+        return value
 
 
 class Settings(BaseSettings):
