@@ -219,7 +219,7 @@ def _simulate_customer(
     favourite = rng.choice(CATEGORIES)
     # BG/NBD-style heterogeneity: purchase rate per day, and a drop-out chance per order.
     will_buy = rng.random() < 0.45
-    rate = rng.gammavariate(0.9, 1 / 40) if will_buy else 0.0
+    rate = rng.gammavariate(0.9, 1 / 110) if will_buy else 0.0
     dropout = rng.betavariate(1.2, 3.0)
     spend_scale = rng.lognormvariate(0, 0.6)
 
@@ -236,9 +236,14 @@ def _simulate_customer(
     def browse(at: datetime) -> datetime:
         writer.emit("page_viewed", at, ids, context, {"url": "https://shop.example/", "path": "/"})
         at += timedelta(seconds=rng.randint(5, 90))
-        writer.emit(
-            "product_list_viewed", at, ids, context, {"category": favourite, "list_id": favourite}
-        )
+        if rng.random() < 0.5:
+            writer.emit(
+                "product_list_viewed",
+                at,
+                ids,
+                context,
+                {"category": favourite, "list_id": favourite},
+            )
         if rng.random() < 0.3:
             at += timedelta(seconds=rng.randint(5, 60))
             writer.emit(
@@ -248,7 +253,7 @@ def _simulate_customer(
                 context,
                 {"query": rng.choice((favourite, "gift", "sale", "new"))},
             )
-        for _ in range(rng.randint(1, 4)):
+        for _ in range(rng.randint(1, 2)):
             product = pick()
             at += timedelta(seconds=rng.randint(10, 240))
             writer.emit(

@@ -180,8 +180,10 @@ per_customer AS (
 SELECT * FROM per_customer WHERE T > 0 OR x >= 0
 """
 
+# Ordered so that the same data always sums in the same order: the likelihood can be
+# nearly flat along a ridge, and a build must give the same fit when re-run.
 _GROUPED = """
-SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL
+SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL
 """
 
 
@@ -283,7 +285,8 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
     )  # fmt: skip
     inputs = con.sql(
         "SELECT customer_id, x, t_x, T, m, mean_order_value, "
-        "date_diff('day', last_day, $as_of::DATE) AS idle_days FROM clv_inputs",
+        "date_diff('day', last_day, $as_of::DATE) AS idle_days FROM clv_inputs"
+        " ORDER BY customer_id",
         params={"as_of": as_of},
     ).to_arrow_table()
     x, t_x, T = (inputs[name].to_numpy().astype(float) for name in ("x", "t_x", "T"))
