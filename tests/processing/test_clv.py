@@ -158,6 +158,9 @@ def test_predictive_clv_is_fitted_on_a_synthetic_store(memory_db, tmp_path):
         ).fetchall()
     }
     assert len(segments - {None}) >= 6
+    # The same data gives the same fit when the build is re-run.
+    again = run_build(memory_db, settings(), AS_OF)
+    assert again.models.bgnbd.params == report.models.bgnbd.params
 
 
 def test_cac_and_ltv_to_cac_from_marketing_spend(memory_db, tmp_path):
