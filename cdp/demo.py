@@ -2,7 +2,7 @@
 
 Starts the bundled broker unless Kafka is configured, creates the topics, writes a
 seeded synthetic store, streams it into the topics, ingests it into a fresh DuckDB
-file and summarizes what landed where.
+file, builds the customer profiles and summarizes what landed where.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
+from cdp.processing.build import run_build
 from cdp.settings import Settings
 from cdp.storage.database import connect
 
@@ -71,6 +72,8 @@ def run_demo(
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
+        built = run_build(con, settings)
+        say(f"built {built.customers:,} customer profiles in {built.seconds:.1f} s")
         return DemoResult(
             db_path=db_path,
             bootstrap_servers=settings.kafka.bootstrap_servers,

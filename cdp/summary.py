@@ -17,10 +17,7 @@ def database_summary(con: duckdb.DuckDBPyConnection) -> str:
     customers = con.execute(
         "SELECT count(DISTINCT user_id), count(DISTINCT anonymous_id) FROM events"
     ).fetchall()[0]
-    lines.append(
-        f"customers seen: {customers[0]:,} identified user ids, {customers[1]:,} anonymous ids "
-        "(stitched into profiles by `cdp build`)"
-    )
+    lines.append(f"identifiers seen: {customers[0]:,} user ids, {customers[1]:,} anonymous ids")
     duplicates = con.execute("SELECT count(*) FROM duplicate_events").fetchall()[0][0]
     lines.append(f"re-sent duplicates (stored once): {duplicates:,}")
     dead = con.execute(
@@ -32,4 +29,26 @@ def database_summary(con: duckdb.DuckDBPyConnection) -> str:
     for kind, count, reason in dead:
         shown = reason if len(reason) <= 90 else reason[:87] + "..."
         lines.append(f"  {kind:<14} {count:>7,}  e.g. {shown}")
+    lines.extend(_profile_summary(con))
     return "\n".join(lines)
+
+
+def _profile_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
+    kpis = con.execute(
+        "SELECT customers, buyers, aov, purchase_frequency, basic_clv, advanced_clv,"
+        " reporting_currency FROM store_kpis ORDER BY as_of DESC LIMIT 1"
+    ).fetchall()
+    if not kpis:
+        return []
+    customers, buyers, aov, frequency, basic, advanced, currency = kpis[0]
+    lines = [
+        f"customer profiles: {customers:,} customers, {buyers:,} bought in the last year; "
+        f"AOV {aov or 0:,.2f} {currency}, {frequency or 0:.2f} orders per buyer, "
+        f"basic CLV {basic or 0:,.2f}, advanced CLV {advanced or 0:,.2f}"
+    ]
+    segments = con.execute(
+        "SELECT rfm_segment, count(*) FROM customer_profiles WHERE rfm_segment IS NOT NULL"
+        " GROUP BY 1 ORDER BY 2 DESC"
+    ).fetchall()
+    lines.append("RFM segments: " + ", ".join(f"{name} {count:,}" for name, count in segments))
+    return lines

@@ -46,8 +46,6 @@ from cdp.storage.event_store import WriteResult, stored_offsets, write_batch
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_THRESHOLD = "256MB"
-
 # How long --until-idle waits for the first group assignment before giving up.
 JOIN_TIMEOUT_S = 60
 
@@ -284,9 +282,6 @@ class EventConsumer:
 
     def _write_loop(self) -> None:
         con = self._db.cursor()
-        # DuckDB checkpoints when the WAL passes 16 MB by default: every ~25k events
-        # here, each one a stall that grows with the table. Checkpoint less often.
-        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         try:
             while True:
                 item = self._queue.get()

@@ -16,6 +16,8 @@ import duckdb
 
 from cdp.errors import StorageError, TransientError
 
+CHECKPOINT_THRESHOLD = "256MB"
+
 
 def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the database (creating it if needed) with every migration applied."""
@@ -40,6 +42,10 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise StorageError(f"cannot open database {str(path)!r}: {exc}") from None
     if not read_only:
         try:
+            # DuckDB checkpoints when the WAL passes 16 MB by default: every ~25k events
+            # for ingest, each checkpoint a stall that grows with the table and its
+            # primary-key index. Checkpoint less often.
+            con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             migrate(con)
         except BaseException:
             con.close()
