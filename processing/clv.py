@@ -86,25 +86,26 @@ months AS (
                                   INTERVAL 1 MONTH)) AS month_start
 ),
 activity AS (  -- active at a date = an order within the inactivity window before it
-    SELECT m.month_start,
-           count(DISTINCT o.customer_id) FILTER (
-               WHERE o.ordered_at <= m.month_start
-                 AND o.ordered_at > m.month_start - to_days($inactive_days)) AS active_start,
-           count(DISTINCT o.customer_id) FILTER (
-               WHERE o.ordered_at <= m.month_start
-                 AND o.ordered_at > m.month_start - to_days($inactive_days)
-                 AND o.customer_id NOT IN (
-                     SELECT customer_id FROM order_facts o2
-                     WHERE NOT o2.cancelled AND o2.ordered_at <= m.month_start + INTERVAL 1 MONTH
-                       AND o2.ordered_at
-                           > m.month_start + INTERVAL 1 MONTH - to_days($inactive_days)
-                 )) AS churned
-    FROM months m CROSS JOIN (SELECT * FROM order_facts WHERE NOT cancelled) o
-    GROUP BY 1
+    SELECT m.month_start, o.customer_id,
+           bool_or(o.ordered_at <= m.month_start) AS active_at_start,
+           bool_or(o.ordered_at > m.month_start + INTERVAL 1 MONTH - to_days($inactive_days))
+               AS active_at_end
+    FROM months m
+    JOIN order_facts o
+      ON NOT o.cancelled
+     AND o.ordered_at > m.month_start - to_days($inactive_days)
+     AND o.ordered_at <= m.month_start + INTERVAL 1 MONTH
+    GROUP BY ALL
+),
+monthly AS (
+    SELECT month_start,
+           count(*) FILTER (WHERE active_at_start) AS active_start,
+           count(*) FILTER (WHERE active_at_start AND NOT active_at_end) AS churned
+    FROM activity GROUP BY 1
 ),
 churn AS (
     SELECT avg(churned / active_start) AS churn_rate
-    FROM activity WHERE active_start > 0
+    FROM monthly WHERE active_start > 0
 ),
 lifespan AS (
     SELECT count(*) AS churned_customers,

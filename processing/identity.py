@@ -25,39 +25,49 @@ from cdp.storage.database import execute_script
 
 MAX_ROUNDS = 64
 
+# Most events repeat the same few identifiers, so the graph is built from the
+# distinct identifier tuples events carry, not from every event.
 _IDENTIFIERS = """
-CREATE OR REPLACE TEMP TABLE event_identifiers AS
+CREATE OR REPLACE TEMP TABLE identity_tuples AS
 WITH scoped AS (
-    SELECT event_id, occurred_at, anonymous_id, user_id,
-           coalesce(email, payload->>'$.properties.email') AS email,
-           coalesce(phone, payload->>'$.properties.phone') AS phone
+    -- Identify traits are typed columns; orders may carry contact details in their
+    -- properties (parsed only for purchase events: most events are browsing).
+    SELECT occurred_at, anonymous_id, user_id,
+           coalesce(email, CASE WHEN family = 'purchase' THEN payload->>'$.properties.email' END)
+               AS email,
+           coalesce(phone, CASE WHEN family = 'purchase' THEN payload->>'$.properties.phone' END)
+               AS phone
     FROM events WHERE occurred_at <= $as_of
-),
-raw AS (
-    SELECT event_id, occurred_at, 'anon:' || anonymous_id AS identifier
-    FROM scoped WHERE anonymous_id IS NOT NULL
-    UNION ALL
-    SELECT event_id, occurred_at, 'user:' || user_id FROM scoped WHERE user_id IS NOT NULL
-    UNION ALL
-    SELECT event_id, occurred_at, 'email:' || lower(trim(email))
-    FROM scoped WHERE email IS NOT NULL AND contains(email, '@')
-    UNION ALL
-    SELECT event_id, occurred_at, 'phone:' || cdp_normalize_phone(phone)
-    FROM scoped WHERE length(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')) >= 7
 )
-SELECT DISTINCT event_id, occurred_at, identifier FROM raw
+SELECT row_number() OVER () AS tuple_id, *
+FROM (
+    SELECT anonymous_id, user_id,
+           CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
+           CASE WHEN length(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')) >= 7
+                THEN cdp_normalize_phone(phone) END AS phone,
+           min(occurred_at) AS first_seen_at
+    FROM scoped GROUP BY ALL
+);
+
+CREATE OR REPLACE TEMP TABLE tuple_identifiers AS
+SELECT tuple_id, first_seen_at, identifier FROM (
+    SELECT tuple_id, first_seen_at, 'anon:' || anonymous_id AS identifier FROM identity_tuples
+    UNION ALL SELECT tuple_id, first_seen_at, 'user:' || user_id FROM identity_tuples
+    UNION ALL SELECT tuple_id, first_seen_at, 'email:' || email FROM identity_tuples
+    UNION ALL SELECT tuple_id, first_seen_at, 'phone:' || phone FROM identity_tuples
+) WHERE identifier IS NOT NULL;
 """
 
 _GRAPH = """
 CREATE OR REPLACE TEMP TABLE identity_nodes AS
-SELECT identifier, min(occurred_at) AS first_seen_at FROM event_identifiers GROUP BY 1;
+SELECT identifier, min(first_seen_at) AS first_seen_at FROM tuple_identifiers GROUP BY 1;
 
--- A star per event: every identifier to the event's smallest one.
+-- A star per tuple: every identifier to the tuple's smallest one.
 CREATE OR REPLACE TEMP TABLE identity_edges AS
-WITH anchors AS (SELECT event_id, min(identifier) AS anchor FROM event_identifiers GROUP BY 1)
-SELECT DISTINCT e.identifier AS source, a.anchor AS target
-FROM event_identifiers e JOIN anchors a USING (event_id)
-WHERE e.identifier <> a.anchor;
+WITH anchors AS (SELECT tuple_id, min(identifier) AS anchor FROM tuple_identifiers GROUP BY 1)
+SELECT DISTINCT t.identifier AS source, a.anchor AS target
+FROM tuple_identifiers t JOIN anchors a USING (tuple_id)
+WHERE t.identifier <> a.anchor;
 
 CREATE OR REPLACE TEMP TABLE identity_labels AS
 SELECT identifier, identifier AS label FROM identity_nodes;
@@ -123,11 +133,6 @@ LEFT JOIN customer_identities old USING (identifier);
 -- not see still follow their customer.
 UPDATE customer_identities i SET customer_id = m.customer_id
 FROM identity_merges m WHERE i.customer_id = m.alias_id;
-
-CREATE OR REPLACE TEMP TABLE event_customers AS
-SELECT e.event_id, any_value(i.customer_id) AS customer_id
-FROM event_identifiers e JOIN customer_identities i USING (identifier)
-GROUP BY 1;
 """
 
 _MACROS = r"""
@@ -148,10 +153,11 @@ class IdentityReport:
 def resolve_identities(
     con: duckdb.DuckDBPyConnection, as_of: datetime, now: datetime
 ) -> IdentityReport:
-    """Stitch identifiers seen up to ``as_of`` into customers; leaves the temp table
-    ``event_customers`` (event_id -> customer_id) for the rest of the build."""
+    """Stitch identifiers seen up to ``as_of`` into customers, recorded in
+    ``customer_identities``. Every event carries an anonymous or user id, so the rest
+    of the build finds an event's customer through either."""
     con.execute(_MACROS)
-    con.execute(_IDENTIFIERS, {"as_of": as_of})
+    execute_script(con, _IDENTIFIERS, {"as_of": as_of})
     execute_script(con, _GRAPH)
     rounds = 0
     while rounds < MAX_ROUNDS:

@@ -33,9 +33,15 @@ from cdp.storage.database import execute_script
 _FACTS = """
 CREATE OR REPLACE TEMP TABLE fx AS SELECT * FROM fx_rates;
 
+-- Only the columns the build reads; the raw payload only where it is parsed.
 CREATE OR REPLACE TEMP TABLE build_events AS
-SELECT e.*, c.customer_id, e.occurred_at::DATE AS day
-FROM events e JOIN event_customers c USING (event_id)
+SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
+       e.quantity, e.cart_id, e.order_id, e.revenue, e.currency,
+       coalesce(a.customer_id, u.customer_id) AS customer_id,
+       CASE WHEN e.type IN ('order_completed', 'identify') THEN e.payload END AS payload
+FROM events e
+LEFT JOIN customer_identities a ON a.identifier = 'anon:' || e.anonymous_id
+LEFT JOIN customer_identities u ON u.identifier = 'user:' || e.user_id
 WHERE e.occurred_at <= $as_of;
 
 CREATE OR REPLACE TEMP TABLE order_facts AS
@@ -268,7 +274,7 @@ def register_reference_tables(con: duckdb.DuckDBPyConnection, settings: Settings
 
 def build_profiles(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> int:
     """Fill the temp tables ``build_profiles`` and ``build_rolling_windows``; return
-    the number of customers. Needs ``event_customers`` from identity resolution."""
+    the number of customers. Needs ``customer_identities`` from identity resolution."""
     funnel = settings.funnel
     params = {
         "as_of": as_of,
