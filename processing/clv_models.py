@@ -43,14 +43,16 @@ class FitResult:
 
 
 def _minimize(objective, dimensions: int) -> tuple[optimize.OptimizeResult, bool]:
-    """L-BFGS-B over log-parameters; converged when the gradient at the optimum is
-    flat. L-BFGS-B often ends with "ABNORMAL" when its line search cannot improve at
-    machine precision, which at a flat gradient is convergence, not failure."""
+    """L-BFGS-B over log-parameters with the analytic gradient; converged when that
+    gradient is flat at the optimum. L-BFGS-B often ends with "ABNORMAL" when its
+    line search cannot improve at machine precision, which at a flat gradient is
+    convergence, not failure."""
     result = optimize.minimize(
-        objective, x0=np.zeros(dimensions), method="L-BFGS-B", bounds=[(-12.0, 12.0)] * dimensions,
+        objective, x0=np.zeros(dimensions), jac=True, method="L-BFGS-B",
+        bounds=[(-12.0, 12.0)] * dimensions,
         options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
     )  # fmt: skip
-    gradient = optimize.approx_fprime(result.x, objective, 1e-7)
+    _, gradient = objective(result.x)
     flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4
     return result, flat
 
@@ -75,6 +77,36 @@ def _bgnbd_log_likelihood_rows(
     safe = np.where(repeat, b + x - 1, 1.0)
     a4 = np.where(repeat, np.log(a) - np.log(safe) - (r + x) * np.log(alpha + t_x), -np.inf)
     return a1 + a2 + np.logaddexp(a3, a4)
+
+
+def _bgnbd_value_and_gradient(
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log-likelihood and its gradient in (r, alpha, a, b), shape (4, rows)."""
+    r, alpha, a, b = params
+    repeat = x > 0
+    safe = np.where(repeat, b + x - 1, 1.0)
+    log_alpha_T, log_alpha_tx = np.log(alpha + T), np.log(alpha + t_x)
+    a3 = -(r + x) * log_alpha_T
+    a4 = np.where(repeat, np.log(a) - np.log(safe) - (r + x) * log_alpha_tx, -np.inf)
+    mix = np.logaddexp(a3, a4)
+    w3, w4 = np.exp(a3 - mix), np.exp(a4 - mix)  # shares of the two terms
+    digamma_abx, digamma_ab = special.digamma(a + b + x), special.digamma(a + b)
+    value = (
+        special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
+        + special.gammaln(a + b) + special.gammaln(b + x) - special.gammaln(b)
+        - special.gammaln(a + b + x) + mix
+    )  # fmt: skip
+    gradient = np.stack(
+        [
+            special.digamma(r + x) - special.digamma(r) + np.log(alpha)
+            - w3 * log_alpha_T - w4 * log_alpha_tx,
+            r / alpha - w3 * (r + x) / (alpha + T) - w4 * (r + x) / (alpha + t_x),
+            digamma_ab - digamma_abx + w4 / a,
+            digamma_ab + special.digamma(b + x) - special.digamma(b) - digamma_abx - w4 / safe,
+        ]
+    )  # fmt: skip
+    return value, gradient
 
 
 def bgnbd_log_likelihood(
@@ -109,11 +141,15 @@ def fit_bgnbd(
         )  # fmt: skip
     scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
 
-    def objective(log_params: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(log_params)
-        rows = _bgnbd_log_likelihood_rows(r, alpha, a, b, x, t_x / scale, T / scale)
-        value = -float(np.dot(rows, weights)) / customers
-        return value if np.isfinite(value) else 1e300
+    t_x_scaled, T_scaled = t_x / scale, T / scale
+
+    def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = _bgnbd_value_and_gradient(np.exp(log_params), x, t_x_scaled, T_scaled)
+        value = -float(np.dot(value, weights)) / customers
+        gradient = -(gradient @ weights) / customers * np.exp(log_params)  # d/d log(theta)
+        if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
+            return 1e300, np.zeros(4)
+        return value, gradient
 
     result, flat = _minimize(objective, 4)
     r, alpha, a, b = np.exp(result.x)
@@ -164,6 +200,21 @@ def _gamma_gamma_log_likelihood_rows(
     )  # fmt: skip
 
 
+def _gamma_gamma_gradient(
+    p: float, q: float, gamma: float, x: np.ndarray, m: np.ndarray
+) -> np.ndarray:
+    """Per-row gradient of the Gamma-Gamma log-likelihood in (p, q, gamma)."""
+    px = p * x
+    digamma_pxq, log_xm_gamma = special.digamma(px + q), np.log(x * m + gamma)
+    return np.stack(
+        [
+            x * (digamma_pxq - special.digamma(px) + np.log(m) + np.log(x) - log_xm_gamma),
+            digamma_pxq - special.digamma(q) + np.log(gamma) - log_xm_gamma,
+            q / gamma - (px + q) / (x * m + gamma),
+        ]
+    )
+
+
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = None) -> FitResult:
     """Maximum-likelihood Gamma-Gamma fit on repeat buyers (x >= 1, m > 0)."""
     x, m = np.asarray(x, dtype=float), np.asarray(m, dtype=float)
@@ -180,11 +231,17 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = N
         )  # fmt: skip
     scale = float(np.average(m, weights=weights))  # fit in units of the mean order value
 
-    def objective(log_params: np.ndarray) -> float:
+    m_scaled = m / scale
+
+    def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         p, q, gamma = np.exp(log_params)
-        rows = _gamma_gamma_log_likelihood_rows(p, q, gamma, x, m / scale)
+        rows = _gamma_gamma_log_likelihood_rows(p, q, gamma, x, m_scaled)
         value = -float(np.dot(rows, weights)) / customers
-        return value if np.isfinite(value) else 1e300
+        gradient = -(_gamma_gamma_gradient(p, q, gamma, x, m_scaled) @ weights) / customers
+        gradient = gradient * np.exp(log_params)  # d/d log(theta)
+        if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
+            return 1e300, np.zeros(3)
+        return value, gradient
 
     result, flat = _minimize(objective, 3)
     p, q, gamma = np.exp(result.x)

@@ -146,3 +146,29 @@ def test_undiscounted_clv_is_expected_purchases_times_spend():
         annual_discount_rate=0.1,
     )
     assert 0 < discounted[0] < clv[0]
+
+
+def _central_difference(function, point: np.ndarray, step: float = 1e-6) -> np.ndarray:
+    gradient = np.zeros_like(point)
+    for i in range(len(point)):
+        delta = np.zeros_like(point)
+        delta[i] = step * point[i]
+        gradient[i] = (function(point + delta) - function(point - delta)) / (2 * delta[i])
+    return gradient
+
+
+def test_analytic_gradients_match_finite_differences(cdnow):
+    from cdp.processing.clv_models import _bgnbd_value_and_gradient, _gamma_gamma_gradient
+    from cdp.processing.clv_models import _gamma_gamma_log_likelihood_rows as gg_rows
+
+    x, t_x, T = cdnow["x"], cdnow["t_x"], cdnow["T"]
+    point = np.array([0.3, 5.0, 0.8, 2.5])
+    _, gradient = _bgnbd_value_and_gradient(point, x, t_x, T)
+    numeric = _central_difference(lambda p: _bgnbd_value_and_gradient(p, x, t_x, T)[0].sum(), point)
+    assert np.allclose(gradient.sum(axis=1), numeric, rtol=1e-6)
+
+    repeat = x > 0
+    xr, m = x[repeat], cdnow["zbar"][repeat]
+    point = np.array([6.0, 3.5, 15.0])
+    numeric = _central_difference(lambda p: gg_rows(*p, xr, m).sum(), point)
+    assert np.allclose(_gamma_gamma_gradient(*point, xr, m).sum(axis=1), numeric, rtol=1e-6)
