@@ -79,34 +79,69 @@ def _bgnbd_log_likelihood_rows(
     return a1 + a2 + np.logaddexp(a3, a4)
 
 
-def _bgnbd_value_and_gradient(
-    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row log-likelihood and its gradient in (r, alpha, a, b), shape (4, rows)."""
+@dataclass(frozen=True)
+class _Rows:
+    """Model inputs with the repeat counts factored out: the expensive gamma-function
+    terms depend on x alone, which takes few distinct values, so they are computed
+    once per distinct x and weighted by how many customers share it."""
+
+    x: np.ndarray
+    t_x: np.ndarray
+    T: np.ndarray
+    weights: np.ndarray
+    distinct_x: np.ndarray
+    weight_per_x: np.ndarray
+
+    @classmethod
+    def of(cls, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> _Rows:
+        distinct_x, index = np.unique(x, return_inverse=True)
+        return cls(x, t_x, T, weights, distinct_x, np.bincount(index, weights=weights))
+
+
+def _bgnbd_value_and_gradient(params: np.ndarray, rows: _Rows) -> tuple[float, np.ndarray]:
+    """Weighted log-likelihood and its gradient in (r, alpha, a, b)."""
     r, alpha, a, b = params
+    x, t_x, T, w = rows.x, rows.t_x, rows.T, rows.weights
+    ux, wx = rows.distinct_x, rows.weight_per_x
+    total = wx.sum()
+    # Terms of x alone (eq. 6's A1 and A2), once per distinct x.
+    value = (
+        wx @ (special.gammaln(r + ux) + special.gammaln(b + ux) - special.gammaln(a + b + ux))
+        + total * (r * np.log(alpha) - special.gammaln(r))
+        + total * (special.gammaln(a + b) - special.gammaln(b))
+    )  # fmt: skip
+    digamma_abx = wx @ special.digamma(a + b + ux)
+    gradient = np.array(
+        [
+            wx @ special.digamma(r + ux) + total * (np.log(alpha) - special.digamma(r)),
+            total * r / alpha,
+            total * special.digamma(a + b) - digamma_abx,
+            wx @ special.digamma(b + ux) + total * (special.digamma(a + b) - special.digamma(b))
+            - digamma_abx,
+        ]
+    )  # fmt: skip
+    # The mixture of "still alive" and "dropped out after the last purchase", per row.
     repeat = x > 0
     safe = np.where(repeat, b + x - 1, 1.0)
     log_alpha_T, log_alpha_tx = np.log(alpha + T), np.log(alpha + t_x)
     a3 = -(r + x) * log_alpha_T
     a4 = np.where(repeat, np.log(a) - np.log(safe) - (r + x) * log_alpha_tx, -np.inf)
-    mix = np.logaddexp(a3, a4)
-    w3, w4 = np.exp(a3 - mix), np.exp(a4 - mix)  # shares of the two terms
-    digamma_abx, digamma_ab = special.digamma(a + b + x), special.digamma(a + b)
-    value = (
-        special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha)
-        + special.gammaln(a + b) + special.gammaln(b + x) - special.gammaln(b)
-        - special.gammaln(a + b + x) + mix
-    )  # fmt: skip
-    gradient = np.stack(
+    # log(e^a3 + e^a4) shifted by the larger term (np.logaddexp is ~10x slower here).
+    top = np.maximum(a3, a4)
+    e3, e4 = np.exp(a3 - top), np.exp(a4 - top)
+    sum_e = e3 + e4
+    mix = top + np.log(sum_e)
+    w3, w4 = w * e3 / sum_e, w * e4 / sum_e  # weighted shares of the two terms
+    value += w @ mix
+    gradient += np.array(
         [
-            special.digamma(r + x) - special.digamma(r) + np.log(alpha)
-            - w3 * log_alpha_T - w4 * log_alpha_tx,
-            r / alpha - w3 * (r + x) / (alpha + T) - w4 * (r + x) / (alpha + t_x),
-            digamma_ab - digamma_abx + w4 / a,
-            digamma_ab + special.digamma(b + x) - special.digamma(b) - digamma_abx - w4 / safe,
+            -(w3 @ log_alpha_T) - w4 @ log_alpha_tx,
+            -(w3 @ ((r + x) / (alpha + T))) - w4 @ ((r + x) / (alpha + t_x)),
+            w4.sum() / a,
+            -(w4 @ (1 / safe)),
         ]
     )  # fmt: skip
-    return value, gradient
+    return float(value), gradient
 
 
 def bgnbd_log_likelihood(
@@ -141,12 +176,12 @@ def fit_bgnbd(
         )  # fmt: skip
     scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
 
-    t_x_scaled, T_scaled = t_x / scale, T / scale
+    rows = _Rows.of(x, t_x / scale, T / scale, weights)
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
-        value, gradient = _bgnbd_value_and_gradient(np.exp(log_params), x, t_x_scaled, T_scaled)
-        value = -float(np.dot(value, weights)) / customers
-        gradient = -(gradient @ weights) / customers * np.exp(log_params)  # d/d log(theta)
+        value, gradient = _bgnbd_value_and_gradient(np.exp(log_params), rows)
+        value = -value / customers
+        gradient = -gradient / customers * np.exp(log_params)  # d/d log(theta)
         if not np.isfinite(value) or not np.all(np.isfinite(gradient)):
             return 1e300, np.zeros(4)
         return value, gradient

@@ -158,14 +158,18 @@ def _central_difference(function, point: np.ndarray, step: float = 1e-6) -> np.n
 
 
 def test_analytic_gradients_match_finite_differences(cdnow):
-    from cdp.processing.clv_models import _bgnbd_value_and_gradient, _gamma_gamma_gradient
+    from cdp.processing.clv_models import _bgnbd_value_and_gradient, _gamma_gamma_gradient, _Rows
     from cdp.processing.clv_models import _gamma_gamma_log_likelihood_rows as gg_rows
 
     x, t_x, T = cdnow["x"], cdnow["t_x"], cdnow["T"]
     point = np.array([0.3, 5.0, 0.8, 2.5])
-    _, gradient = _bgnbd_value_and_gradient(point, x, t_x, T)
-    numeric = _central_difference(lambda p: _bgnbd_value_and_gradient(p, x, t_x, T)[0].sum(), point)
-    assert np.allclose(gradient.sum(axis=1), numeric, rtol=1e-6)
+    rows = _Rows.of(x, t_x, T, np.ones_like(x))
+    value, gradient = _bgnbd_value_and_gradient(point, rows)
+    assert value == pytest.approx(
+        bgnbd_log_likelihood(dict(zip(("r", "alpha", "a", "b"), point, strict=True)), x, t_x, T)
+    )
+    numeric = _central_difference(lambda p: _bgnbd_value_and_gradient(p, rows)[0], point)
+    assert np.allclose(gradient, numeric, rtol=1e-6)
 
     repeat = x > 0
     xr, m = x[repeat], cdnow["zbar"][repeat]
