@@ -2,7 +2,9 @@
 
 Buyers only (at least one order ever). Recency is the days since the last order;
 frequency and monetary are orders and net revenue within ``rfm.window_days`` — one
-consistent window, as the source material asks.
+consistent window, as the source material asks. Buyers are ranked against the other
+buyers of that window; those who bought before but not within it score 1-1-1
+(Lost).
 
 Scores run 1 (worst) to ``rfm.scores`` (3 or 5). A quantile score is
 ``1 + floor(k × (rank − 1) / n)`` over buyers ranked worst to best, with ties sharing
@@ -59,13 +61,13 @@ WITH base AS (
     WHERE p.orders > 0
     GROUP BY ALL
 ),
-ranked AS (
+ranked AS (  -- ranked against the other buyers of the window only
     SELECT *,
            count(*) OVER () AS n,
            rank() OVER (ORDER BY recency_days DESC) AS recency_rank,
            rank() OVER (ORDER BY frequency) AS frequency_rank,
            rank() OVER (ORDER BY monetary) AS monetary_rank
-    FROM base
+    FROM base WHERE frequency > 0
 ),
 scored AS (
     SELECT customer_id, recency_days, frequency, monetary,
@@ -75,6 +77,8 @@ scored AS (
            1 + floor($k * (frequency_rank - 1) / n)::INTEGER AS f,
            1 + floor($k * (monetary_rank - 1) / n)::INTEGER AS m
     FROM ranked
+    UNION ALL  -- bought before, but not within the window: the lowest scores
+    SELECT customer_id, recency_days, frequency, monetary, 1, 1, 1 FROM base WHERE frequency = 0
 ),
 five AS (  -- segment rules are written on the 1-5 scale
     SELECT *, CASE WHEN $k = 3 THEN 2 * r - 1 ELSE r END AS r5,

@@ -55,3 +55,15 @@ def test_frequent_recent_buyers_are_champions_and_long_gone_ones_are_not(memory_
     assert not {scores[f"gone{n}"][3] for n in range(20)} & {"Champions", "Loyal"}
     summary = memory_db.execute("SELECT rfm_segment, customers FROM rfm_segment_summary").fetchall()
     assert sum(count for _, count in summary) == 25
+
+
+def test_recent_first_time_buyer_is_new_and_a_buyer_outside_the_window_is_lost(memory_db):
+    bodies = [
+        order(f"regular{n}", days_ago(30 + 50 * k + n), "40") for n in range(8) for k in range(4)
+    ]
+    bodies += [order("newcomer", days_ago(1), "40"), order("long-ago", days_ago(500), "40")]
+    store(memory_db, *bodies)
+    run_build(memory_db, settings(), AS_OF)
+    scores = _scores(memory_db)
+    assert scores["newcomer"][3] == "New"
+    assert scores["long-ago"] == (1, 1, 1, "Lost")
