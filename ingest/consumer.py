@@ -23,12 +23,11 @@ How exactly-once holds (see also ``cdp.storage.event_store``):
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import duckdb
@@ -40,7 +39,12 @@ from kafka.structs import OffsetAndMetadata
 from cdp.errors import TransientError
 from cdp.ingest.broker import bootstrap_list
 from cdp.ingest.events import Family
-from cdp.ingest.validation import PartitionSlice, ValidatedBatch, validate_slices
+from cdp.ingest.validation import (
+    PartitionSlice,
+    ValidatedBatch,
+    start_validator_process,
+    validate_slices,
+)
 from cdp.settings import Settings
 from cdp.storage.event_store import WriteResult, stored_offsets, write_batch
 
@@ -124,15 +128,10 @@ class EventConsumer:
         self._stored_offsets: dict[tuple[str, int], int] = {}
         self._committed_to_kafka: dict[tuple[str, int], int] = {}
         self.stats = IngestStats()
-        # Spawned, not forked: the process forking would already run kafka-python's
-        # and DuckDB's threads. Started before the Kafka client for the same reason.
-        self._validator = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
+        # Started before the Kafka client, so its start-up is not paid while holding
+        # partitions.
+        self._validator = start_validator_process()
         try:
-            # The pool starts its process on first use; pay the ~1 s of imports now,
-            # before joining the group, rather than while holding partitions.
-            self._validator.submit(validate_slices, [], {}, 0).result()
             self._consumer = self._connect()
         except BaseException:
             self._validator.shutdown(cancel_futures=True)

@@ -8,14 +8,22 @@ so loading the same file twice stores nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
 from cdp.errors import ConfigError
 from cdp.ingest.consumer import IngestStats
-from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.ingest.validation import (
+    PartitionSlice,
+    ValidatedBatch,
+    start_validator_process,
+    validate_slices,
+)
 from cdp.storage.event_store import write_batch
 
 BATCH_LINES = 50_000
@@ -28,34 +36,48 @@ def load_file(
     max_event_bytes: int,
     progress: Callable[[IngestStats], None] | None = None,
 ) -> IngestStats:
+    """Load ``path``; the next batch is validated (in the validator process) while the
+    current one is written, as in ``cdp ingest``."""
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"input file {str(path)!r} does not exist") from None
-    with handle:
-        batch: list[RawMessage] = []
-        for line_number, line in enumerate(handle, start=1):
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            batch.append(RawMessage(line, source, 0, line_number))
-            if len(batch) >= BATCH_LINES:
-                _write(con, batch, max_event_bytes, stats)
-                batch = []
-                if progress:
-                    progress(stats)
-        if batch:
-            _write(con, batch, max_event_bytes, stats)
+    with handle, start_validator_process() as validator:
+        in_flight: deque[Future[ValidatedBatch]] = deque()
+        for chunk in _chunks(handle, source):
+            in_flight.append(validator.submit(validate_slices, [chunk], {}, max_event_bytes))
+            if len(in_flight) > 1:
+                _store(con, in_flight.popleft().result(), stats, progress)
+        while in_flight:
+            _store(con, in_flight.popleft().result(), stats, progress)
     return stats
 
 
-def _write(
+def _chunks(handle: BinaryIO, source: str) -> Iterator[PartitionSlice]:
+    """Non-blank lines in batches, each line keeping its 1-based line number."""
+    offsets: list[int] = []
+    values: list[bytes | None] = []
+    for line_number, line in enumerate(handle, start=1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        offsets.append(line_number)
+        values.append(line)
+        if len(values) >= BATCH_LINES:
+            yield PartitionSlice(source, 0, offsets, [None] * len(values), values)
+            offsets, values = [], []
+    if values:
+        yield PartitionSlice(source, 0, offsets, [None] * len(values), values)
+
+
+def _store(
     con: duckdb.DuckDBPyConnection,
-    batch: list[RawMessage],
-    max_event_bytes: int,
+    validated: ValidatedBatch,
     stats: IngestStats,
+    progress: Callable[[IngestStats], None] | None,
 ) -> None:
-    validated = validate_batch(batch, None, max_event_bytes)
     stats.record(validated, write_batch(con, validated.events, validated.dead_letters))
+    if progress:
+        progress(stats)

@@ -13,8 +13,10 @@ DuckDB when the batch is written, in one SQL statement over the whole batch.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -228,6 +230,23 @@ def validate_slices(
         family_by_topic,
         max_event_bytes,
     )
+
+
+def start_validator_process() -> ProcessPoolExecutor:
+    """A one-process pool for ``validate_slices``, already started.
+
+    Validation is pure Python; run in the process that also polls Kafka or writes
+    DuckDB, it would contend with them for the GIL. Spawned, not forked: the caller
+    may already run kafka-python's and DuckDB's threads. The pool starts its process
+    on first use, so pay the ~1 s of imports here rather than mid-stream.
+    """
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pool.submit(validate_slices, [], {}, 0).result()
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    return pool
 
 
 def describe_validation_error(exc: ValidationError, raw: bytes | str) -> Rejection:
