@@ -75,12 +75,13 @@ def main() -> None:
     source, db = workdir / "store.jsonl", workdir / "store.duckdb"
 
     if not db.exists():
-        started = time.perf_counter()
-        report = generate_store(source, customers=args.customers, seed=3, end=END)
-        print(
-            f"generate: {report.events:,} events for {args.customers:,} customers "
-            f"in {time.perf_counter() - started:.0f} s"
-        )
+        if not source.exists():  # a file left by an interrupted run is reused
+            started = time.perf_counter()
+            report = generate_store(source, customers=args.customers, seed=3, end=END)
+            print(
+                f"generate: {report.events:,} events for {args.customers:,} customers "
+                f"in {time.perf_counter() - started:.0f} s"
+            )
         started = time.perf_counter()
         with connect(db) as con:
             stats = load_file(con, source, max_event_bytes=262144)

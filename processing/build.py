@@ -2,10 +2,11 @@
 
 A build is point-in-time: it uses only events at or before ``as_of`` (by default
 now; ``cdp build --as-of DATE`` means the end of that day, UTC), so history can be
-backfilled. Everything a build writes happens in one transaction: readers see the
-previous build until the new one is complete, and a failed build leaves no trace
-but its row in ``builds``. Re-running an as-of date replaces its dated rows.
-``customer_profiles`` and ``customer_rolling_windows`` always hold the build with the
+backfilled. The stages compute into temp tables; everything the build writes to
+shared tables — identities, aliases, profiles, history, KPIs, model runs — happens in
+one short publish transaction: readers see the previous build until the new one is
+complete, and a failed build leaves no trace but its row in ``builds``. Re-running
+an as-of date replaces its dated rows. ``customer_profiles`` and ``customer_rolling_windows`` always hold the build with the
 latest as-of; a backfill of an earlier date writes only the dated history tables.
 """
 
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 
 from cdp.processing.clv import ModelRuns, compute_store_kpis, predict_clv
-from cdp.processing.identity import IdentityReport, resolve_identities
+from cdp.processing.identity import IdentityReport, apply_identities, resolve_identities
 from cdp.processing.profiles import build_profiles, unconverted_orders
 from cdp.processing.rfm import score_rfm
 from cdp.settings import Settings
@@ -85,13 +86,18 @@ def run_build(
         {"as_of": as_of, "now": now},
     ).fetchall()[0][0]
     try:
+        # Stages compute into this connection's temp tables (invisible to others);
+        # only the publish step below writes shared tables, in one short transaction.
+        # (Running the stages inside that transaction too hid large temp tables from
+        # later stages' scans in DuckDB 2.0: at ~650k customers they read as empty.)
+        identity = resolve_identities(con, as_of)
+        customers = build_profiles(con, settings, as_of)
+        compute_store_kpis(con, settings, as_of)
+        score_rfm(con, settings, as_of)
+        models = predict_clv(con, settings, as_of)
+        unconverted = unconverted_orders(con)
         with transaction(con):
-            identity = resolve_identities(con, as_of, now)
-            customers = build_profiles(con, settings, as_of)
-            compute_store_kpis(con, settings, as_of)
-            score_rfm(con, settings, as_of)
-            models = predict_clv(con, settings, as_of)
-            unconverted = unconverted_orders(con)
+            apply_identities(con, now)
             _record_models(con, as_of, models)
             execute_script(con, _PUBLISH_HISTORY, {"as_of_date": as_of.date()})
             latest = con.execute(

@@ -109,12 +109,24 @@ SELECT l.label,
        ) AS customer_id
 FROM (SELECT DISTINCT label FROM identity_labels) l;
 
--- Merged-away ids become aliases of the survivor, and so do their own aliases.
+-- Merged-away ids become aliases of the survivor.
 CREATE OR REPLACE TEMP TABLE identity_merges AS
 SELECT p.customer_id AS alias_id, c.customer_id
 FROM identity_previous p JOIN identity_components c USING (label)
 WHERE p.customer_id <> c.customer_id;
 
+-- This build's view of every identifier it saw (applied by apply_identities).
+CREATE OR REPLACE TEMP TABLE build_identities AS
+SELECT n.identifier, c.customer_id,
+       least(n.first_seen_at, coalesce(old.first_seen_at, n.first_seen_at)) AS first_seen_at
+FROM identity_nodes n
+JOIN identity_labels l USING (identifier)
+JOIN identity_components c USING (label)
+LEFT JOIN customer_identities old USING (identifier);
+"""
+
+_APPLY = """
+-- Aliases of a merged-away id follow it to the survivor.
 UPDATE customer_aliases a SET customer_id = m.customer_id
 FROM identity_merges m WHERE a.customer_id = m.alias_id;
 
@@ -122,12 +134,7 @@ INSERT OR REPLACE INTO customer_aliases (alias_id, customer_id, merged_at)
 SELECT alias_id, customer_id, $now FROM identity_merges;
 
 INSERT OR REPLACE INTO customer_identities (identifier, customer_id, first_seen_at)
-SELECT n.identifier, c.customer_id,
-       least(n.first_seen_at, coalesce(old.first_seen_at, n.first_seen_at))
-FROM identity_nodes n
-JOIN identity_labels l USING (identifier)
-JOIN identity_components c USING (label)
-LEFT JOIN customer_identities old USING (identifier);
+SELECT identifier, customer_id, first_seen_at FROM build_identities;
 
 -- Identifiers of merged-away customers that this (possibly earlier as-of) build did
 -- not see still follow their customer.
@@ -150,12 +157,11 @@ class IdentityReport:
     rounds: int
 
 
-def resolve_identities(
-    con: duckdb.DuckDBPyConnection, as_of: datetime, now: datetime
-) -> IdentityReport:
-    """Stitch identifiers seen up to ``as_of`` into customers, recorded in
-    ``customer_identities``. Every event carries an anonymous or user id, so the rest
-    of the build finds an event's customer through either."""
+def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> IdentityReport:
+    """Stitch identifiers seen up to ``as_of`` into customers, staged in the temp
+    tables ``build_identities`` and ``identity_merges``; ``apply_identities`` records
+    them. Every event carries an anonymous or user id, so the rest of the build finds
+    an event's customer through either."""
     con.execute(_MACROS)
     execute_script(con, _IDENTIFIERS, {"as_of": as_of})
     execute_script(con, _GRAPH)
@@ -170,12 +176,17 @@ def resolve_identities(
             break
     else:  # pragma: no cover - would need a chain longer than 2**64
         raise RuntimeError(f"identity labels did not settle in {MAX_ROUNDS} rounds")
-    execute_script(con, _ASSIGN, {"now": now})
+    execute_script(con, _ASSIGN)
     identifiers, customers = con.execute(
         "SELECT count(*), count(DISTINCT label) FROM identity_labels"
     ).fetchall()[0]
     merges = con.execute("SELECT count(*) FROM identity_merges").fetchall()[0][0]
     return IdentityReport(int(identifiers), int(customers), int(merges), rounds)
+
+
+def apply_identities(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
+    """Record the staged identities and merges (inside the build's publish transaction)."""
+    execute_script(con, _APPLY, {"now": now})
 
 
 def resolve_customer_id(con: duckdb.DuckDBPyConnection, customer_or_alias: str) -> str | None:

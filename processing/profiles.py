@@ -40,8 +40,8 @@ SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.
        coalesce(a.customer_id, u.customer_id) AS customer_id,
        CASE WHEN e.type IN ('order_completed', 'identify') THEN e.payload END AS payload
 FROM events e
-LEFT JOIN customer_identities a ON a.identifier = 'anon:' || e.anonymous_id
-LEFT JOIN customer_identities u ON u.identifier = 'user:' || e.user_id
+LEFT JOIN build_identities a ON a.identifier = 'anon:' || e.anonymous_id
+LEFT JOIN build_identities u ON u.identifier = 'user:' || e.user_id
 WHERE e.occurred_at <= $as_of;
 
 CREATE OR REPLACE TEMP TABLE order_facts AS
@@ -89,8 +89,7 @@ WITH ids AS (
                AS emails,
            list(identifier[7:] ORDER BY identifier) FILTER (WHERE starts_with(identifier, 'phone:'))
                AS phones
-    FROM customer_identities
-    WHERE customer_id IN (SELECT customer_id FROM build_events)
+    FROM build_identities
     GROUP BY 1
 ),
 seen AS (
@@ -274,7 +273,7 @@ def register_reference_tables(con: duckdb.DuckDBPyConnection, settings: Settings
 
 def build_profiles(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> int:
     """Fill the temp tables ``build_profiles`` and ``build_rolling_windows``; return
-    the number of customers. Needs ``customer_identities`` from identity resolution."""
+    the number of customers. Needs ``build_identities`` from identity resolution."""
     funnel = settings.funnel
     params = {
         "as_of": as_of,
