@@ -7,7 +7,8 @@ shared tables — identities, aliases, profiles, history, KPIs, model runs — h
 one short publish transaction: readers see the previous build until the new one is
 complete, and a failed build leaves no trace but its row in ``builds``. Re-running
 an as-of date replaces its dated rows. ``customer_profiles`` and
-``customer_rolling_windows`` always hold the build with the latest as-of; a backfill of an earlier date writes only the dated history tables.
+``customer_rolling_windows`` always hold the build with the latest as-of; a backfill
+of an earlier date writes only the dated history tables.
 """
 
 from __future__ import annotations
