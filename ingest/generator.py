@@ -269,7 +269,10 @@ def _simulate_customer(
             "last_name": str(index),
         }
         if rng.random() < 0.6:
-            traits["phone"] = f"+1 (555) {index % 1000:03d}-{index % 10000:04d}"
+            # Unique per customer (up to 10M): shared numbers would merge customers.
+            traits["phone"] = (
+                f"+1 (5{index // 10**6 % 10}{index // 10**4 % 100:02d}) {index % 10**4:04d}"
+            )
         if rng.random() < 0.5:
             traits["birthday"] = (
                 f"{rng.randint(1950, 2004)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"

@@ -101,3 +101,17 @@ def test_anonymous_browsing_before_sign_up_is_attributed_to_the_customer(memory_
         "SELECT user_id, top_categories_viewed, phones, first_seen_at FROM customer_profiles"
     ).fetchall()
     assert profile == [("u1", ["cakes"], ["+15550100200"], days_ago(9))]
+
+
+def test_a_synthetic_store_resolves_to_exactly_its_customers(memory_db, tmp_path):
+    # Guards against false merges: the generator once reused phone numbers, and
+    # identity resolution (rightly) merged everyone sharing one.
+    from cdp.ingest.generator import generate_store
+    from cdp.ingest.loader import load_file
+
+    source = tmp_path / "store.jsonl"
+    generate_store(source, customers=10_500, seed=8, end=AS_OF.date())  # > 10,000: see above
+    load_file(memory_db, source, max_event_bytes=262144)
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 10_500
+    assert report.identity.merges == 0
