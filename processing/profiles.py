@@ -33,6 +33,15 @@ from cdp.storage.database import execute_script
 _FACTS = """
 CREATE OR REPLACE TEMP TABLE fx AS SELECT * FROM fx_rates;
 
+-- Events join their customer on the raw ids (no per-event string building).
+CREATE OR REPLACE TEMP TABLE anonymous_customers AS
+SELECT identifier[6:] AS anonymous_id, customer_id FROM build_identities
+WHERE starts_with(identifier, 'anon:');
+
+CREATE OR REPLACE TEMP TABLE user_customers AS
+SELECT identifier[6:] AS user_id, customer_id FROM build_identities
+WHERE starts_with(identifier, 'user:');
+
 -- Only the columns the build reads; the raw payload only where it is parsed.
 CREATE OR REPLACE TEMP TABLE build_events AS
 SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
@@ -40,8 +49,8 @@ SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.
        coalesce(a.customer_id, u.customer_id) AS customer_id,
        CASE WHEN e.type IN ('order_completed', 'identify') THEN e.payload END AS payload
 FROM events e
-LEFT JOIN build_identities a ON a.identifier = 'anon:' || e.anonymous_id
-LEFT JOIN build_identities u ON u.identifier = 'user:' || e.user_id
+LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
+LEFT JOIN user_customers u ON u.user_id = e.user_id
 WHERE e.occurred_at <= $as_of;
 
 CREATE OR REPLACE TEMP TABLE order_facts AS
@@ -149,14 +158,22 @@ cart_lines AS (
     WHERE family = 'cart' AND cart_id IS NOT NULL
     GROUP BY ALL
 ),
-open_cart AS (
-    SELECT customer_id,
-           arg_max(value, last_activity)::DECIMAL(18, 4) AS open_cart_value,
-           date_diff('second', max(last_activity), $as_of) / 3600.0 AS open_cart_age_hours
+last_orders AS (
+    SELECT customer_id, max(occurred_at) AS last_order_at FROM build_events
+    WHERE type = 'order_completed' GROUP BY 1
+),
+converted_carts AS (
+    SELECT DISTINCT cart_id FROM build_events
+    WHERE type = 'order_completed' AND cart_id IS NOT NULL
+),
+open_cart AS (  -- carts no order completed, with no order since their last activity
+    SELECT l.customer_id,
+           arg_max(l.value, l.last_activity)::DECIMAL(18, 4) AS open_cart_value,
+           date_diff('second', max(l.last_activity), $as_of) / 3600.0 AS open_cart_age_hours
     FROM cart_lines l
-    WHERE NOT EXISTS (SELECT 1 FROM build_events o
-                      WHERE o.type = 'order_completed' AND o.customer_id = l.customer_id
-                        AND (o.cart_id = l.cart_id OR o.occurred_at >= l.last_activity))
+    LEFT JOIN last_orders o USING (customer_id)
+    ANTI JOIN converted_carts c ON c.cart_id = l.cart_id
+    WHERE o.last_order_at IS NULL OR o.last_order_at < l.last_activity
     GROUP BY 1
 ),
 traits AS (
@@ -213,9 +230,7 @@ SELECT s.customer_id, $as_of AS as_of,
             WHEN m.orders = 1 OR s.cart_events > 0 THEN 'decision'
             WHEN s.product_interest > 0 THEN 'consideration'
             ELSE 'awareness' END AS journey_stage,
-       (SELECT tier FROM loyalty_tiers
-        WHERE threshold <= coalesce(m.gross_revenue, 0) - coalesce(m.refunded, 0)
-        ORDER BY threshold DESC LIMIT 1) AS loyalty_tier,
+       lt.tier AS loyalty_tier,
        CASE WHEN NOT $funnel_configured THEN NULL
             WHEN f.first_core_at IS NOT NULL AND f.last_order > f.first_core_at THEN 'return_path'
             ELSE ['prospect', 'lead_magnet', 'tripwire', 'core', 'profit_maximizer']
@@ -230,7 +245,10 @@ LEFT JOIN bought b USING (customer_id)
 LEFT JOIN bought_categories bc USING (customer_id)
 LEFT JOIN open_cart oc USING (customer_id)
 LEFT JOIN traits t USING (customer_id)
-LEFT JOIN funnel f USING (customer_id);
+LEFT JOIN funnel f USING (customer_id)
+-- The highest tier whose threshold the net revenue reaches.
+ASOF LEFT JOIN loyalty_tiers lt
+    ON coalesce(m.gross_revenue, 0) - coalesce(m.refunded, 0) >= lt.threshold;
 """
 
 _ROLLING = """
