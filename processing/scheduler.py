@@ -2,9 +2,9 @@
 
 One process is the database's only writer (DuckDB allows no other), so ingest and
 the scheduled builds share it: the consumer runs on the main thread, APScheduler's
-jobs on a background thread, each through its own cursor. A build is one DuckDB
-transaction over tables ingest does not write, so ingestion keeps committing
-while it runs.
+jobs on a background thread, each through its own cursor. A build computes in its
+own temp tables and writes, in one short transaction at the end, only tables ingest
+does not write, so ingestion keeps committing while it runs.
 
 Two jobs, both from ``[schedule]``: a profile refresh every ``refresh_minutes`` and
 the nightly full build on ``nightly_cron`` in ``timezone``. Jobs have fixed ids,
@@ -76,5 +76,5 @@ def run_service(
     try:
         return EventConsumer(settings, con, stop=stop).run()
     finally:
-        # Wait for a running build to finish: it is one transaction, better completed.
+        # Wait for a running build to finish rather than abandon its work.
         scheduler.shutdown(wait=True)
