@@ -193,3 +193,41 @@ def test_maximum_cost_per_click_is_clv_times_conversion_rate(memory_db):
     assert _kpi(memory_db, "max_cost_per_click") == pytest.approx(
         _kpi(memory_db, "basic_clv") * 0.1
     )
+
+
+def test_monthly_churn_follows_its_definition(memory_db):
+    from datetime import UTC, datetime, timedelta
+
+    order_days = {
+        "steady": range(5, 420, 10),
+        "stopped": range(200, 420, 10),
+        "sporadic": [15, 100, 250, 390],
+        "newcomer": [3, 20],
+    }
+    store(
+        memory_db,
+        *(order(user, days_ago(d), "10") for user, days in order_days.items() for d in days),
+    )
+    run_build(memory_db, settings(clv={"inactive_after_days": 30}), AS_OF)
+
+    # The definition in processing/clv.py, written out: for each of the 12 month starts
+    # before as-of, the share of customers active then (an order in the 30 days up to
+    # it) who are not active a month later; averaged over months with anyone active.
+    def active(user: str, at: datetime) -> bool:
+        return any(at - timedelta(days=30) < days_ago(d) <= at for d in order_days[user])
+
+    def add_month(day: datetime, months: int) -> datetime:
+        total = day.year * 12 + day.month - 1 + months
+        return day.replace(year=total // 12, month=total % 12 + 1)
+
+    this_month = datetime(AS_OF.year, AS_OF.month, 1, tzinfo=UTC)
+    rates = []
+    for back in range(12, 0, -1):
+        start = add_month(this_month, -back)
+        active_then = [user for user in order_days if active(user, start)]
+        if active_then:
+            end = add_month(start, 1)
+            rates.append(sum(not active(user, end) for user in active_then) / len(active_then))
+    assert 0.1 < sum(rates) / len(rates) < 0.9  # the patterns above do churn
+    assert _kpi(memory_db, "churn_rate_monthly") == pytest.approx(sum(rates) / len(rates))
+    assert _kpi(memory_db, "retention_rate_monthly") == pytest.approx(1 - sum(rates) / len(rates))
