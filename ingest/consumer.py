@@ -255,9 +255,10 @@ class EventConsumer:
     def _commit_to_kafka(self) -> None:
         # Only so that standard tools show the group's lag; never read back. Done on
         # the poll thread because kafka-python's consumer is not thread-safe.
-        pending = {
-            k: v for k, v in self._stored_offsets.items() if self._committed_to_kafka.get(k) != v
-        }
+        # The writer thread adds to _stored_offsets; dict() copies it in one step under
+        # the GIL, where iterating it directly could see it change size.
+        stored = dict(self._stored_offsets)
+        pending = {k: v for k, v in stored.items() if self._committed_to_kafka.get(k) != v}
         if not pending:
             return
         offsets = {
