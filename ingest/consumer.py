@@ -327,9 +327,6 @@ class EventConsumer:
             log.debug("error while closing the consumer: %s", exc)
         self._validator.shutdown(cancel_futures=True)
 
-    def stop(self) -> None:
-        self._stop.set()
-
 
 def _drain(pending: queue.Queue) -> None:
     """Empty the queue after a writer failure so the poll thread never blocks on it."""

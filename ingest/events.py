@@ -21,7 +21,7 @@ store sends is kept (``extra="allow"``), and the raw payload is stored whole.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, NotRequired
@@ -251,11 +251,3 @@ EVENT_ADAPTER: TypeAdapter[EventDict] = TypeAdapter(Event)
 def parse_event(raw: bytes | str) -> EventDict:
     """Validate one JSON event; raises ``pydantic.ValidationError`` naming the bad field."""
     return EVENT_ADAPTER.validate_json(raw)
-
-
-def family_of(event: EventDict) -> Family:
-    return FAMILY_OF_TYPE[event["type"]]
-
-
-def event_time(event: EventDict) -> datetime:
-    return event["timestamp"]

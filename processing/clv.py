@@ -178,7 +178,7 @@ per_customer AS (
            max(day) AS last_day
     FROM days GROUP BY 1
 )
-SELECT * FROM per_customer WHERE T > 0 OR x >= 0
+SELECT * FROM per_customer
 """
 
 # Ordered so that the same data always sums in the same order: the likelihood can be

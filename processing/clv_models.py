@@ -20,7 +20,7 @@ fall back to simple empirical rates instead of emitting NaN: see ``FitResult``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, special
@@ -39,7 +39,6 @@ class FitResult:
     message: str
     customers: int
     iterations: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def _minimize(objective, dimensions: int) -> tuple[optimize.OptimizeResult, bool]:
@@ -55,6 +54,29 @@ def _minimize(objective, dimensions: int) -> tuple[optimize.OptimizeResult, bool
     _, gradient = objective(result.x)
     flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4
     return result, flat
+
+
+def _fit_result(
+    result: optimize.OptimizeResult,
+    flat: bool,
+    params: dict[str, float],
+    log_likelihood: float,
+    customers: int,
+    problem: str | None = None,
+) -> FitResult:
+    """Judge a fit: converged only with a flat gradient, a finite likelihood, no
+    parameter at its bound and no model-specific ``problem``; else say why."""
+    at_bound = bool(np.any(np.abs(result.x) >= 11.99))
+    converged = bool(flat and np.isfinite(log_likelihood) and not at_bound and problem is None)
+    if converged:
+        message = "converged"
+    elif problem is not None:
+        message = problem
+    elif at_bound:
+        message = "a parameter ran to its bound: the data do not identify the model"
+    else:
+        message = f"optimizer did not converge: {result.message}"
+    return FitResult(params, log_likelihood, converged, message, customers, int(result.nit))
 
 
 # -- BG/NBD ---------------------------------------------------------------------------
@@ -190,13 +212,7 @@ def fit_bgnbd(
     r, alpha, a, b = np.exp(result.x)
     params = {"r": float(r), "alpha": float(alpha * scale), "a": float(a), "b": float(b)}
     log_likelihood = bgnbd_log_likelihood(params, x, t_x, T, weights)
-    at_bound = bool(np.any(np.abs(result.x) >= 11.99))
-    converged = bool(flat and np.isfinite(log_likelihood) and not at_bound)
-    message = "converged" if converged else (
-        "a parameter ran to its bound: the data do not identify the model" if at_bound
-        else f"optimizer did not converge: {result.message}"
-    )  # fmt: skip
-    return FitResult(params, log_likelihood, converged, message, customers, int(result.nit))
+    return _fit_result(result, flat, params, log_likelihood, customers)
 
 
 def bgnbd_probability_alive(
@@ -283,14 +299,8 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = N
     params = {"p": float(p), "q": float(q), "gamma": float(gamma * scale)}
     rows = _gamma_gamma_log_likelihood_rows(params["p"], params["q"], params["gamma"], x, m)
     log_likelihood = float(np.dot(rows, weights))
-    at_bound = bool(np.any(np.abs(result.x) >= 11.99))
-    converged = bool(flat and np.isfinite(log_likelihood) and not at_bound and q > 1)
-    message = "converged" if converged else (
-        "q <= 1: the expected spend is undefined for this fit" if q <= 1
-        else "a parameter ran to its bound" if at_bound
-        else f"optimizer did not converge: {result.message}"
-    )  # fmt: skip
-    return FitResult(params, log_likelihood, converged, message, customers, int(result.nit))
+    problem = "q <= 1: the expected spend is undefined for this fit" if q <= 1 else None
+    return _fit_result(result, flat, params, log_likelihood, customers, problem)
 
 
 def gamma_gamma_expected_spend(
