@@ -182,11 +182,13 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.processing.build import end_of_day, run_build
+    from cdp.processing.segment_config import load_segment_config
     from cdp.storage.database import connect
 
     as_of = end_of_day(args.as_of) if args.as_of else None
+    segments = load_segment_config(settings)  # a bad rule fails here, before any work
     with connect(settings.storage.db_path) as con:
-        report = run_build(con, settings, as_of)
+        report = run_build(con, settings, as_of, segments)
         kpis = con.execute(
             "SELECT aov, purchase_frequency, customer_value, churn_rate_monthly, basic_clv,"
             " advanced_clv, repeat_rate, lifespan_years, lifespan_is_default, reporting_currency"
@@ -212,12 +214,73 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"  {report.unconverted_orders:,} orders left out: no exchange rate for their currency"
         )
-    if not report.published_current:
+    if report.published_current:
+        print(f"  {report.memberships:,} segment memberships in {len(segments.segments)} segments")
+    else:
         print("  (an earlier as-of than the latest build: history tables only)")
     return 0
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.processing.export import run_export
+    from cdp.processing.segment_config import load_segment_config
+    from cdp.storage.database import connect
+
+    segments = load_segment_config(settings)
+    with connect(settings.storage.db_path) as con:
+        report = run_export(
+            con, settings, segments, as_of=args.as_of, out_dir=args.out,
+            destinations=args.destination or None,
+        )  # fmt: skip
+    _print_export(report)
+    return 1 if report.failed else 0
+
+
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.processing.privacy import forget_customer
+    from cdp.processing.segment_config import load_segment_config
+    from cdp.storage.database import connect
+
+    segments = load_segment_config(settings)
+    with connect(settings.storage.db_path) as con:
+        report = forget_customer(con, settings, segments, args.customer)
+    print(
+        f"forgot {report.customer_id}: {report.events_deleted:,} events deleted, "
+        f"{report.identifiers} identifiers suppressed"
+    )
+    if report.exits is not None:
+        _print_export(report.exits)
+    print("file destinations list the exits in their next export")
+    return 1 if report.exits is not None and report.exits.failed else 0
+
+
+def _segments_list(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.processing.segment_config import load_segment_config
+
+    config = load_segment_config(settings)
+    print(f"{len(config.segments)} segments from {config.source} (all rules valid)")
+    for segment in config.segments:
+        definition = segment.definition
+        targets = ", ".join(definition.destinations) or "(no destination)"
+        print(f"  {definition.name:<22} -> {targets}  [consent: {definition.consent}]")
+        print(f"      {definition.rule}")
+    return 0
+
+
 # -- helpers ------------------------------------------------------------------------
+
+
+def _print_export(report: Any) -> None:
+    print(f"export as of {report.as_of}:")
+    for r in report.results:
+        detail = (
+            f"{r.members:,} members, +{r.entered:,} / -{r.exited:,}  {r.location}"
+            if r.status == "succeeded"
+            else r.message
+        )
+        print(f"  {r.status:<9} {r.segment:<22} -> {r.destination:<14} {detail}")
+    if report.failed:
+        print(f"{len(report.failed)} failed; their changes are kept for the next export")
 
 
 def _num(value: float | None) -> str:
@@ -375,6 +438,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM-DD",
         help="use only events up to the end of this day (UTC); default: now",
     )
+
+    export = command("export", _export, "send segments to their destinations (snapshot + diff)")
+    db_flag(export)
+    export.add_argument(
+        "--out", type=Path, metavar="DIR", help="root of file destinations (export.out_dir)"
+    )
+    export.add_argument(
+        "--as-of", type=_date, metavar="YYYY-MM-DD",
+        help="membership as of the end of this day (default: the latest build)",
+    )  # fmt: skip
+    export.add_argument(
+        "--destination", action="append", metavar="NAME", help="only this destination (repeatable)"
+    )
+
+    forget = command("forget", _forget, "delete a customer everywhere and suppress them")
+    forget.add_argument("customer", help="customer id, alias, or identifier like email:ann@x.com")
+    db_flag(forget)
+
+    segments = command("segments", None, "inspect the segment definitions").add_subparsers(
+        dest="segments_command", required=True, metavar="ACTION"
+    )
+    command("list", _segments_list, "check every rule and list the segments", segments)
 
     dlq = command("dlq", None, "inspect and replay dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="ACTION"

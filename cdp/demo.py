@@ -21,6 +21,8 @@ from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
 from cdp.processing.build import run_build
+from cdp.processing.export import run_export
+from cdp.processing.segment_config import load_segment_config
 from cdp.settings import Settings
 from cdp.storage.database import connect
 
@@ -44,6 +46,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> DemoResult:
     db_path = settings.storage.db_path
+    segments = load_segment_config(settings)
     with ExitStack() as stack:
         bundled = not settings.kafka.bootstrap_servers
         if bundled:
@@ -72,8 +75,11 @@ def run_demo(
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
-        built = run_build(con, settings)
+        built = run_build(con, settings, segments=segments)
         say(f"built {built.customers:,} customer profiles in {built.seconds:.1f} s")
+        exported = run_export(con, settings, segments)
+        written = sum(result.status == "succeeded" for result in exported.results)
+        say(f"exported {written} segment deliveries to {settings.export.out_dir}/")
         return DemoResult(
             db_path=db_path,
             bootstrap_servers=settings.kafka.bootstrap_servers,

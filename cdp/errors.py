@@ -10,6 +10,9 @@ Hierarchy::
     │   └── SchemaVersionError  the database was written by a newer cdp
     ├── IngestError             ingestion cannot go on (terminal)
     │   └── BrokerError         the bundled broker could not be started
+    ├── ExportError             an export cannot run as asked, e.g. nothing built yet
+    │   └── DeliveryError       a destination did not confirm a delivery; its diff
+    │                           is kept and sent at the next export
     └── TransientError          worth retrying as is: a broker not reachable yet,
                                 a lock held by another process
 
@@ -40,6 +43,14 @@ class IngestError(CdpError):
 
 class BrokerError(IngestError):
     """The bundled local broker could not be started."""
+
+
+class ExportError(CdpError):
+    """An export cannot run as asked."""
+
+
+class DeliveryError(ExportError):
+    """A destination did not confirm a delivery (after retries, where they apply)."""
 
 
 class TransientError(CdpError):

@@ -197,6 +197,22 @@ class ScheduleSettings(_Section):
         return value
 
 
+class SegmentsSettings(_Section):
+    """Where segment definitions and destinations live, and how recommendations are made."""
+
+    # The segments file (TOML); empty means the shipped config/segments.toml.
+    file: str = ""
+    # Cross-sell: products offered per customer, and how many orders must contain a
+    # pair of products before it counts as "bought together".
+    recommendations_per_customer: int = Field(default=3, ge=1, le=50)
+    min_orders_together: int = Field(default=2, ge=1)
+
+
+class ExportSettings(_Section):
+    # Root of file destinations (a destination's relative path is under it); --out.
+    out_dir: Path = Path("exports")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CDP_",
@@ -215,6 +231,8 @@ class Settings(BaseSettings):
     loyalty: LoyaltySettings = LoyaltySettings()
     funnel: FunnelSettings = FunnelSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    segments: SegmentsSettings = SegmentsSettings()
+    export: ExportSettings = ExportSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,12 @@ class TopicReport:
 
 
 def create_topics(settings: Settings) -> TopicReport:
+    """Create the family topics that do not exist yet."""
+    return ensure_topics(settings, list(settings.topics.by_family().values()))
+
+
+def ensure_topics(settings: Settings, names: list[str]) -> TopicReport:
+    """Create those of ``names`` that do not exist, with the configured partitions."""
     topics = settings.topics
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
@@ -26,7 +32,7 @@ def create_topics(settings: Settings) -> TopicReport:
     )
     try:
         existing = set(admin.list_topics())
-        wanted = list(dict.fromkeys(topics.by_family().values()))
+        wanted = list(dict.fromkeys(names))
         missing = [name for name in wanted if name not in existing]
         if missing:
             # Created concurrently by another process is the wanted state too.

@@ -1,4 +1,5 @@
-"""A build: identities → profiles → KPIs and formula CLVs → RFM → predictive CLV.
+"""A build: identities → profiles → KPIs and formula CLVs → RFM → predictive CLV →
+segments.
 
 A build is point-in-time: it uses only events at or before ``as_of`` (by default
 now; ``cdp build --as-of DATE`` means the end of that day, UTC), so history can be
@@ -24,6 +25,8 @@ from cdp.processing.clv import ModelRuns, compute_store_kpis, predict_clv
 from cdp.processing.identity import IdentityReport, apply_identities, resolve_identities
 from cdp.processing.profiles import build_profiles, unconverted_orders
 from cdp.processing.rfm import score_rfm
+from cdp.processing.segment_config import SegmentConfig, load_segment_config
+from cdp.processing.segments import compute_segments, publish_segments
 from cdp.settings import Settings
 from cdp.storage.database import execute_script, transaction
 
@@ -65,6 +68,7 @@ class BuildReport:
     models: ModelRuns
     unconverted_orders: int
     published_current: bool
+    memberships: int
     seconds: float
 
 
@@ -76,9 +80,15 @@ def end_of_day(day: date) -> datetime:
 
 
 def run_build(
-    con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    as_of: datetime | None = None,
+    segments: SegmentConfig | None = None,
 ) -> BuildReport:
+    """Build profiles as of ``as_of`` (default now). ``segments`` defaults to the
+    configured segments file, loaded (and so checked) before any work starts."""
     started = time.monotonic()
+    segments = segments or load_segment_config(settings)
     now = datetime.now(UTC)
     as_of = as_of or now
     build_id = con.execute(
@@ -96,6 +106,7 @@ def run_build(
         compute_store_kpis(con, settings, as_of)
         score_rfm(con, settings, as_of)
         models = predict_clv(con, settings, as_of)
+        memberships = compute_segments(con, settings, segments, as_of)
         unconverted = unconverted_orders(con)
         with transaction(con):
             apply_identities(con, now)
@@ -107,6 +118,7 @@ def run_build(
             publish_current = latest is None or as_of >= latest
             if publish_current:
                 execute_script(con, _PUBLISH_CURRENT)
+                publish_segments(con, segments, as_of)
     except BaseException as exc:
         _finish(con, build_id, "failed", None, f"{type(exc).__name__}: {exc}")
         raise
@@ -116,7 +128,7 @@ def run_build(
     _finish(con, build_id, "succeeded", customers, message)
     return BuildReport(
         build_id, as_of, customers, identity, models, unconverted, publish_current,
-        time.monotonic() - started,
+        memberships, time.monotonic() - started,
     )  # fmt: skip
 
 

@@ -56,6 +56,14 @@ SELECT tuple_id, first_seen_at, identifier FROM (
     UNION ALL SELECT tuple_id, first_seen_at, 'email:' || email FROM identity_tuples
     UNION ALL SELECT tuple_id, first_seen_at, 'phone:' || phone FROM identity_tuples
 ) WHERE identifier IS NOT NULL;
+
+-- Forgotten customers' identifiers are suppressed: an event carrying any of them
+-- links nothing, so it is never stitched into a profile again.
+CREATE OR REPLACE TEMP TABLE suppressed_tuples AS
+SELECT DISTINCT tuple_id FROM tuple_identifiers
+WHERE sha256(identifier) IN (SELECT identifier_sha256 FROM suppressed_identifiers);
+
+DELETE FROM tuple_identifiers WHERE tuple_id IN (SELECT tuple_id FROM suppressed_tuples);
 """
 
 _GRAPH = """

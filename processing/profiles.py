@@ -51,7 +51,9 @@ SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.
 FROM events e
 LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
 LEFT JOIN user_customers u ON u.user_id = e.user_id
-WHERE e.occurred_at <= $as_of;
+WHERE e.occurred_at <= $as_of
+  -- Events of suppressed (forgotten) identifiers have no customer: never profiled.
+  AND coalesce(a.customer_id, u.customer_id) IS NOT NULL;
 
 CREATE OR REPLACE TEMP TABLE order_facts AS
 WITH completed AS (

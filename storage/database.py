@@ -74,7 +74,11 @@ def execute_script(
             line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
         ):
             continue
-        used = {name: value for name, value in params.items() if f"${name}" in statement}
+        used = {
+            name: value
+            for name, value in params.items()
+            if re.search(rf"\${re.escape(name)}\b", statement)
+        }
         con.execute(statement, used)
 
 
