@@ -51,4 +51,9 @@ def _profile_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
         " GROUP BY 1 ORDER BY 2 DESC"
     ).fetchall()
     lines.append("RFM segments: " + ", ".join(f"{name} {count:,}" for name, count in segments))
+    sizes = con.execute(
+        "SELECT segment, count(*) FROM segment_membership GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    if sizes:
+        lines.append("segments: " + ", ".join(f"{name} {count:,}" for name, count in sizes))
     return lines

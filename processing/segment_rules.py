@@ -299,10 +299,10 @@ class _Compiler:
             raise self._error("expected 'hours', 'days' or 'weeks'")
         self._advance()
         span = self._param(amount * _UNIT_HOURS[unit] * 3600.0)
-        value = f"{column}::TIMESTAMPTZ"
+        value, now = f"{column}::TIMESTAMPTZ", "$as_of::TIMESTAMPTZ"
         if ahead:
-            return f"({value} >= $as_of::DATE AND {value} < $as_of + to_seconds({span}))"
-        return f"({value} > $as_of - to_seconds({span}) AND {value} <= $as_of)"
+            return f"({value} >= {now}::DATE AND {value} < {now} + to_seconds({span}))"
+        return f"({value} > {now} - to_seconds({span}) AND {value} <= {now})"
 
     def _value(self, kind: str, context: _Token) -> str:
         """A literal of ``kind``, or another column of the same kind."""

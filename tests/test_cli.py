@@ -92,3 +92,55 @@ def test_demo_runs_with_nothing_configured_and_fills_all_four_families(tmp_path)
         reasons = con.execute("SELECT count(*), min(length(reason)) FROM dead_letters").fetchone()
     assert families == {"browse", "cart", "purchase", "identify"}
     assert reasons[0] > 0 and reasons[1] > 10
+    assert list((tmp_path / "exports" / "segments").glob("*/*/manifest.json")), result.stdout
+
+
+def test_build_export_and_forget_from_the_command_line(tmp_path):
+    events, db, out = tmp_path / "store.jsonl", str(tmp_path / "x.duckdb"), tmp_path / "out"
+    _cdp("generate", "--out", str(events), "--customers", "200", "--end", "2026-11-01")
+    assert _cdp("load", str(events), "--db", db).returncode == 0
+    built = _cdp("build", "--db", db, "--as-of", "2026-11-01")
+    assert built.returncode == 0, built.stderr
+    assert "segment memberships in 14 segments" in built.stdout
+    exported = _cdp("export", "--db", db, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert "export as of 2026-11-01:" in exported.stdout
+    assert (out / "segments" / "win_back" / "2026-11-01" / "members.parquet").exists()
+    assert (out / "audiences" / "win_back" / "2026-11-01" / "audience_full.csv").exists()
+    again = _cdp("export", "--db", db, "--out", str(out))
+    assert "already exported for 2026-11-01" in again.stdout
+
+    with duckdb.connect(db, read_only=True) as con:
+        customer = con.execute(
+            "SELECT customer_id FROM segment_membership WHERE segment = 'win_back' LIMIT 1"
+        ).fetchall()[0][0]
+    forgot = _cdp("forget", customer, "--db", db)
+    assert forgot.returncode == 0, forgot.stderr
+    assert f"forgot {customer}:" in forgot.stdout
+    with duckdb.connect(db, read_only=True) as con:
+        left = con.execute(
+            "SELECT count(*) FROM customer_profiles WHERE customer_id = $c", {"c": customer}
+        ).fetchall()
+    assert left == [(0,)]
+
+
+def test_a_bad_segment_rule_fails_before_any_work_and_names_the_segment(tmp_path):
+    segments = tmp_path / "segments.toml"
+    segments.write_text(
+        '[[segments]]\nname = "vip"\nrule = "net_revenue >> 100"\nconsent = "email"\n'
+    )
+    config = tmp_path / "cdp.toml"
+    config.write_text(f'[segments]\nfile = "{segments}"\n')
+    for command in (["segments", "list"], ["build", "--db", str(tmp_path / "x.duckdb")]):
+        result = _cdp("--config", str(config), *command)
+        assert result.returncode == 2
+        assert "segment 'vip': rule 'net_revenue >> 100'" in result.stderr, result.stderr
+        assert "found '>' at position 14" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_segments_list_checks_and_shows_the_shipped_segments(tmp_path):
+    result = _cdp("segments", "list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "14 segments from the shipped config/segments.toml (all rules valid)" in result.stdout
