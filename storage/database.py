@@ -46,6 +46,8 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             # for ingest, each checkpoint a stall that grows with the table and its
             # primary-key index. Checkpoint less often.
             con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            # DuckDB's own progress bar would interleave with cdp's output.
+            con.execute("SET enable_progress_bar = false")
             migrate(con)
         except BaseException:
             con.close()

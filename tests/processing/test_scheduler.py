@@ -30,6 +30,31 @@ def test_jobs_have_ids_never_overlap_coalesce_and_tolerate_late_starts():
     assert str(jobs["nightly-build"].trigger.timezone) == "Europe/Paris"
 
 
+def test_the_nightly_job_builds_then_exports_while_the_refresh_only_builds(tmp_path):
+    from tests.processing.store import days_ago, event, order, store
+
+    settings = load_settings(None, {"export": {"out_dir": tmp_path}})
+    con = memory_database()
+    store(
+        con,
+        order("ann", days_ago(400), "10"),  # a lost buyer: in win_back
+        event("identify", days_ago(400), user_id="ann", traits={"consent": {"email": True}}),
+    )
+    scheduler = make_scheduler(settings, con)
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    jobs["profile-refresh"].func(*jobs["profile-refresh"].args)
+    assert con.execute("SELECT count(*) FROM export_runs").fetchall() == [(0,)]
+    jobs["nightly-build"].func(*jobs["nightly-build"].args)
+    builds = con.execute("SELECT count(*) FROM builds WHERE status = 'succeeded'").fetchall()
+    exported = con.execute(
+        "SELECT destination, status, members FROM export_runs WHERE segment = 'win_back' ORDER BY 1"
+    ).fetchall()
+    assert builds == [(2,)]
+    # Consent to email but not to ads: in the files, not in the ad audience.
+    assert exported == [("ad_audiences", "succeeded", 0), ("files", "succeeded", 1)]
+    assert list(tmp_path.glob("segments/win_back/*/manifest.json"))
+
+
 @pytest.mark.parametrize(
     ("section", "value", "message"),
     [
