@@ -181,14 +181,16 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.build import end_of_day, run_build
+    from cdp.processing.build import end_of_day
+    from cdp.processing.pipeline import build_and_publish
     from cdp.processing.segment_config import load_segment_config
     from cdp.storage.database import connect
 
     as_of = end_of_day(args.as_of) if args.as_of else None
     segments = load_segment_config(settings)  # a bad rule fails here, before any work
     with connect(settings.storage.db_path) as con:
-        report = run_build(con, settings, as_of, segments)
+        published = build_and_publish(con, settings, segments, as_of)
+        report = published.build
         kpis = con.execute(
             "SELECT aov, purchase_frequency, customer_value, churn_rate_monthly, basic_clv,"
             " advanced_clv, repeat_rate, lifespan_years, lifespan_is_default, reporting_currency"
@@ -214,8 +216,13 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"  {report.unconverted_orders:,} orders left out: no exchange rate for their currency"
         )
-    if report.published_current:
+    if published.analyst is not None:
         print(f"  {report.memberships:,} segment memberships in {len(segments.segments)} segments")
+        print(
+            f"  analyst database {published.analyst.path} "
+            f"({published.analyst.bytes / 1_048_576:,.1f} MiB, {published.analyst.seconds:.1f} s)"
+        )
+        print(f"  report {published.report}")
     else:
         print("  (an earlier as-of than the latest build: history tables only)")
     return 0
@@ -252,6 +259,64 @@ def _forget(args: argparse.Namespace, settings: Settings) -> int:
         _print_export(report.exits)
     print("file destinations list the exits in their next export")
     return 1 if report.exits is not None and report.exits.failed else 0
+
+
+def _sql(args: argparse.Namespace, settings: Settings) -> int:
+    import duckdb
+
+    from cdp.status import open_analyst
+
+    with open_analyst(settings) as con:
+        try:
+            relation = con.sql(args.query)
+        except duckdb.Error as exc:
+            raise CdpError(f"query failed: {exc}") from None
+        if relation is None:
+            print("ok (the statement returned no rows)")
+            return 0
+        if args.format == "table":
+            relation.show(max_rows=args.max_rows, max_width=10_000)
+            return 0
+        columns, rows = relation.columns, relation.fetchall()
+    if args.format == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        import json
+
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    return 0
+
+
+def _shell(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    import shutil
+
+    from cdp.storage.analyst import analyst_path
+
+    path = analyst_path(settings)
+    if not path.exists():
+        raise CdpError(f"no analyst database at {path} yet: run `cdp build` (or `cdp run`)")
+    duckdb_cli = shutil.which("duckdb")
+    if duckdb_cli is None:
+        raise CdpError(
+            "the duckdb command-line client is not installed "
+            '(https://duckdb.org/docs/installation); `cdp sql "..."` queries the same '
+            f"database, or open {path} read-only from any DuckDB client"
+        )
+    os.execv(duckdb_cli, [duckdb_cli, "-readonly", str(path)])
+    return 0  # pragma: no cover - execv does not return
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.status import format_status, gather_status
+
+    print(format_status(gather_status(settings)))
+    return 0
 
 
 def _segments_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -460,6 +525,23 @@ def _parser() -> argparse.ArgumentParser:
         dest="segments_command", required=True, metavar="ACTION"
     )
     command("list", _segments_list, "check every rule and list the segments", segments)
+
+    sql = command("sql", _sql, "run a query against the analyst database")
+    sql.add_argument(
+        "query", help='e.g. "SELECT rfm_segment, count(*) FROM customer_profiles GROUP BY 1"'
+    )
+    db_flag(sql)
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.add_argument(
+        "--max-rows", type=_positive, default=40, metavar="N", help="table format only"
+    )
+
+    db_flag(command("shell", _shell, "open the duckdb CLI on the analyst database (read-only)"))
+
+    status = command("status", _status, "lag, last build and exports, dead letters, sizes")
+    kafka_flags(status)
+    db_flag(status)
+    status.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
 
     dlq = command("dlq", None, "inspect and replay dead letters").add_subparsers(
         dest="dlq_command", required=True, metavar="ACTION"

@@ -20,8 +20,8 @@ from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
-from cdp.processing.build import run_build
 from cdp.processing.export import run_export
+from cdp.processing.pipeline import build_and_publish
 from cdp.processing.segment_config import load_segment_config
 from cdp.settings import Settings
 from cdp.storage.database import connect
@@ -75,8 +75,11 @@ def run_demo(
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
-        built = run_build(con, settings, segments=segments)
+        published = build_and_publish(con, settings, segments)
+        built = published.build
         say(f"built {built.customers:,} customer profiles in {built.seconds:.1f} s")
+        say(f"published the analyst database {published.analyst.path} and the report "
+            f"{published.report}")  # fmt: skip
         exported = run_export(con, settings, segments)
         written = sum(result.status == "succeeded" for result in exported.results)
         say(f"exported {written} segment deliveries to {settings.export.out_dir}/")

@@ -97,6 +97,9 @@ class IngestSettings(_Section):
 
 class StorageSettings(_Section):
     db_path: Path = Path("cdp.duckdb")
+    # The read-only snapshot for analysts, republished after every build; empty means
+    # <db name>.analyst.duckdb beside the live database. The HTML report goes beside it.
+    analyst_db_path: str = ""
 
 
 class MoneySettings(_Section):

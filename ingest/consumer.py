@@ -120,6 +120,9 @@ class EventConsumer:
         # Set by the first assignment callback: before it, "no records" means "not
         # joined yet", not "caught up".
         self._joined = threading.Event()
+        # Set once the consumer has reached the end of every partition it owns (for
+        # `cdp run`'s first build, which should see the backlog, not a part of it).
+        self.caught_up = threading.Event()
         # Set by the writer when it discarded a batch polled across a rebalance; from
         # then on it discards everything until the poll thread has rewound.
         self._rewind_needed = threading.Event()
@@ -214,6 +217,15 @@ class EventConsumer:
                             f"consumer group {self._group_id!r} was not assigned partitions "
                             f"within {JOIN_TIMEOUT_S} s"
                         )
+                    last_activity = time.monotonic()
+                elif (
+                    not self.caught_up.is_set()
+                    and self._joined.is_set()
+                    and time.monotonic() - last_activity >= ingest.idle_timeout_s
+                ):
+                    self._queue.join()
+                    if not self._rewind_needed.is_set() and self._caught_up():
+                        self.caught_up.set()
                     last_activity = time.monotonic()
         finally:
             self._queue.put(_STOP)

@@ -1,0 +1,191 @@
+"""``cdp status``: how the pipeline is doing, readable while ``cdp run`` holds the
+live database.
+
+DuckDB lets no other process open a file that one process writes, so the figures
+come from the live database when it is free and from the analyst snapshot when it
+is not (the output says which). Consumer lag comes from Kafka: the end offset of
+every partition against the group's committed offset (which ingest advances after
+each stored batch), when a broker is configured and answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cdp.errors import CdpError
+from cdp.processing.pipeline import report_path
+from cdp.settings import Settings
+from cdp.storage.analyst import analyst_path
+from cdp.storage.database import connect
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    end_offset: int
+    committed: int | None
+
+    @property
+    def lag(self) -> int:
+        return self.end_offset - (self.committed or 0)
+
+
+@dataclass
+class Status:
+    source: str  # which database the figures come from
+    files: dict[str, tuple[Path, int | None]] = field(default_factory=dict)
+    last_build: tuple | None = None
+    last_exports: list[tuple] = field(default_factory=list)
+    dead_letters: int | None = None
+    lag: list[PartitionLag] | None = None
+    lag_error: str | None = None
+
+
+def gather_status(settings: Settings) -> Status:
+    live = settings.storage.db_path
+    analyst = analyst_path(settings)
+    status = Status(source="")
+    for name, path in (
+        ("live database", live),
+        ("live write-ahead log", live.with_name(live.name + ".wal")),
+        ("analyst database", analyst),
+        ("report", report_path(settings)),
+    ):
+        status.files[name] = (path, path.stat().st_size if path.exists() else None)
+    con = _open_readable(live, analyst, status)
+    if con is not None:
+        with contextlib.closing(con):
+            _read_tables(con, status)
+    if settings.kafka.bootstrap_servers:
+        try:
+            status.lag = consumer_lag(settings)
+        except CdpError as exc:
+            status.lag_error = str(exc)
+        except Exception as exc:  # a broker that answers oddly: report, don't fail
+            status.lag_error = f"{type(exc).__name__}: {exc}"
+    return status
+
+
+def _open_readable(live: Path, analyst: Path, status: Status) -> duckdb.DuckDBPyConnection | None:
+    if live.exists():
+        try:
+            con = duckdb.connect(str(live), read_only=True)
+            status.source = f"live database {live}"
+            return con
+        except duckdb.Error:
+            pass  # held by the writer (cdp run): fall back to the snapshot
+    if analyst.exists():
+        status.source = f"analyst snapshot {analyst} (the live database is in use)"
+        return duckdb.connect(str(analyst), read_only=True)
+    status.source = "no database yet"
+    return None
+
+
+def _read_tables(con: duckdb.DuckDBPyConnection, status: Status) -> None:
+    builds = con.execute(
+        "SELECT build_id, as_of, started_at, finished_at, status, customers, message FROM builds "
+        "ORDER BY build_id DESC LIMIT 1"
+    ).fetchall()
+    status.last_build = builds[0] if builds else None
+    status.last_exports = con.execute(
+        "SELECT destination, segment, as_of, status, date_diff('millisecond', started_at, "
+        "finished_at) / 1000.0, members, entered, exited, message FROM export_runs "
+        "QUALIFY row_number() OVER (PARTITION BY destination, segment "
+        "ORDER BY export_run_id DESC) = 1 ORDER BY destination, segment"
+    ).fetchall()
+    status.dead_letters = con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0]
+
+
+def consumer_lag(settings: Settings) -> list[PartitionLag]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    from cdp.ingest.broker import bootstrap_list
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
+        group_id=settings.kafka.group_id,
+        enable_auto_commit=False,
+        client_id=f"{settings.kafka.client_id}-status",
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in sorted(set(settings.topics.by_family().values()))
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+        return [
+            PartitionLag(tp.topic, tp.partition, ends.get(tp, 0), consumer.committed(tp))
+            for tp in partitions
+        ]
+    finally:
+        consumer.close()
+
+
+def format_status(status: Status) -> str:
+    lines = [f"figures from: {status.source}"]
+    for name, (path, size) in status.files.items():
+        shown = f"{size / 1_048_576:,.1f} MiB" if size is not None else "absent"
+        lines.append(f"  {name:<21} {shown:>12}  {path}")
+    if status.last_build:
+        build_id, as_of, started, finished, outcome, customers, message = status.last_build
+        took = f"{(finished - started).total_seconds():.1f} s" if finished else "running"
+        lines.append(
+            f"last build: #{build_id} {outcome} as of {as_of:%Y-%m-%d %H:%M} in {took}, "
+            f"{customers or 0:,} customers" + (f" ({message})" if outcome == "failed" else "")
+        )
+    else:
+        lines.append("last build: none yet")
+    if status.last_exports:
+        lines.append("last export per segment and destination:")
+        for (
+            dest,
+            seg,
+            as_of,
+            outcome,
+            seconds,
+            members,
+            entered,
+            exited,
+            message,
+        ) in status.last_exports:
+            detail = (
+                f"{members or 0:,} members, +{entered or 0:,}/-{exited or 0:,}"
+                if outcome == "succeeded" else (message or "")
+            )  # fmt: skip
+            took = f"{seconds:.1f} s" if seconds is not None else "-"
+            lines.append(f"  {seg:<22} -> {dest:<14} {as_of} {outcome:<9} {took:>7}  {detail}")
+    else:
+        lines.append("last export: none yet")
+    if status.dead_letters is not None:
+        lines.append(f"dead letters: {status.dead_letters:,}")
+    if status.lag is not None:
+        total = sum(p.lag for p in status.lag)
+        lines.append(f"consumer lag: {total:,} messages")
+        for p in status.lag:
+            committed = "none" if p.committed is None else f"{p.committed:,}"
+            lines.append(
+                f"  {p.topic}[{p.partition}]  end {p.end_offset:,}  committed {committed}  "
+                f"lag {p.lag:,}"
+            )
+    elif status.lag_error:
+        lines.append(f"consumer lag: unavailable ({status.lag_error})")
+    else:
+        lines.append("consumer lag: no Kafka configured (kafka.bootstrap_servers)")
+    return "\n".join(lines)
+
+
+def open_analyst(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The analyst database, read-only, for ``cdp sql``."""
+    path = analyst_path(settings)
+    if not path.exists():
+        raise CdpError(
+            f"no analyst database at {path} yet: it is published by every build "
+            "(`cdp build`, or `cdp run` once it has caught up)"
+        )
+    return connect(path, read_only=True)

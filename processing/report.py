@@ -1,0 +1,256 @@
+"""The HTML report: one self-contained file, regenerated after every published build.
+
+Read from the analyst database just published (so it shows exactly that snapshot)
+and written beside it as ``<db name>.report.html``: inline CSS and SVG, no script
+or font from the network. Charts: CLV distribution (historic and predicted), the
+RFM heatmap (recency × frequency coloured by monetary), segment sizes over time, the
+monthly cohort retention triangle, funnel conversion, top products by CLV
+contribution, and the store KPIs with their trend.
+
+A short inline script marks each chart with the size the browser laid it out at
+(``data-rendered``), which the report's browser test reads back.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+import duckdb
+
+from cdp.processing import charts
+
+# Each customer's CLV is shared equally among the distinct products they bought.
+_PRODUCT_CONTRIBUTION = """
+WITH lines AS (
+    SELECT coalesce(u.customer_id, a.customer_id) AS customer_id,
+           unnest(json_extract_string(e.payload, '$.properties.products[*].product_id'))
+               AS product_id
+    FROM events e
+    LEFT JOIN customer_identities u ON u.identifier = 'user:' || e.user_id
+    LEFT JOIN customer_identities a ON a.identifier = 'anon:' || e.anonymous_id
+    WHERE e.type = 'order_completed'
+),
+bought AS (SELECT DISTINCT customer_id, product_id FROM lines WHERE customer_id IS NOT NULL),
+shares AS (SELECT customer_id, count(*) AS products FROM bought GROUP BY 1)
+SELECT b.product_id, sum(p.historic_clv / s.products)::DOUBLE AS contribution
+FROM bought b JOIN shares s USING (customer_id) JOIN customer_profiles p USING (customer_id)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+"""
+
+# Share of each first-order-month cohort that ordered again N months later.
+_COHORTS = """
+WITH orders AS (
+    SELECT DISTINCT p.customer_id, date_trunc('month', e.occurred_at)::DATE AS month
+    FROM events e
+    JOIN customer_identities i ON i.identifier = 'user:' || e.user_id
+       OR i.identifier = 'anon:' || e.anonymous_id
+    JOIN customer_profiles p ON p.customer_id = i.customer_id
+    WHERE e.type = 'order_completed'
+),
+firsts AS (SELECT customer_id, min(month) AS cohort FROM orders GROUP BY 1),
+sizes AS (SELECT cohort, count(*) AS n FROM firsts GROUP BY 1)
+SELECT f.cohort, date_diff('month', f.cohort, o.month) AS months_after,
+       count(DISTINCT o.customer_id) / any_value(s.n) AS retained, any_value(s.n) AS size
+FROM firsts f JOIN orders o USING (customer_id) JOIN sizes s USING (cohort)
+WHERE f.cohort >= (SELECT max(cohort) FROM firsts) - INTERVAL 11 MONTH
+GROUP BY ALL ORDER BY ALL
+"""
+
+_FUNNEL = """
+SELECT count(DISTINCT coalesce(user_id, anonymous_id)) FILTER (WHERE type = 'product_viewed'),
+       count(DISTINCT coalesce(user_id, anonymous_id)) FILTER (WHERE type = 'product_added'),
+       count(DISTINCT coalesce(user_id, anonymous_id)) FILTER (WHERE type = 'checkout_started'),
+       count(DISTINCT coalesce(user_id, anonymous_id)) FILTER (WHERE type = 'order_completed')
+FROM events
+WHERE occurred_at > (SELECT max(as_of) FROM customer_profiles) - INTERVAL 365 DAY
+"""
+
+_KPIS = ("aov", "purchase_frequency", "repeat_rate", "churn_rate_monthly", "basic_clv",
+         "advanced_clv", "customers", "revenue")  # fmt: skip
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f3f4f6;
+color:#111827}header{background:#111827;color:#fff;padding:18px 28px}h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#d1d5db;font-size:13px}main{display:grid;grid-template-columns:
+repeat(auto-fit,minmax(560px,1fr));gap:18px;padding:18px 28px}.chart{background:#fff;
+border-radius:10px;padding:14px 18px;box-shadow:0 1px 3px rgba(0,0,0,.08)}h2{font-size:15px;
+margin:0 0 4px}.note{font-size:12px;color:#6b7280;margin:0 0 8px}svg{width:100%;height:auto}
+table{border-collapse:collapse;width:100%;font-size:13px}td,th{padding:4px 6px;text-align:left;
+border-bottom:1px solid #e5e7eb}td.num{text-align:right;font-variant-numeric:tabular-nums}
+"""
+
+_MEASURE = """
+document.querySelectorAll('.chart').forEach(function (chart) {
+  var svg = chart.querySelector('svg'); if (!svg) return;
+  var box = svg.getBoundingClientRect();
+  var marks = Array.prototype.filter.call(svg.querySelectorAll('.mark'), function (m) {
+    var r = m.getBoundingClientRect(); return r.width > 0 || r.height > 0; });
+  chart.setAttribute('data-rendered', Math.round(box.width) + 'x' + Math.round(box.height) +
+                     ':' + marks.length);
+});
+"""
+
+
+def write_report(analyst_db: Path, out: Path) -> Path:
+    """Render the report from ``analyst_db`` into ``out`` (replaced atomically)."""
+    with duckdb.connect(str(analyst_db), read_only=True) as con:
+        page = render(con)
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text(page, encoding="utf-8")
+    staging.replace(out)
+    return out
+
+
+def render(con: duckdb.DuckDBPyConnection) -> str:
+    as_of = con.execute("SELECT max(as_of) FROM customer_profiles").fetchall()[0][0]
+    currency_row = con.execute(
+        "SELECT reporting_currency FROM store_kpis ORDER BY as_of DESC LIMIT 1"
+    ).fetchall()
+    currency = currency_row[0][0] if currency_row else ""
+    customers = con.execute("SELECT count(*) FROM customer_profiles").fetchall()[0][0]
+    sections = [
+        _section("kpis", "Store KPIs and their trend", "Latest build, with one point per build date.", _kpis(con)),  # noqa: E501
+        _section("clv-distribution", "CLV distribution", f"Buyers by historic and predicted CLV ({currency}); the top 1% is left out of the range.", _clv_distribution(con)),  # noqa: E501
+        _section("rfm-heatmap", "RFM heatmap", "Buyers by recency × frequency score, coloured by average monetary value (label: customers).", _rfm(con)),  # noqa: E501
+        _section("segment-sizes", "Segment sizes over time", "Members per segment at each build date.", _segment_sizes(con)),  # noqa: E501
+        _section("cohort-retention", "Monthly cohort retention", "Share of each first-order cohort ordering again N months later (last 12 cohorts).", _cohorts(con)),  # noqa: E501
+        _section("funnel", "Funnel conversion", "Distinct visitors at each step over the last 365 days.", _funnel(con)),  # noqa: E501
+        _section("top-products", "Top products by CLV contribution", f"Each customer's historic CLV shared equally among the products they bought ({currency}).", _products(con)),  # noqa: E501
+    ]  # fmt: skip
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    shown_as_of = f"{as_of:%Y-%m-%d %H:%M} UTC" if as_of else "no build yet"
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>cdp report — {escape(shown_as_of)}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>Customer data report</h1><p>As of {escape(shown_as_of)} · "
+        f"{customers:,} customers · generated {generated}</p></header>"
+        f"<main>{''.join(sections)}</main><script>{_MEASURE}</script></body></html>"
+    )
+
+
+def _section(key: str, title: str, note: str, body: str) -> str:
+    return (
+        f'<section class="chart" data-chart="{key}"><h2>{escape(title)}</h2>'
+        f'<p class="note">{escape(note)}</p>{body}</section>'
+    )
+
+
+def _kpis(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute(
+        f"SELECT as_of, {', '.join(_KPIS)} FROM store_kpis ORDER BY as_of"
+    ).fetchall()
+    if not rows:
+        return "<p>No build yet.</p>"
+    lines = []
+    for index, name in enumerate(_KPIS, start=1):
+        history = [None if row[index] is None else float(row[index]) for row in rows]
+        value = history[-1]
+        shown = (
+            f"{value:.1%}"
+            if name.endswith("rate") or name.startswith("churn")
+            else charts.fmt(value)
+        )
+        if value is None:
+            shown = "n/a"
+        lines.append(
+            f'<tr><th>{escape(name.replace("_", " "))}</th><td class="num">{escape(shown)}</td>'
+            f"<td>{charts.sparkline(history, name)}</td></tr>"
+        )
+    trend = charts.line_chart(
+        [str(row[0]) for row in rows],
+        {"basic CLV": [_f(row[5]) for row in rows], "advanced CLV": [_f(row[6]) for row in rows],
+         "AOV": [_f(row[1]) for row in rows]},
+        "CLV and AOV per build date",
+    )  # fmt: skip
+    return f"<table>{''.join(lines)}</table>{trend}"
+
+
+def _clv_distribution(con: duckdb.DuckDBPyConnection) -> str:
+    values = con.execute(
+        "SELECT historic_clv::DOUBLE, predicted_clv FROM customer_profiles WHERE orders > 0"
+    ).fetchall()
+    if not values:
+        return "<p>No buyers yet.</p>"
+    every = sorted(v for row in values for v in row if v is not None and math.isfinite(v))
+    high = every[min(len(every) - 1, int(len(every) * 0.99))] or 1
+    bins = 20
+    edges = [high * i / bins for i in range(bins + 1)]
+
+    def counts(column: int) -> list[int]:
+        result = [0] * bins
+        for row in values:
+            v = row[column]
+            if v is not None and 0 <= v <= high:
+                result[min(int(v / high * bins), bins - 1)] += 1
+        return result
+
+    return charts.histogram(
+        edges, {"historic CLV": counts(0), "predicted CLV": counts(1)}, "CLV distribution"
+    )
+
+
+def _rfm(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute(
+        "SELECT rfm_recency_score, rfm_frequency_score, avg(rfm_monetary)::DOUBLE, count(*) "
+        "FROM customer_profiles WHERE rfm_recency_score IS NOT NULL GROUP BY ALL"
+    ).fetchall()
+    if not rows:
+        return "<p>No RFM scores yet.</p>"
+    scores = [str(s) for s in range(1, max(max(r[0], r[1]) for r in rows) + 1)]
+    cells = {(str(r), str(f)): (monetary or 0.0, f"{n:,}") for r, f, monetary, n in rows}
+    return charts.heatmap(
+        list(reversed(scores)), scores, cells, "RFM heatmap", "recency", "frequency score →"
+    )
+
+
+def _segment_sizes(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute("SELECT as_of, segment, members FROM segment_sizes ORDER BY ALL").fetchall()
+    if not rows:
+        return "<p>No segments yet.</p>"
+    dates = sorted({row[0] for row in rows})
+    series: dict[str, list[float | None]] = {}
+    for day, segment, members in rows:
+        series.setdefault(segment, [None] * len(dates))[dates.index(day)] = float(members)
+    return charts.line_chart([str(d) for d in dates], series, "Segment sizes over time")
+
+
+def _cohorts(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute(_COHORTS).fetchall()
+    if not rows:
+        return "<p>No orders yet.</p>"
+    cohorts = sorted({row[0] for row in rows})
+    horizon = max(row[1] for row in rows)
+    columns = [str(m) for m in range(horizon + 1)]
+    cells = {
+        (f"{c:%Y-%m} ({size:,})", str(m)): (share, f"{share:.0%}")
+        for c, m, share, size in rows
+    }  # fmt: skip
+    labels = [next(k[0] for k in cells if k[0].startswith(f"{c:%Y-%m}")) for c in cohorts]
+    return charts.heatmap(
+        labels, columns, cells, "Cohort retention", "cohort", "months after first order →"
+    )
+
+
+def _funnel(con: duckdb.DuckDBPyConnection) -> str:
+    viewed, added, checkout, ordered = con.execute(_FUNNEL).fetchall()[0]
+    steps = ["viewed a product", "added to cart", "started checkout", "ordered"]
+    counts = [viewed, added, checkout, ordered]
+    labels = [
+        f"{step} ({count / viewed:.0%})" if viewed else step
+        for step, count in zip(steps, counts, strict=True)
+    ]
+    return charts.bar_chart(labels, [float(c) for c in counts], "Funnel conversion")
+
+
+def _products(con: duckdb.DuckDBPyConnection) -> str:
+    rows = con.execute(_PRODUCT_CONTRIBUTION).fetchall()
+    if not rows:
+        return "<p>No orders with products yet.</p>"
+    return charts.bar_chart([r[0] for r in rows], [r[1] for r in rows], "Top products by CLV")
+
+
+def _f(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
