@@ -84,12 +84,14 @@ border-bottom:1px solid #e5e7eb}td.num{text-align:right;font-variant-numeric:tab
 
 _MEASURE = """
 document.querySelectorAll('.chart').forEach(function (chart) {
-  var svg = chart.querySelector('svg'); if (!svg) return;
-  var box = svg.getBoundingClientRect();
-  var marks = Array.prototype.filter.call(svg.querySelectorAll('.mark'), function (m) {
-    var r = m.getBoundingClientRect(); return r.width > 0 || r.height > 0; });
-  chart.setAttribute('data-rendered', Math.round(box.width) + 'x' + Math.round(box.height) +
-                     ':' + marks.length);
+  var width = 0, height = 0, marks = 0;
+  chart.querySelectorAll('svg').forEach(function (svg) {
+    var box = svg.getBoundingClientRect();
+    width = Math.max(width, box.width); height += box.height;
+    svg.querySelectorAll('.mark').forEach(function (m) {
+      var r = m.getBoundingClientRect(); if (r.width > 0 || r.height > 0) marks += 1; });
+  });
+  chart.setAttribute('data-rendered', Math.round(width) + 'x' + Math.round(height) + ':' + marks);
 });
 """
 

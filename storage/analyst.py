@@ -52,6 +52,8 @@ ANALYST_TABLES = (
 # from a message that never became an event; the reason and source are what analysts need.
 _EXCLUDED = {"dead_letters": ("raw", "message_key")}
 
+ANALYST_STORAGE_VERSION = "v1.0.0"
+
 _DICTIONARY = """
 CREATE TABLE analyst_snapshot.data_dictionary AS
 SELECT t.table_name, NULL::VARCHAR AS column_name, NULL::VARCHAR AS data_type,
@@ -98,7 +100,12 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     for leftover in (staging, staging.with_name(staging.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    con.execute(f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot")
+    # Written in DuckDB 1.0's storage format, so that analysts' clients — the stock
+    # CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
+    con.execute(
+        f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot "
+        f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
+    )
     try:
         # One transaction on the live database: every table comes from the same
         # snapshot, even while ingest commits alongside.

@@ -88,3 +88,24 @@ def memory_db() -> Iterator[duckdb.DuckDBPyConnection]:
     yield con
     with contextlib.suppress(Exception):
         con.close()
+
+
+@pytest.fixture(scope="session")
+def published_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A generated store, loaded, built and published: the analyst database and the
+    report exist. Shared by read-only tests; do not write to it."""
+    from datetime import date
+
+    from cdp.ingest.generator import generate_store
+    from cdp.ingest.loader import load_file
+    from cdp.processing.pipeline import build_and_publish
+    from cdp.processing.segment_config import load_segment_config
+    from cdp.storage.database import connect
+
+    folder = tmp_path_factory.mktemp("published")
+    settings = Settings(storage={"db_path": folder / "store.duckdb"})
+    generate_store(folder / "store.jsonl", customers=400, seed=11, end=date(2026, 11, 1))
+    with connect(settings.storage.db_path) as con:
+        load_file(con, folder / "store.jsonl", max_event_bytes=settings.ingest.max_event_bytes)
+        build_and_publish(con, settings, load_segment_config(settings))
+    return settings

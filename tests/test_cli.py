@@ -144,3 +144,34 @@ def test_segments_list_checks_and_shows_the_shipped_segments(tmp_path):
     result = _cdp("segments", "list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "14 segments from the shipped config/segments.toml (all rules valid)" in result.stdout
+
+
+def test_sql_prints_a_table_csv_or_json_and_refuses_writes(published_store):
+    db = str(published_store.storage.db_path)
+    query = "SELECT rfm_segment, count(*) AS n FROM customer_profiles GROUP BY 1 ORDER BY 1"
+    table = _cdp("sql", query, "--db", db)
+    assert table.returncode == 0, table.stderr
+    assert "rfm_segment" in table.stdout and "Champions" in table.stdout
+    as_csv = _cdp("sql", query, "--db", db, "--format", "csv")
+    assert as_csv.stdout.splitlines()[0] == "rfm_segment,n"
+    as_json = _cdp("sql", "SELECT 1 AS one", "--db", db, "--format", "json")
+    assert as_json.stdout.strip() == '{"one": 1}'
+    refused = _cdp("sql", "DELETE FROM events", "--db", db)
+    assert refused.returncode == 2 and "read-only" in refused.stderr
+    bad = _cdp("sql", "SELECT nope FROM events", "--db", db)
+    assert bad.returncode == 2 and "query failed" in bad.stderr and "nope" in bad.stderr
+
+
+def test_sql_before_any_build_says_how_to_get_the_analyst_database(tmp_path):
+    result = _cdp("sql", "SELECT 1", "--db", str(tmp_path / "none.duckdb"))
+    assert result.returncode == 2
+    assert "no analyst database" in result.stderr and "cdp build" in result.stderr
+
+
+def test_status_shows_build_sizes_and_dead_letters(published_store):
+    result = _cdp("status", "--db", str(published_store.storage.db_path))
+    assert result.returncode == 0, result.stderr
+    assert "last build: #1 succeeded as of 2026-" in result.stdout
+    assert "analyst database" in result.stdout and "MiB" in result.stdout
+    assert "dead letters:" in result.stdout
+    assert "consumer lag: no Kafka configured" in result.stdout

@@ -101,3 +101,60 @@ def test_cdp_run_ingests_and_builds_on_schedule_then_stops_cleanly(
         ).fetchall()[0][0]
     assert builds >= 1 and profiles > 0
     assert 0 < stored <= sent
+
+
+@pytest.mark.kafka
+def test_analysts_read_the_published_copy_while_cdp_run_keeps_ingesting(
+    isolated_config, kafka_settings, tmp_path
+):
+    import duckdb
+
+    from cdp.storage.analyst import analyst_path
+
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    generate_store(first, customers=200, seed=5, end=date(2026, 11, 1))
+    generate_store(second, customers=300, seed=6, end=date(2026, 11, 1))
+    create_topics(kafka_settings)
+    produce_file(kafka_settings, first)
+    analyst = analyst_path(kafka_settings)
+    log = tmp_path / "run.log"
+    env = {**os.environ, "CDP_SCHEDULE__REFRESH_MINUTES": "0.05"}  # every 3 s
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cdp", "--config", str(isolated_config), "-v", "run"],
+        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not analyst.exists():  # the first build runs once the backlog is ingested
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert "first build" in log.read_text(errors="replace")
+        reader = duckdb.connect(str(analyst), read_only=True)
+        seen_first = reader.execute("SELECT count(*) FROM events").fetchall()[0][0]
+        inode = os.stat(analyst).st_ino
+
+        produce_file(kafka_settings, second)  # cdp run keeps ingesting...
+        while os.stat(analyst).st_ino == inode:  # ...and publishes again
+            assert process.poll() is None and time.monotonic() < deadline + 60, log.read_text()[
+                -3000:
+            ]
+            time.sleep(0.2)
+
+        # The open connection still reads its whole, unchanged snapshot.
+        assert reader.execute("SELECT count(*) FROM events").fetchall()[0][0] == seen_first
+        assert reader.execute("SELECT count(*) FROM data_dictionary").fetchall()[0][0] > 100
+        reader.close()
+        with duckdb.connect(str(analyst), read_only=True) as fresh:
+            assert fresh.execute("SELECT count(*) FROM events").fetchall()[0][0] > seen_first
+
+        status = subprocess.run(
+            [sys.executable, "-m", "cdp", "--config", str(isolated_config), "status"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert "figures from: analyst snapshot" in status.stdout  # the live file is in use
+        assert "consumer lag:" in status.stdout and "[0]  end" in status.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0, log.read_text()[-3000:]

@@ -1,0 +1,74 @@
+"""The HTML report, rendered by a real headless Chromium (Debian's package, which the
+``chromium`` fixture installs when it is missing)."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cdp.processing.pipeline import report_path
+
+CHARTS = {
+    "kpis", "clv-distribution", "rfm-heatmap", "segment-sizes", "cohort-retention", "funnel",
+    "top-products",
+}  # fmt: skip
+ARTIFACTS = Path(os.environ.get("CDP_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
+_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail("Chromium is missing and cannot be installed (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr[-2000:]}"
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium but it is not on PATH"
+    return found
+
+
+def _run(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_the_report_is_one_file_that_needs_no_network(published_store):
+    page = report_path(published_store).read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "@import" not in page
+    assert {m for m in re.findall(r'data-chart="([a-z-]+)"', page)} == CHARTS
+
+
+def test_chromium_renders_every_chart_of_the_report(published_store, chromium, tmp_path):
+    url = report_path(published_store).resolve().as_uri()
+    dom = _run(chromium, tmp_path, "--window-size=1400,2600", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = dict(re.findall(r'data-chart="([a-z-]+)" data-rendered="([^"]+)"', dom.stdout))
+    rendered |= {
+        k: v
+        for v, k in re.findall(r'data-rendered="([^"]+)"[^>]*data-chart="([a-z-]+)"', dom.stdout)
+    }
+    assert set(rendered) == CHARTS, rendered
+    for chart, measured in rendered.items():
+        width, height, marks = map(int, re.match(r"(\d+)x(\d+):(\d+)", measured).groups())
+        assert width > 200 and height > 20 and marks > 0, (chart, measured)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "report.png"
+    screenshot.unlink(missing_ok=True)
+    shot = _run(chromium, tmp_path, "--window-size=1400,2600", f"--screenshot={screenshot}", url)
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.stat().st_size > 20_000  # a page of charts, not a blank one

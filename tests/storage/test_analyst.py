@@ -1,0 +1,89 @@
+import os
+import shutil
+import subprocess
+import sys
+
+import duckdb
+
+from cdp.processing.build import run_build
+from cdp.settings import Settings
+from cdp.storage.analyst import ANALYST_TABLES, analyst_path, publish_analyst_database
+from cdp.storage.database import connect
+from tests.processing.store import AS_OF, days_ago, order, store
+
+
+def test_the_analyst_path_defaults_to_beside_the_live_database(tmp_path):
+    settings = Settings(storage={"db_path": tmp_path / "shop.duckdb"})
+    assert analyst_path(settings) == tmp_path / "shop.analyst.duckdb"
+    custom = Settings(
+        storage={"db_path": tmp_path / "a.duckdb", "analyst_db_path": "/srv/x.duckdb"}
+    )
+    assert str(analyst_path(custom)) == "/srv/x.duckdb"
+
+
+def test_every_analyst_table_and_column_is_described_in_the_dictionary(published_store):
+    with duckdb.connect(str(analyst_path(published_store)), read_only=True) as con:
+        tables = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+        undescribed = con.execute(
+            "SELECT table_name, column_name FROM data_dictionary "
+            "WHERE description IS NULL OR description = ''"
+        ).fetchall()
+        described = con.execute(
+            "SELECT count(*) FROM data_dictionary WHERE column_name IS NOT NULL"
+        ).fetchall()[0][0]
+        columns = con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE NOT internal "
+            "AND database_name = current_database() AND table_name <> 'data_dictionary'"
+        ).fetchall()[0][0]
+    assert tables == set(ANALYST_TABLES) | {"data_dictionary"}
+    assert undescribed == []
+    assert described == columns
+
+
+def test_dead_letters_reach_analysts_without_their_raw_bytes(published_store):
+    with duckdb.connect(str(analyst_path(published_store)), read_only=True) as con:
+        columns = {row[0] for row in con.execute("DESCRIBE dead_letters").fetchall()}
+        count = con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0]
+    assert {"reason", "error_kind", "source_offset"} <= columns
+    assert not {"raw", "message_key"} & columns
+    assert count > 0
+
+
+def test_a_reader_keeps_its_snapshot_across_a_publish_and_new_readers_see_the_next(tmp_path):
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        run_build(con, settings, AS_OF)
+        first = publish_analyst_database(con, settings)
+
+        reader = duckdb.connect(str(first.path), read_only=True)
+        assert reader.execute("SELECT count(*) FROM customer_profiles").fetchall() == [(1,)]
+        inode = os.stat(first.path).st_ino
+
+        store(con, order("bob", days_ago(4), "10"), order("cy", days_ago(3), "10"))
+        run_build(con, settings, AS_OF)
+        second = publish_analyst_database(con, settings)
+
+    assert second.path == first.path and os.stat(second.path).st_ino != inode  # swapped
+    # The open reader still sees its complete snapshot, and can go on querying it.
+    assert reader.execute("SELECT count(*) FROM customer_profiles").fetchall() == [(1,)]
+    assert reader.execute("SELECT count(*) FROM events").fetchall() == [(1,)]
+    reader.close()
+    with duckdb.connect(str(second.path), read_only=True) as fresh:
+        assert fresh.execute("SELECT count(*) FROM customer_profiles").fetchall() == [(3,)]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_the_stock_duckdb_cli_reads_it_read_only(published_store):
+    # The dev extra installs the stock CLI (duckdb-cli), older than cdp's own DuckDB:
+    # the analyst database is written in a storage format it reads.
+    cli = shutil.which("duckdb", path=os.path.dirname(sys.executable)) or shutil.which("duckdb")
+    assert cli, "the duckdb CLI (pip package duckdb-cli, in the dev extra) is not installed"
+    result = subprocess.run(
+        [cli, "-readonly", "-csv", str(analyst_path(published_store)), "-c",
+         "SELECT count(*) FROM customer_profiles"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) == 400
