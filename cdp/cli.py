@@ -9,7 +9,6 @@ user's mistake.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -20,20 +19,15 @@ from typing import Any
 
 from cdp import __version__
 from cdp.errors import CdpError, ConfigError, TransientError
+from cdp.logs import configure_logging
+from cdp.progress import Progress
 from cdp.settings import Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # kafka-python logs its own recoverable hiccups (retries, slow IO-loop tasks)
-        # as warnings; cdp reports what matters to the user itself.
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+    configure_logging(args.verbose)
     try:
         settings = load_settings(args.config, _overrides(args))
         return args.handler(args, settings) or 0
@@ -85,7 +79,10 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.generator import generate_store
 
-    report = generate_store(args.out, customers=args.customers, seed=args.seed, end=args.end)
+    with Progress("generate", total=args.customers, unit="customers") as bar:
+        report = generate_store(
+            args.out, customers=args.customers, seed=args.seed, end=args.end, progress=bar.update
+        )
     print(
         f"wrote {report.events:,} events ({report.malformed:,} malformed, {report.resent:,} "
         f"re-sent) for {report.customers:,} customers to {args.out}"
@@ -96,7 +93,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.producer import produce_file
 
-    report = produce_file(_require_kafka(settings), args.file)
+    with Progress("produce", unit="messages") as bar:
+        report = produce_file(_require_kafka(settings), args.file, progress=bar.update)
     for topic, count in sorted(report.by_topic.items()):
         print(f"{topic:<24} {count:>10,}")
     print(f"sent {report.sent:,} messages", end="")
@@ -114,8 +112,11 @@ def _load(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.loader import load_file
     from cdp.storage.database import connect
 
-    with connect(settings.storage.db_path) as con:
-        stats = load_file(con, args.file, max_event_bytes=settings.ingest.max_event_bytes)
+    with connect(settings.storage.db_path) as con, Progress("load", unit="events") as bar:
+        stats = load_file(
+            con, args.file, max_event_bytes=settings.ingest.max_event_bytes,
+            progress=lambda stats: bar.update(stats.consumed),
+        )  # fmt: skip
     _print_stats(stats)
     return 0
 
@@ -127,8 +128,18 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     settings = _require_kafka(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
+    # A bar only for --until-idle: the service form runs for days, and logs instead.
+    bar = Progress("ingest", unit="messages") if args.until_idle else None
     with connect(settings.storage.db_path) as con:
-        stats = EventConsumer(settings, con, stop=stop).run(until_idle=args.until_idle)
+        consumer = EventConsumer(
+            settings, con, stop=stop,
+            on_batch=(lambda stats: bar.update(stats.consumed)) if bar else None,
+        )  # fmt: skip
+        try:
+            stats = consumer.run(until_idle=args.until_idle)
+        finally:
+            if bar:
+                bar.close()
     _print_stats(stats)
     return 0
 
@@ -182,14 +193,17 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.processing.build import end_of_day
-    from cdp.processing.pipeline import build_and_publish
+    from cdp.processing.pipeline import STAGES, build_and_publish
     from cdp.processing.segment_config import load_segment_config
     from cdp.storage.database import connect
 
     as_of = end_of_day(args.as_of) if args.as_of else None
     segments = load_segment_config(settings)  # a bad rule fails here, before any work
-    with connect(settings.storage.db_path) as con:
-        published = build_and_publish(con, settings, segments, as_of)
+    with connect(settings.storage.db_path) as con, Progress("build", total=STAGES) as bar:
+        stage = iter(range(1, STAGES + 1))
+        published = build_and_publish(
+            con, settings, segments, as_of, progress=lambda name: bar.update(next(stage), name)
+        )
         report = published.build
         kpis = con.execute(
             "SELECT aov, purchase_frequency, customer_value, churn_rate_monthly, basic_clv,"
@@ -234,10 +248,15 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.storage.database import connect
 
     segments = load_segment_config(settings)
-    with connect(settings.storage.db_path) as con:
+    with connect(settings.storage.db_path) as con, Progress("export", unit="deliveries") as bar:
+
+        def delivered(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
+
         report = run_export(
             con, settings, segments, as_of=args.as_of, out_dir=args.out,
-            destinations=args.destination or None,
+            destinations=args.destination or None, progress=delivered,
         )  # fmt: skip
     _print_export(report)
     return 1 if report.failed else 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -84,9 +85,12 @@ def run_build(
     settings: Settings,
     as_of: datetime | None = None,
     segments: SegmentConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Build profiles as of ``as_of`` (default now). ``segments`` defaults to the
-    configured segments file, loaded (and so checked) before any work starts."""
+    configured segments file, loaded (and so checked) before any work starts;
+    ``progress`` is told the name of each stage as it starts."""
+    say = progress or (lambda stage: None)
     started = time.monotonic()
     segments = segments or load_segment_config(settings)
     now = datetime.now(UTC)
@@ -101,13 +105,19 @@ def run_build(
         # only the publish step below writes shared tables, in one short transaction.
         # (Running the stages inside that transaction too hid large temp tables from
         # later stages' scans in DuckDB 2.0: at ~650k customers they read as empty.)
+        say("identities")
         identity = resolve_identities(con, as_of)
+        say("profiles")
         customers = build_profiles(con, settings, as_of)
+        say("KPIs and RFM")
         compute_store_kpis(con, settings, as_of)
         score_rfm(con, settings, as_of)
+        say("predictive CLV")
         models = predict_clv(con, settings, as_of)
+        say("segments")
         memberships = compute_segments(con, settings, segments, as_of)
         unconverted = unconverted_orders(con)
+        say("publish")
         with transaction(con):
             apply_identities(con, now)
             _record_models(con, as_of, models)

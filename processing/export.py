@@ -18,7 +18,7 @@ took is skipped, so nothing is sent twice and files stay as they were written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -121,6 +121,7 @@ def run_export(
     destinations: Iterable[str] | None = None,
     only_customers: list[str] | None = None,
     destination_types: Iterable[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Export every configured segment to its destinations (or only ``destinations``).
 
@@ -137,17 +138,20 @@ def run_export(
         )
     types = set(destination_types) if destination_types is not None else None
     execute_script(con, _MEMBERS, {"as_of": moment, "only_customers": only_customers})
+    pairs = [
+        (segment, name)
+        for segment in config.segments
+        for name in segment.definition.destinations
+        if (wanted is None or name in wanted)
+        and (types is None or config.destinations[name].type in types)
+    ]
     results = []
-    for segment in config.segments:
-        for name in segment.definition.destinations:
-            destination = config.destinations[name]
-            if (wanted is not None and name not in wanted) or (
-                types is not None and destination.type not in types
-            ):
-                continue
-            results.append(
-                _export_one(con, settings, config, segment, name, day, out_dir, only_customers)
-            )
+    for segment, name in pairs:
+        results.append(
+            _export_one(con, settings, config, segment, name, day, out_dir, only_customers)
+        )
+        if progress:
+            progress(len(results), len(pairs))
     return ExportReport(day, results)
 
 

@@ -3,6 +3,7 @@ report for it. Used by ``cdp build``, ``cdp run``'s jobs and ``cdp demo`` alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,9 @@ from cdp.processing.report import write_report
 from cdp.processing.segment_config import SegmentConfig
 from cdp.settings import Settings
 from cdp.storage.analyst import AnalystPublish, analyst_path, publish_analyst_database
+
+# Stages a build reports: six of the build, then the analyst database and the report.
+STAGES = 8
 
 
 @dataclass(frozen=True)
@@ -33,9 +37,14 @@ def build_and_publish(
     settings: Settings,
     segments: SegmentConfig,
     as_of: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> PublishedBuild:
-    build = run_build(con, settings, as_of, segments)
+    """``progress`` hears the name of each of the ``STAGES`` stages as it starts."""
+    say = progress or (lambda stage: None)
+    build = run_build(con, settings, as_of, segments, progress=say)
     if not build.published_current:  # a backfill changes history tables only
         return PublishedBuild(build, None, None)
+    say("analyst database")
     analyst = publish_analyst_database(con, settings)
+    say("report")
     return PublishedBuild(build, analyst, write_report(analyst.path, report_path(settings)))
