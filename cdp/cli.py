@@ -56,12 +56,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print()
         print(database_summary(con))
     print()
-    print(f"database: {result.db_path.resolve()}")
-    query = "SELECT family, type, count(*) FROM events GROUP BY ALL ORDER BY ALL"
-    print(
-        'query it: python -c "import duckdb; duckdb.connect('
-        f"'{result.db_path}', read_only=True).sql('{query}').show()\""
-    )
+    print(f"database:          {result.db_path.resolve()}")
+    print(f"analyst database:  {result.analyst_db.resolve()}")
+    print(f"report:            {result.report.resolve()}")
+    print(f"segment exports:   {settings.export.out_dir.resolve()}")
+    db = f" --db {result.db_path}" if args.db is None else ""
+    print(f'query it: cdp sql "SELECT rfm_segment, count(*) FROM customer_profiles GROUP BY 1"{db}')
     return 0
 
 

@@ -35,6 +35,8 @@ class DemoResult:
     generated: GenerateReport
     produced: ProduceReport
     ingested: IngestStats
+    analyst_db: Path
+    report: Path
 
 
 def run_demo(
@@ -90,4 +92,6 @@ def run_demo(
             generated=generated,
             produced=produced,
             ingested=ingested,
+            analyst_db=published.analyst.path,
+            report=published.report,
         )

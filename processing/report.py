@@ -43,12 +43,12 @@ GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
 # Share of each first-order-month cohort that ordered again N months later.
 _COHORTS = """
 WITH orders AS (
-    SELECT DISTINCT p.customer_id, date_trunc('month', e.occurred_at)::DATE AS month
+    SELECT DISTINCT coalesce(u.customer_id, a.customer_id) AS customer_id,
+           date_trunc('month', e.occurred_at)::DATE AS month
     FROM events e
-    JOIN customer_identities i ON i.identifier = 'user:' || e.user_id
-       OR i.identifier = 'anon:' || e.anonymous_id
-    JOIN customer_profiles p ON p.customer_id = i.customer_id
-    WHERE e.type = 'order_completed'
+    LEFT JOIN customer_identities u ON u.identifier = 'user:' || e.user_id
+    LEFT JOIN customer_identities a ON a.identifier = 'anon:' || e.anonymous_id
+    WHERE e.type = 'order_completed' AND coalesce(u.customer_id, a.customer_id) IS NOT NULL
 ),
 firsts AS (SELECT customer_id, min(month) AS cohort FROM orders GROUP BY 1),
 sizes AS (SELECT cohort, count(*) AS n FROM firsts GROUP BY 1)

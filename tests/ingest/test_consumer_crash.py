@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
@@ -34,10 +36,20 @@ def _start_ingest(config: Path, log: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+def _logged(log: Path, logger: str, message_start: str) -> bool:
+    """Whether the process logged it (logs are JSON lines when stderr is a file)."""
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry["logger"] == logger and entry["message"].startswith(message_start):
+                return True
+    return False
+
+
 def _wait_for_assignment(log: Path, process: subprocess.Popen, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if "cdp.ingest.consumer: partitions assigned: t" in log.read_text(errors="replace"):
+        if _logged(log, "cdp.ingest.consumer", "partitions assigned: t"):
             return
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         time.sleep(0.05)
