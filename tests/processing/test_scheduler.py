@@ -33,7 +33,9 @@ def test_jobs_have_ids_never_overlap_coalesce_and_tolerate_late_starts():
 def test_the_nightly_job_builds_then_exports_while_the_refresh_only_builds(tmp_path):
     from tests.processing.store import days_ago, event, order, store
 
-    settings = load_settings(None, {"export": {"out_dir": tmp_path}})
+    settings = load_settings(
+        None, {"export": {"out_dir": tmp_path}, "storage": {"db_path": tmp_path / "x.duckdb"}}
+    )
     con = memory_database()
     store(
         con,
@@ -53,6 +55,7 @@ def test_the_nightly_job_builds_then_exports_while_the_refresh_only_builds(tmp_p
     # Consent to email but not to ads: in the files, not in the ad audience.
     assert exported == [("ad_audiences", "succeeded", 0), ("files", "succeeded", 1)]
     assert list(tmp_path.glob("segments/win_back/*/manifest.json"))
+    assert (tmp_path / "x.analyst.duckdb").exists() and (tmp_path / "x.report.html").exists()
 
 
 @pytest.mark.parametrize(
