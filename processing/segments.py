@@ -260,12 +260,12 @@ def compute_segments(
             if traits
             else "NULL"
         )
-        con.execute(
+        execute_script(  # binds only the parameters the rule uses
+            con,
             f"INSERT INTO build_segment_members SELECT $segment, customer_id, {traits_sql} "
             f"FROM segment_source WHERE {segment.rule.sql}",
-            {"segment": segment.name, **_used(segment.rule.sql, {"as_of": as_of}),
-             **segment.rule.params},
-        )  # fmt: skip
+            {"segment": segment.name, "as_of": as_of, **segment.rule.params},
+        )
     con.execute(_TRAITS)
     return int(con.execute("SELECT count(*) FROM build_segment_members").fetchall()[0][0])
 
@@ -276,7 +276,3 @@ def publish_segments(
     """Write the staged segments (inside the build's publish transaction)."""
     con.register("configured_segments", pa.table({"segment": [s.name for s in config.segments]}))
     execute_script(con, _PUBLISH, {"as_of": as_of, "as_of_date": as_of.date()})
-
-
-def _used(sql: str, params: dict[str, object]) -> dict[str, object]:
-    return {name: value for name, value in params.items() if f"${name}" in sql}
