@@ -58,6 +58,7 @@ import pyarrow as pa
 
 from cdp.errors import ConfigError
 from cdp.processing import clv_models
+from cdp.processing.profiles import set_profile_columns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 
@@ -152,13 +153,6 @@ SELECT *,
        NULL::DOUBLE AS ltv_to_cac, NULL::DOUBLE AS clv_minus_cac
 FROM base;
 
-UPDATE build_profiles p SET
-    basic_clv = coalesce(p.aov, 0) * p.purchase_frequency * k.lifespan_years,
-    advanced_clv = coalesce((
-        SELECT sum(o.gross - o.refunded) FROM order_facts o
-        WHERE o.customer_id = p.customer_id AND o.ordered_at > $as_of - to_days($window)
-    ), 0) / ($window / 30.4375) / nullif(k.churn_rate_monthly, 0) * k.gross_margin
-FROM build_kpis k;
 """
 
 _MODEL_INPUTS = """
@@ -210,6 +204,18 @@ def compute_store_kpis(con: duckdb.DuckDBPyConnection, settings: Settings, as_of
             "margin": clv.gross_margin,
             "currency": settings.money.reporting_currency,
         },
+    )
+    # Formula CLVs per customer, from the store's lifespan, churn and margin.
+    set_profile_columns(
+        con,
+        """(coalesce(p.aov, 0) * p.purchase_frequency * k.lifespan_years)::DOUBLE AS basic_clv,
+           (coalesce(w.revenue, 0) / ($window / 30.4375) / nullif(k.churn_rate_monthly, 0)
+               * k.gross_margin)::DOUBLE AS advanced_clv""",
+        """CROSS JOIN build_kpis k
+           LEFT JOIN (SELECT customer_id, sum(gross - refunded) AS revenue FROM order_facts
+                      WHERE ordered_at > $as_of - to_days($window) GROUP BY 1) w
+             ON w.customer_id = p.customer_id""",
+        {"as_of": as_of, "window": clv.kpi_window_days},
     )
     if clv.marketing_spend_csv:
         _apply_marketing_spend(con, Path(clv.marketing_spend_csv), as_of, clv.kpi_window_days)
@@ -330,19 +336,19 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
     )
     con.register("clv_predictions", predictions)
     try:
-        con.execute(
-            """UPDATE build_profiles p SET p_alive = c.p_alive,
-                   expected_purchases = c.expected_purchases,
-                   expected_spend_per_order = c.expected_spend_per_order,
-                   predicted_clv = c.predicted_clv
-               FROM clv_predictions c WHERE p.customer_id = c.customer_id"""
+        # Customers who never ordered: nothing to predict from, nothing expected.
+        set_profile_columns(
+            con,
+            """c.p_alive::DOUBLE AS p_alive,
+               (CASE WHEN p.orders = 0 THEN 0 ELSE c.expected_purchases END)::DOUBLE
+                   AS expected_purchases,
+               c.expected_spend_per_order::DOUBLE AS expected_spend_per_order,
+               (CASE WHEN p.orders = 0 THEN 0 ELSE c.predicted_clv END)::DOUBLE
+                   AS predicted_clv""",
+            "LEFT JOIN clv_predictions c ON c.customer_id = p.customer_id",
         )
     finally:
         con.unregister("clv_predictions")
-    # Customers who never ordered: nothing to predict from, nothing expected.
-    con.execute(
-        "UPDATE build_profiles SET predicted_clv = 0, expected_purchases = 0 WHERE orders = 0"
-    )
     return ModelRuns(bgnbd, gamma_gamma)
 
 

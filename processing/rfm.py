@@ -39,6 +39,7 @@ from datetime import datetime
 
 import duckdb
 
+from cdp.processing.profiles import set_profile_columns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 
@@ -103,12 +104,6 @@ SELECT customer_id, recency_days, frequency, monetary,
        END AS segment
 FROM five;
 
-UPDATE build_profiles p SET
-    rfm_recency_days = s.recency_days, rfm_frequency = s.frequency, rfm_monetary = s.monetary,
-    rfm_recency_score = s.recency_score, rfm_frequency_score = s.frequency_score,
-    rfm_monetary_score = s.monetary_score, rfm_cell = s.cell, rfm_score = s.total,
-    rfm_segment = s.segment
-FROM build_rfm s WHERE p.customer_id = s.customer_id;
 """
 
 
@@ -124,4 +119,14 @@ def score_rfm(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetim
             "k": rfm.scores,
             "window_recency": rfm.recency_scoring == "window",
         },
+    )
+    set_profile_columns(
+        con,
+        """s.recency_days::INTEGER AS rfm_recency_days, s.frequency::BIGINT AS rfm_frequency,
+           s.monetary::DECIMAL(18, 4) AS rfm_monetary,
+           s.recency_score::INTEGER AS rfm_recency_score,
+           s.frequency_score::INTEGER AS rfm_frequency_score,
+           s.monetary_score::INTEGER AS rfm_monetary_score, s.cell AS rfm_cell,
+           s.total::INTEGER AS rfm_score, s.segment AS rfm_segment""",
+        "LEFT JOIN build_rfm s ON s.customer_id = p.customer_id",
     )

@@ -1,5 +1,7 @@
 -- Segments, activation exports, consent and suppression. Analysts rely on these names:
--- change them only through a new migration.
+-- change them only through a new migration. Tables every build replaces whole have
+-- no PRIMARY KEY constraint (the build writes one row per key by construction; see
+-- 0004): DuckDB commits a full delete-and-reinsert of an indexed table far slower.
 
 -- Who is in each configured segment now (replaced by every build that publishes
 -- current profiles). entered_at is the as-of of the build that first put the customer
@@ -9,8 +11,7 @@ CREATE TABLE segment_membership (
     customer_id    VARCHAR NOT NULL,
     as_of          TIMESTAMPTZ NOT NULL,
     entered_at     TIMESTAMPTZ NOT NULL,
-    traits         JSON,
-    PRIMARY KEY (segment, customer_id)
+    traits         JSON                       -- one row per (segment, customer_id)
 );
 
 -- Every stay in a segment: one row per entry; exited_at stays NULL while the customer
@@ -45,8 +46,7 @@ CREATE TABLE segment_traits (
     members        BIGINT NOT NULL,
     share          DOUBLE NOT NULL,
     store_share    DOUBLE NOT NULL,
-    lift           DOUBLE,
-    PRIMARY KEY (segment, trait, value)
+    lift           DOUBLE                     -- one row per (segment, trait, value)
 );
 
 -- Products bought together (same order), from the latest build: support is the share
@@ -57,14 +57,13 @@ CREATE TABLE product_affinity (
     orders_together    BIGINT NOT NULL,
     support            DOUBLE NOT NULL,
     confidence         DOUBLE NOT NULL,
-    lift               DOUBLE NOT NULL,
-    PRIMARY KEY (product_id, other_product_id)
+    lift               DOUBLE NOT NULL        -- one row per (product_id, other_product_id)
 );
 
 -- Next products to offer each buyer: what their purchases are most often bought with,
 -- minus what they already bought (cross-sell / upsell).
 CREATE TABLE customer_recommendations (
-    customer_id           VARCHAR PRIMARY KEY,
+    customer_id           VARCHAR NOT NULL,   -- one row per customer
     recommended_products  VARCHAR[] NOT NULL
 );
 
@@ -75,8 +74,7 @@ CREATE TABLE customer_consent (
     channel        VARCHAR NOT NULL,
     granted        BOOLEAN NOT NULL,
     stated_at      TIMESTAMPTZ NOT NULL,
-    event_id       VARCHAR NOT NULL,
-    PRIMARY KEY (customer_id, channel)
+    event_id       VARCHAR NOT NULL           -- one row per (customer_id, channel)
 );
 
 CREATE SEQUENCE export_run_ids START 1;
