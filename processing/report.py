@@ -150,13 +150,12 @@ def _kpis(con: duckdb.DuckDBPyConnection) -> str:
     for index, name in enumerate(_KPIS, start=1):
         history = [None if row[index] is None else float(row[index]) for row in rows]
         value = history[-1]
-        shown = (
-            f"{value:.1%}"
-            if name.endswith("rate") or name.startswith("churn")
-            else charts.fmt(value)
-        )
         if value is None:
             shown = "n/a"
+        elif name.endswith("rate") or name.startswith("churn"):
+            shown = f"{value:.1%}"
+        else:
+            shown = charts.fmt(value)
         lines.append(
             f'<tr><th>{escape(name.replace("_", " "))}</th><td class="num">{escape(shown)}</td>'
             f"<td>{charts.sparkline(history, name)}</td></tr>"

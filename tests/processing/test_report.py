@@ -72,3 +72,17 @@ def test_chromium_renders_every_chart_of_the_report(published_store, chromium, t
     shot = _run(chromium, tmp_path, "--window-size=1400,2600", f"--screenshot={screenshot}", url)
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.stat().st_size > 20_000  # a page of charts, not a blank one
+
+
+def test_a_store_with_no_events_yet_still_gets_an_analyst_database_and_report(tmp_path):
+    from cdp.processing.pipeline import build_and_publish
+    from cdp.processing.segment_config import load_segment_config
+    from cdp.settings import Settings
+    from cdp.storage.database import connect
+
+    settings = Settings(storage={"db_path": tmp_path / "empty.duckdb"})
+    with connect(settings.storage.db_path) as con:
+        published = build_and_publish(con, settings, load_segment_config(settings))
+    page = published.report.read_text()
+    assert "0 customers" in page and "No buyers yet." in page
+    assert set(re.findall(r'data-chart="([a-z-]+)"', page)) == CHARTS
