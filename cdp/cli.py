@@ -9,6 +9,7 @@ user's mistake.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -40,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error
-        sys.stderr.close()
+        # Point stdout at /dev/null so that flushing it at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
@@ -315,7 +317,6 @@ def _sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _shell(args: argparse.Namespace, settings: Settings) -> int:
-    import os
     import shutil
 
     from cdp.storage.analyst import analyst_path
