@@ -156,9 +156,8 @@ def run_export(
 
 
 def _export_moment(con: duckdb.DuckDBPyConnection, as_of: date | None) -> datetime:
-    latest = con.execute("SELECT max(as_of) FROM builds WHERE status = 'succeeded'").fetchall()[0][
-        0
-    ]
+    rows = con.execute("SELECT max(as_of) FROM builds WHERE status = 'succeeded'").fetchall()
+    latest = rows[0][0]
     if latest is None:
         raise ExportError("nothing to export yet: no build has succeeded (run `cdp build`)")
     return latest if as_of is None else end_of_day(as_of)
