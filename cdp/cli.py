@@ -237,9 +237,11 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
         )
     if published.analyst is not None:
         print(f"  {report.memberships:,} segment memberships in {len(segments.segments)} segments")
+        analyst = published.analyst
+        how = f"; updated {', '.join(analyst.incremental)} in place" if analyst.incremental else ""
         print(
-            f"  analyst database {published.analyst.path} "
-            f"({published.analyst.bytes / 1_048_576:,.1f} MiB, {published.analyst.seconds:.1f} s)"
+            f"  analyst database {analyst.path} "
+            f"({analyst.bytes / 1_048_576:,.1f} MiB, {analyst.seconds:.1f} s{how})"
         )
         print(f"  report {published.report}")
     else:

@@ -14,14 +14,16 @@ that keeps a connection open across a publish keeps reading the snapshot it open
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
 from cdp.settings import Settings
-from cdp.storage.database import transaction
+from cdp.storage.database import execute_script, transaction
 
 # The tables analysts get, in the order the dictionary lists them. Internals —
 # consumer offsets, duplicate records, export state, suppressed identifiers — stay
@@ -54,6 +56,48 @@ _EXCLUDED = {"dead_letters": ("raw", "message_key")}
 
 ANALYST_STORAGE_VERSION = "v1.0.0"
 
+# Rows written by a transaction that started before the previous snapshot but
+# committed after it carry an earlier received_at; an hour covers any batch.
+_MARGIN = timedelta(hours=1)
+
+# How a copied snapshot catches up, per table that grows large; the others are
+# rewritten. Both keep every row the live table has, once, or the row counts differ.
+_CHANGES = {
+    "events": """
+INSERT INTO analyst_snapshot.events
+SELECT * FROM main.events
+WHERE received_at > $since
+  AND event_id NOT IN (SELECT event_id FROM analyst_snapshot.events WHERE received_at > $since);
+""",
+    "profile_history": """
+CREATE OR REPLACE TEMP TABLE analyst_changed_dates AS
+SELECT DISTINCT timezone('UTC', as_of)::DATE AS as_of FROM main.builds
+WHERE finished_at IS NULL OR finished_at > $since;
+
+DELETE FROM analyst_snapshot.profile_history
+WHERE as_of IN (SELECT as_of FROM analyst_changed_dates);
+
+INSERT INTO analyst_snapshot.profile_history
+SELECT * FROM main.profile_history WHERE as_of IN (SELECT as_of FROM analyst_changed_dates);
+""",
+}
+
+_PUBLISH_INFO = """
+DROP TABLE IF EXISTS analyst_snapshot.publish_info;
+
+CREATE TABLE analyst_snapshot.publish_info AS
+SELECT $snapshot_at::TIMESTAMPTZ AS snapshot_at, $version::INTEGER AS schema_version,
+       $incremental::VARCHAR[] AS incremental_tables;
+
+INSERT INTO analyst_snapshot.data_dictionary VALUES
+    ('publish_info', NULL, NULL, 'When this snapshot of the live database was taken.', 0),
+    ('publish_info', 'snapshot_at', 'TIMESTAMP WITH TIME ZONE',
+     'The live database as it was at this moment.', 1),
+    ('publish_info', 'schema_version', 'INTEGER', 'Schema version (migrations applied).', 2),
+    ('publish_info', 'incremental_tables', 'VARCHAR[]',
+     'Tables brought up to date in a copy of the previous snapshot; the rest were copied.', 3);
+"""
+
 _DICTIONARY = """
 CREATE TABLE analyst_snapshot.data_dictionary AS
 SELECT t.table_name, NULL::VARCHAR AS column_name, NULL::VARCHAR AS data_type,
@@ -76,6 +120,7 @@ class AnalystPublish:
     path: Path
     bytes: int
     seconds: float
+    incremental: tuple[str, ...] = ()  # tables updated in a copy of the last snapshot
 
 
 def analyst_path(settings: Settings) -> Path:
@@ -93,35 +138,95 @@ def _sql_string(text: str) -> str:
 
 
 def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings) -> AnalystPublish:
-    """Copy the analyst tables and the dictionary to a new file, then swap it in."""
+    """Write the next snapshot to a temporary file, then swap it in.
+
+    When the previous snapshot is there and was written by this schema, it is the
+    starting point: the file is copied and only what changed is applied to the copy —
+    events received since (they are only ever added, except by ``cdp forget``), and
+    ``profile_history`` for the dates builds wrote since. The other tables are small
+    and rewritten. A row count that does not match the live table afterwards (a
+    forgotten customer's events were deleted, say) makes that table a full copy."""
     started = time.monotonic()
     target = analyst_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     for leftover in (staging, staging.with_name(staging.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    # Written in DuckDB 1.0's storage format, so that analysts' clients — the stock
-    # CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
-    con.execute(
-        f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot "
-        f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
-    )
+    previous = _previous_snapshot(target, _schema_version(con))
+    if previous is not None:
+        shutil.copyfile(target, staging)
+        con.execute(f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot")
+    else:
+        # Written in DuckDB 1.0's storage format, so that analysts' clients — the stock
+        # CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
+        con.execute(
+            f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot "
+            f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
+        )
+    incremental: list[str] = []
     try:
         # One transaction on the live database: every table comes from the same
         # snapshot, even while ingest commits alongside.
         with transaction(con):
+            snapshot_at = con.execute("SELECT current_timestamp").fetchall()[0][0]
             for table in ANALYST_TABLES:  # constants, not input
-                excluded = _EXCLUDED.get(table)
-                columns = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
-                con.execute(
-                    f"CREATE TABLE analyst_snapshot.{table} AS SELECT {columns} FROM main.{table}"
-                )
+                if previous is not None and _apply_changes(con, table, previous):
+                    incremental.append(table)
+                else:
+                    _copy_whole(con, table)
             excluded = [f"{t}.{c}" for t, columns in _EXCLUDED.items() for c in columns]
+            con.execute("DROP TABLE IF EXISTS analyst_snapshot.data_dictionary")
             con.execute(_DICTIONARY, {"tables": list(ANALYST_TABLES), "excluded": excluded})
+            execute_script(
+                con,
+                _PUBLISH_INFO,
+                {"snapshot_at": snapshot_at, "version": _schema_version(con),
+                 "incremental": incremental},
+            )  # fmt: skip
         con.execute("DETACH analyst_snapshot")
     except BaseException:
         con.execute("DETACH DATABASE IF EXISTS analyst_snapshot")
         staging.unlink(missing_ok=True)
         raise
     os.replace(staging, target)
-    return AnalystPublish(target, target.stat().st_size, time.monotonic() - started)
+    return AnalystPublish(
+        target, target.stat().st_size, time.monotonic() - started, tuple(incremental)
+    )
+
+
+def _copy_whole(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    excluded = _EXCLUDED.get(table)
+    columns = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
+    con.execute(f"DROP TABLE IF EXISTS analyst_snapshot.{table}")
+    con.execute(f"CREATE TABLE analyst_snapshot.{table} AS SELECT {columns} FROM main.{table}")
+
+
+def _apply_changes(con: duckdb.DuckDBPyConnection, table: str, previous: datetime) -> bool:
+    """Bring ``table`` of the copied snapshot up to date; False when it must be copied."""
+    script = _CHANGES.get(table)
+    if script is None:
+        return False
+    execute_script(con, script, {"since": previous - _MARGIN})
+    same = con.execute(
+        f"SELECT (SELECT count(*) FROM analyst_snapshot.{table}) = "
+        f"(SELECT count(*) FROM main.{table})"
+    ).fetchall()[0][0]
+    return bool(same)
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0])
+
+
+def _previous_snapshot(path: Path, schema_version: int) -> datetime | None:
+    """When the snapshot at ``path`` was taken, if it can be the base of the next one."""
+    if not path.exists():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True) as old:
+            row = old.execute("SELECT snapshot_at, schema_version FROM publish_info").fetchall()
+    except duckdb.Error:
+        return None  # unreadable, or from before publish_info: start afresh
+    if not row or row[0][1] != schema_version:
+        return None
+    return row[0][0]

@@ -35,7 +35,7 @@ def test_every_analyst_table_and_column_is_described_in_the_dictionary(published
             "SELECT count(*) FROM duckdb_columns() WHERE NOT internal "
             "AND database_name = current_database() AND table_name <> 'data_dictionary'"
         ).fetchall()[0][0]
-    assert tables == set(ANALYST_TABLES) | {"data_dictionary"}
+    assert tables == set(ANALYST_TABLES) | {"data_dictionary", "publish_info"}
     assert undescribed == []
     assert described == columns
 
@@ -87,3 +87,46 @@ def test_the_stock_duckdb_cli_reads_it_read_only(published_store):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[-1]) == 400
+
+
+def _table_digest(con, table: str) -> tuple:
+    return con.execute(
+        f"SELECT count(*), sum(hash(COLUMNS(*)))::VARCHAR FROM (SELECT * FROM {table})"
+    ).fetchall()[0]
+
+
+def test_later_publishes_update_a_copy_of_the_last_snapshot_and_match_the_live_tables(tmp_path):
+    from datetime import timedelta
+
+    from cdp.processing.privacy import forget_customer
+    from cdp.processing.segment_config import load_segment_config
+    from tests.processing.store import event
+
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    segments = load_segment_config(settings)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"), order("bob", days_ago(4), "10"))
+        run_build(con, settings, AS_OF, segments)
+        first = publish_analyst_database(con, settings)
+        store(
+            con,
+            order("cy", days_ago(3), "10"),
+            event("page_viewed", days_ago(1), user_id="ann", properties={"url": "/"}),
+        )
+        run_build(con, settings, AS_OF + timedelta(days=1), segments)
+        second = publish_analyst_database(con, settings)
+        forget_customer(con, settings, segments, "user:bob")
+        run_build(con, settings, AS_OF + timedelta(days=2), segments)
+        third = publish_analyst_database(con, settings)
+        live = {
+            t: _table_digest(con, t) for t in ("events", "profile_history", "customer_profiles")
+        }
+    assert first.incremental == ()
+    assert set(second.incremental) == {"events", "profile_history"}
+    # bob's events were deleted: events are copied whole again; history caught up.
+    assert third.incremental == ("profile_history",)
+    with duckdb.connect(str(third.path), read_only=True) as snapshot:
+        copied = {t: _table_digest(snapshot, t) for t in live}
+        info = snapshot.execute("SELECT incremental_tables FROM publish_info").fetchall()
+    assert copied == live
+    assert info == [(["profile_history"],)]
