@@ -66,7 +66,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"report:            {result.report.resolve()}")
     print(f"segment exports:   {settings.export.out_dir.resolve()}")
     db = f" --db {result.db_path}" if args.db is None else ""
-    print(f'query it: cdp sql "SELECT rfm_segment, count(*) FROM customer_profiles GROUP BY 1"{db}')
+    query = "SELECT rfm_segment, count(*) FROM customer_profiles GROUP BY 1"
+    print(f'query it: {_program_name()} sql "{query}"{db}')
     return 0
 
 
@@ -358,6 +359,19 @@ def _segments_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------
+
+
+def _program_name() -> str:
+    """How the user can run cdp again: e.g. .venv/bin/cdp when it is not on PATH."""
+    import shutil
+
+    invoked = Path(sys.argv[0])
+    if invoked.name != "cdp" or shutil.which("cdp") == str(invoked.resolve()):
+        return "cdp"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(invoked)
 
 
 def _print_export(report: Any) -> None:
