@@ -53,24 +53,35 @@ JOIN singles sa ON sa.product_id = p.product_id
 JOIN singles sb ON sb.product_id = p.other_product_id;
 
 -- Each product's ten strongest partners are enough to rank candidates, and keep the
--- join below linear in the number of buyers.
+-- join below linear in the number of buyers. Buyers are numbered so that the large
+-- candidate aggregation groups by integers rather than customer id strings.
 CREATE OR REPLACE TEMP TABLE build_recommendations AS
 WITH partners AS (
     SELECT * FROM build_product_affinity
     QUALIFY row_number() OVER (PARTITION BY product_id
                                ORDER BY confidence DESC, other_product_id) <= 10
 ),
-bought AS (SELECT DISTINCT customer_id, product_id FROM build_order_products),
+buyers AS (
+    SELECT customer_id, row_number() OVER () AS buyer
+    FROM (SELECT DISTINCT customer_id FROM build_order_products)
+),
+bought AS (
+    SELECT DISTINCT b.buyer, o.product_id
+    FROM build_order_products o JOIN buyers b USING (customer_id)
+),
 candidates AS (
-    SELECT b.customer_id, p.other_product_id AS product_id, sum(p.confidence) AS score
+    SELECT b.buyer, p.other_product_id AS product_id, sum(p.confidence) AS score
     FROM bought b JOIN partners p USING (product_id)
     GROUP BY ALL
+),
+ranked AS (  -- best score first, ties by product id
+    SELECT c.buyer,
+           list_transform(list_sort(list({'s': -c.score, 'p': c.product_id}))[1:$per_customer],
+                          lambda x: x.p) AS recommended_products
+    FROM candidates c ANTI JOIN bought b USING (buyer, product_id)
+    GROUP BY 1
 )
-SELECT customer_id, list(product_id ORDER BY score DESC, product_id)[1:$per_customer]
-           AS recommended_products
-FROM candidates c
-ANTI JOIN bought b USING (customer_id, product_id)
-GROUP BY 1;
+SELECT b.customer_id, r.recommended_products FROM ranked r JOIN buyers b USING (buyer);
 
 CREATE OR REPLACE TEMP TABLE build_consent AS
 WITH stated AS (
