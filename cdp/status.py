@@ -74,14 +74,14 @@ def gather_status(settings: Settings) -> Status:
 def _open_readable(live: Path, analyst: Path, status: Status) -> duckdb.DuckDBPyConnection | None:
     if live.exists():
         try:
-            con = duckdb.connect(str(live), read_only=True)
+            con = connect(live, read_only=True)
             status.source = f"live database {live}"
             return con
-        except duckdb.Error:
+        except CdpError:
             pass  # held by the writer (cdp run): fall back to the snapshot
     if analyst.exists():
         status.source = f"analyst snapshot {analyst} (the live database is in use)"
-        return duckdb.connect(str(analyst), read_only=True)
+        return connect(analyst, read_only=True)
     status.source = "no database yet"
     return None
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from cdp.processing import charts
+from cdp.storage.database import connect
 
 # Each customer's CLV is shared equally among the distinct products they bought.
 _PRODUCT_CONTRIBUTION = """
@@ -98,7 +99,7 @@ document.querySelectorAll('.chart').forEach(function (chart) {
 
 def write_report(analyst_db: Path, out: Path) -> Path:
     """Render the report from ``analyst_db`` into ``out`` (replaced atomically)."""
-    with duckdb.connect(str(analyst_db), read_only=True) as con:
+    with connect(analyst_db, read_only=True) as con:
         page = render(con)
     staging = out.with_name(f".{out.name}.tmp")
     staging.write_text(page, encoding="utf-8")

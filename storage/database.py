@@ -40,14 +40,14 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise StorageError(f"cannot open database {str(path)!r}: {exc}") from None
     except duckdb.Error as exc:
         raise StorageError(f"cannot open database {str(path)!r}: {exc}") from None
+    # DuckDB's own progress bar would interleave with cdp's output.
+    con.execute("SET enable_progress_bar = false")
     if not read_only:
         try:
             # DuckDB checkpoints when the WAL passes 16 MB by default: every ~25k events
             # for ingest, each checkpoint a stall that grows with the table and its
             # primary-key index. Checkpoint less often.
             con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            # DuckDB's own progress bar would interleave with cdp's output.
-            con.execute("SET enable_progress_bar = false")
             migrate(con)
         except BaseException:
             con.close()
