@@ -329,6 +329,7 @@ class EventConsumer:
             )
             self._stored_offsets.update(pending.next_offsets)
         self.stats.record(validated, result)
+        log.debug("stored a batch: %d consumed so far", self.stats.consumed)
         if self._on_batch:
             self._on_batch(self.stats)
 

@@ -46,14 +46,21 @@ def _logged(log: Path, logger: str, message_start: str) -> bool:
     return False
 
 
-def _wait_for_assignment(log: Path, process: subprocess.Popen, timeout_s: float = 60) -> None:
+def _wait_for_log(
+    log: Path, process: subprocess.Popen, logger: str, message_start: str, timeout_s: float = 60
+) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _logged(log, "cdp.ingest.consumer", "partitions assigned: t"):
-            return
+        if _logged(log, logger, message_start):
+            return True
         assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         time.sleep(0.05)
-    raise AssertionError("ingest was never assigned partitions")
+    return False
+
+
+def _wait_for_assignment(log: Path, process: subprocess.Popen) -> None:
+    assigned = _wait_for_log(log, process, "cdp.ingest.consumer", "partitions assigned: t")
+    assert assigned, "ingest was never assigned partitions"
 
 
 @pytest.fixture
@@ -77,8 +84,11 @@ def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
         log = tmp_path / f"ingest-{attempt}.log"
         process = _start_ingest(isolated_config, log)
         _wait_for_assignment(log, process)
-        # Short enough that several of the five kills land before the backlog is done.
-        time.sleep(chaos.uniform(0.1, 1.2))
+        # Kill at a random moment after this run stored its first batch, so that every
+        # kill lands mid-stream until the backlog is done, however fast the machine
+        # (a run that finds the backlog already done stores nothing: killed all the same).
+        _wait_for_log(log, process, "cdp.ingest.consumer", "stored a batch", timeout_s=15)
+        time.sleep(chaos.uniform(0.0, 1.5))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
