@@ -322,11 +322,9 @@ def _sql(args: argparse.Namespace, settings: Settings) -> int:
 def _shell(args: argparse.Namespace, settings: Settings) -> int:
     import shutil
 
-    from cdp.storage.analyst import analyst_path
+    from cdp.status import existing_analyst_path
 
-    path = analyst_path(settings)
-    if not path.exists():
-        raise CdpError(f"no analyst database at {path} yet: run `cdp build` (or `cdp run`)")
+    path = existing_analyst_path(settings)
     duckdb_cli = shutil.which("duckdb")
     if duckdb_cli is None:
         raise CdpError(

@@ -180,12 +180,17 @@ def format_status(status: Status) -> str:
     return "\n".join(lines)
 
 
-def open_analyst(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """The analyst database, read-only, for ``cdp sql``."""
+def existing_analyst_path(settings: Settings) -> Path:
+    """The analyst database's path, or a CdpError saying how to get one."""
     path = analyst_path(settings)
     if not path.exists():
         raise CdpError(
             f"no analyst database at {path} yet: it is published by every build "
             "(`cdp build`, or `cdp run` once it has caught up)"
         )
-    return connect(path, read_only=True)
+    return path
+
+
+def open_analyst(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The analyst database, read-only, for ``cdp sql``."""
+    return connect(existing_analyst_path(settings), read_only=True)

@@ -9,6 +9,7 @@ so a mistake is a ``ConfigError`` naming the segment and the token, at startup.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -85,8 +86,6 @@ class _SegmentsFile(_Strict):
     @field_validator("destinations")
     @classmethod
     def _destination_names(cls, value: dict[str, object]) -> dict[str, object]:
-        import re
-
         for name in value:
             if not re.match(_NAME, name):
                 raise ValueError(f"destination name {name!r}: use lower-case letters, digits, '_'")

@@ -92,12 +92,17 @@ def test_files_diff_correctly_across_builds_enter_stay_exit_reenter(memory_db, t
     assert seen[T4] == (["ann"], ["ann"], 0)
 
 
-def test_export_files_are_readable_and_the_manifest_matches_them(memory_db, tmp_path):
-    _timeline(memory_db)
+def _first_export(con, tmp_path, destination: str, folder: str):
+    """The timeline built as of AS_OF and exported to one destination: its folder."""
+    _timeline(con)
     config = _config()
-    run_build(memory_db, settings(), AS_OF, config)
-    _export(memory_db, config, tmp_path, destinations=["files"])
-    folder = tmp_path / "segments" / "recent" / AS_OF.date().isoformat()
+    run_build(con, settings(), AS_OF, config)
+    _export(con, config, tmp_path, destinations=[destination])
+    return tmp_path / folder / "recent" / AS_OF.date().isoformat()
+
+
+def test_export_files_are_readable_and_the_manifest_matches_them(memory_db, tmp_path):
+    folder = _first_export(memory_db, tmp_path, "files", "segments")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["counts"] == {"members": 1, "entered": 1, "exited": 0}
     assert manifest["segment"] == "recent" and manifest["as_of"] == "2026-06-30"
@@ -116,11 +121,7 @@ def test_export_files_are_readable_and_the_manifest_matches_them(memory_db, tmp_
 
 
 def test_ad_audiences_hold_sha256_of_normalized_email_and_e164_phone(memory_db, tmp_path):
-    _timeline(memory_db)
-    config = _config()
-    run_build(memory_db, settings(), AS_OF, config)
-    _export(memory_db, config, tmp_path, destinations=["audiences"])
-    folder = tmp_path / "audiences" / "recent" / AS_OF.date().isoformat()
+    folder = _first_export(memory_db, tmp_path, "audiences", "audiences")
     rows = duckdb.sql(
         f"SELECT email, phone FROM read_csv('{folder / 'audience_add.csv'}')"
     ).fetchall()

@@ -70,6 +70,15 @@ def test_bad_schedule_is_a_config_error_naming_the_key(section, value, message):
         load_settings(None, {"schedule": section})
 
 
+def _start_cdp_run(config, log) -> subprocess.Popen:
+    """`cdp run` as a real process, refreshing every 3 s, logging to ``log``."""
+    env = {**os.environ, "CDP_SCHEDULE__REFRESH_MINUTES": "0.05"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdp", "--config", str(config), "-v", "run"],
+        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
+    )  # fmt: skip
+
+
 @pytest.mark.kafka
 def test_cdp_run_ingests_and_builds_on_schedule_then_stops_cleanly(
     isolated_config, kafka_settings, tmp_path
@@ -79,11 +88,7 @@ def test_cdp_run_ingests_and_builds_on_schedule_then_stops_cleanly(
     create_topics(kafka_settings)
     sent = produce_file(kafka_settings, source).sent
     log = tmp_path / "run.log"
-    env = {**os.environ, "CDP_SCHEDULE__REFRESH_MINUTES": "0.05"}  # every 3 s
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cdp", "--config", str(isolated_config), "-v", "run"],
-        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
-    )  # fmt: skip
+    process = _start_cdp_run(isolated_config, log)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and "refresh build" not in log.read_text(errors="replace"):
         assert process.poll() is None, log.read_text()[-3000:]
@@ -121,11 +126,7 @@ def test_analysts_read_the_published_copy_while_cdp_run_keeps_ingesting(
     produce_file(kafka_settings, first)
     analyst = analyst_path(kafka_settings)
     log = tmp_path / "run.log"
-    env = {**os.environ, "CDP_SCHEDULE__REFRESH_MINUTES": "0.05"}  # every 3 s
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cdp", "--config", str(isolated_config), "-v", "run"],
-        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
-    )  # fmt: skip
+    process = _start_cdp_run(isolated_config, log)
     try:
         deadline = time.monotonic() + 90
         while not analyst.exists():  # the first build runs once the backlog is ingested
