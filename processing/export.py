@@ -192,9 +192,7 @@ def _export_one(
         "channel": config.consent_channel(segment, name),
         "country_code": getattr(destination, "default_country_code", ""),
     }
-    current = con.sql(_CONSENTED, params=params).to_arrow_table()
-    if only_customers is not None:
-        current = current.filter(pc.is_in(current["customer_id"], pa.array(only_customers)))
+    current = con.sql(_CONSENTED, params=params).to_arrow_table()  # only_customers: _MEMBERS
     con.register("export_current", current)
     try:
         exited = con.sql(
