@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -155,30 +155,35 @@ FROM base;
 
 """
 
+# The models' per-customer inputs, from ``clv_purchases`` (customer_id, day, value):
+# a view over this build's orders, or any table of purchases (the benchmark's slice).
 _MODEL_INPUTS = """
 CREATE OR REPLACE TEMP TABLE clv_inputs AS
-WITH days AS (
-    SELECT customer_id, day, sum(gross - refunded) AS value
-    FROM order_facts WHERE NOT cancelled GROUP BY ALL
-),
-per_customer AS (
-    SELECT customer_id,
-           count(*) - 1 AS x,
-           date_diff('day', min(day), max(day)) / 7.0 AS t_x,
-           date_diff('day', min(day), $as_of::DATE) / 7.0 AS T,
-           -- mean value of repeat purchase days (the first day excluded, as in the model)
-           coalesce((sum(value) - arg_min(value, day)) / nullif(count(*) - 1, 0), 0) AS m,
-           avg(value) AS mean_order_value,
-           max(day) AS last_day
-    FROM days GROUP BY 1
-)
-SELECT * FROM per_customer
+WITH days AS (SELECT customer_id, day, sum(value) AS value FROM clv_purchases GROUP BY ALL)
+SELECT customer_id,
+       count(*) - 1 AS x,
+       date_diff('day', min(day), max(day)) / 7.0 AS t_x,
+       date_diff('day', min(day), $as_of::DATE) / 7.0 AS T,
+       -- mean value of repeat purchase days (the first day excluded, as in the model)
+       coalesce((sum(value) - arg_min(value, day)) / nullif(count(*) - 1, 0), 0) AS m,
+       avg(value) AS mean_order_value,
+       max(day) AS last_day
+FROM days GROUP BY 1
+"""
+
+_BUILD_PURCHASES = """
+CREATE OR REPLACE TEMP VIEW clv_purchases AS
+SELECT customer_id, day, gross - refunded AS value FROM order_facts WHERE NOT cancelled
 """
 
 # Ordered so that the same data always sums in the same order: the likelihood can be
 # nearly flat along a ridge, and a build must give the same fit when re-run.
 _GROUPED = """
 SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL
+"""
+
+_REPEAT_SPEND = """
+SELECT x, m FROM clv_inputs WHERE x > 0 AND m > 0 ORDER BY x, m
 """
 
 
@@ -280,16 +285,33 @@ def read_marketing_spend(path: Path) -> dict[tuple[int, int], float]:
     return totals
 
 
-def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> ModelRuns:
-    """Fit BG/NBD and Gamma-Gamma on this build's orders and fill the predictive
-    columns of ``build_profiles``."""
-    clv = settings.clv
+def summarize_purchases(con: duckdb.DuckDBPyConnection, as_of: datetime | date) -> None:
+    """Fill ``clv_inputs`` (x, t_x, T in weeks, m, …, per customer) from the relation
+    ``clv_purchases`` (customer_id, day, value): several orders on one day are one
+    purchase, as the models assume."""
     con.execute(_MODEL_INPUTS, {"as_of": as_of})
+
+
+def fit_models(con: duckdb.DuckDBPyConnection) -> ModelRuns:
+    """Fit BG/NBD and Gamma-Gamma by maximum likelihood on ``clv_inputs``."""
     grouped = con.sql(_GROUPED).to_arrow_table()
     bgnbd = clv_models.fit_bgnbd(
         grouped["x"].to_numpy(), grouped["t_x"].to_numpy(), grouped["T"].to_numpy(),
         grouped["n"].to_numpy(),
     )  # fmt: skip
+    spend = con.sql(_REPEAT_SPEND).to_arrow_table()
+    gamma_gamma = clv_models.fit_gamma_gamma(spend["x"].to_numpy(), spend["m"].to_numpy())
+    return ModelRuns(bgnbd, gamma_gamma)
+
+
+def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> ModelRuns:
+    """Fit BG/NBD and Gamma-Gamma on this build's orders and fill the predictive
+    columns of ``build_profiles``."""
+    clv = settings.clv
+    con.execute(_BUILD_PURCHASES)
+    summarize_purchases(con, as_of)
+    models = fit_models(con)
+    bgnbd, gamma_gamma = models.bgnbd, models.gamma_gamma
     inputs = con.sql(
         "SELECT customer_id, x, t_x, T, m, mean_order_value, "
         "date_diff('day', last_day, $as_of::DATE) AS idle_days FROM clv_inputs"
@@ -299,7 +321,6 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
     x, t_x, T = (inputs[name].to_numpy().astype(float) for name in ("x", "t_x", "T"))
     m = inputs["m"].to_numpy().astype(float)
     mean_value = inputs["mean_order_value"].to_numpy().astype(float)
-    gamma_gamma = clv_models.fit_gamma_gamma(x, m)
     horizon_weeks = clv.horizon_months * WEEKS_PER_MONTH
 
     if bgnbd.converged:
@@ -349,7 +370,7 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
         )
     finally:
         con.unregister("clv_predictions")
-    return ModelRuns(bgnbd, gamma_gamma)
+    return models
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
