@@ -24,6 +24,7 @@ import duckdb
 
 from cdp.processing.clv import ModelRuns, compute_store_kpis, predict_clv
 from cdp.processing.identity import IdentityReport, apply_identities, resolve_identities
+from cdp.processing.payloads import parse_order_payloads
 from cdp.processing.profiles import build_profiles, unconverted_orders
 from cdp.processing.rfm import score_rfm
 from cdp.processing.segment_config import SegmentConfig, load_segment_config
@@ -106,6 +107,7 @@ def run_build(
         # (Running the stages inside that transaction too hid large temp tables from
         # later stages' scans in DuckDB 2.0: at ~650k customers they read as empty.)
         say("identities")
+        parse_order_payloads(con, as_of)
         identity = resolve_identities(con, as_of)
         say("profiles")
         customers = build_profiles(con, settings, as_of)

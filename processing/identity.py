@@ -31,13 +31,15 @@ _IDENTIFIERS = """
 CREATE OR REPLACE TEMP TABLE identity_tuples AS
 WITH scoped AS (
     -- Identify traits are typed columns; orders may carry contact details in their
-    -- properties (parsed only for purchase events: most events are browsing).
-    SELECT occurred_at, anonymous_id, user_id,
-           coalesce(email, CASE WHEN family = 'purchase' THEN payload->>'$.properties.email' END)
-               AS email,
-           coalesce(phone, CASE WHEN family = 'purchase' THEN payload->>'$.properties.phone' END)
-               AS phone
-    FROM events WHERE occurred_at <= $as_of
+    -- properties too, parsed once per build into build_order_payloads.
+    SELECT occurred_at, anonymous_id, user_id, email, phone FROM events
+    WHERE occurred_at <= $as_of AND type <> 'order_completed'
+    UNION ALL
+    SELECT occurred_at, anonymous_id, user_id, email, phone FROM build_order_payloads
+),
+as_sent AS (  -- collapse repeats first: normalizing is per distinct value, not per event
+    SELECT anonymous_id, user_id, email, phone, min(occurred_at) AS first_seen_at
+    FROM scoped GROUP BY ALL
 )
 SELECT row_number() OVER () AS tuple_id, *
 FROM (
@@ -45,8 +47,8 @@ FROM (
            CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
            CASE WHEN length(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')) >= 7
                 THEN cdp_normalize_phone(phone) END AS phone,
-           min(occurred_at) AS first_seen_at
-    FROM scoped GROUP BY ALL
+           min(first_seen_at) AS first_seen_at
+    FROM as_sent GROUP BY ALL
 );
 
 CREATE OR REPLACE TEMP TABLE tuple_identifiers AS
@@ -141,8 +143,18 @@ FROM identity_merges m WHERE a.customer_id = m.alias_id;
 INSERT OR REPLACE INTO customer_aliases (alias_id, customer_id, merged_at)
 SELECT alias_id, customer_id, $now FROM identity_merges;
 
-INSERT OR REPLACE INTO customer_identities (identifier, customer_id, first_seen_at)
-SELECT identifier, customer_id, first_seen_at FROM build_identities;
+-- Only identifiers that are new or changed are written: most are neither.
+CREATE OR REPLACE TEMP TABLE identity_changes AS
+SELECT b.identifier, b.customer_id, b.first_seen_at
+FROM build_identities b LEFT JOIN customer_identities old USING (identifier)
+WHERE old.identifier IS NULL OR old.customer_id <> b.customer_id
+   OR old.first_seen_at <> b.first_seen_at;
+
+DELETE FROM customer_identities
+WHERE identifier IN (SELECT identifier FROM identity_changes);
+
+INSERT INTO customer_identities (identifier, customer_id, first_seen_at)
+SELECT identifier, customer_id, first_seen_at FROM identity_changes;
 
 -- Identifiers of merged-away customers that this (possibly earlier as-of) build did
 -- not see still follow their customer.
@@ -168,7 +180,8 @@ class IdentityReport:
 def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> IdentityReport:
     """Stitch identifiers seen up to ``as_of`` into customers, staged in the temp
     tables ``build_identities`` and ``identity_merges``; ``apply_identities`` records
-    them. Every event carries an anonymous or user id, so the rest of the build finds
+    them. Needs ``build_order_payloads`` (``payloads.parse_order_payloads``).
+    Every event carries an anonymous or user id, so the rest of the build finds
     an event's customer through either."""
     con.execute(_MACROS)
     execute_script(con, _IDENTIFIERS, {"as_of": as_of})

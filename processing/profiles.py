@@ -26,6 +26,7 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from cdp.processing.payloads import parse_identify_traits
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 
@@ -42,12 +43,13 @@ CREATE OR REPLACE TEMP TABLE user_customers AS
 SELECT identifier[6:] AS user_id, customer_id FROM build_identities
 WHERE starts_with(identifier, 'user:');
 
--- Only the columns the build reads; the raw payload only where it is parsed.
+-- Only the columns the build reads. Ids and payloads are the widest columns and no
+-- stage needs them per event: orders' and identify events' payloads are parsed once
+-- (payloads.py). At 1M customers this copy takes half the time it did with them.
 CREATE OR REPLACE TEMP TABLE build_events AS
-SELECT e.event_id, e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
+SELECT e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
        e.quantity, e.cart_id, e.order_id, e.revenue, e.currency,
-       coalesce(a.customer_id, u.customer_id) AS customer_id,
-       CASE WHEN e.type IN ('order_completed', 'identify') THEN e.payload END AS payload
+       coalesce(a.customer_id, u.customer_id) AS customer_id
 FROM events e
 LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
 LEFT JOIN user_customers u ON u.user_id = e.user_id
@@ -61,17 +63,17 @@ WITH completed AS (
            arg_min(customer_id, occurred_at) AS customer_id,
            min(occurred_at) AS ordered_at,
            arg_min(revenue / fx.rate, occurred_at)::DECIMAL(18, 4) AS gross,
-           arg_min(coalesce(
-               list_sum(CAST(json_extract(payload, '$.properties.products[*].quantity')
-                        AS INTEGER[])),
-               quantity, 1), occurred_at) AS units,
-           arg_min(json_extract_string(payload, '$.properties.products[*].product_id'), occurred_at)
-               AS product_ids,
-           arg_min(json_extract_string(payload, '$.properties.products[*].category'), occurred_at)
-               AS categories
+           arg_min(quantity, occurred_at) AS quantity
     FROM build_events JOIN fx USING (currency)
     WHERE type = 'order_completed'
     GROUP BY order_id
+),
+lines AS (  -- an order sent twice under different event ids: its first sending counts
+    SELECT order_id,
+           arg_min(units, occurred_at) AS units,
+           arg_min(product_ids, occurred_at) AS product_ids,
+           arg_min(categories, occurred_at) AS categories
+    FROM build_order_payloads GROUP BY order_id
 ),
 refunds AS (
     SELECT order_id, sum(revenue / fx.rate) AS amount, bool_or(revenue IS NULL) AS whole_order
@@ -79,16 +81,18 @@ refunds AS (
     WHERE type = 'order_refunded' GROUP BY 1
 ),
 cancels AS (SELECT DISTINCT order_id FROM build_events WHERE type = 'order_cancelled')
-SELECT c.*,
+SELECT c.* EXCLUDE (quantity),
+       coalesce(l.units, c.quantity, 1) AS units, l.product_ids, l.categories,
        x.order_id IS NOT NULL AS cancelled,
        CASE WHEN x.order_id IS NOT NULL OR r.whole_order THEN c.gross
             ELSE least(coalesce(r.amount, 0), c.gross) END::DECIMAL(18, 4) AS refunded,
        c.ordered_at::DATE AS day
-FROM completed c LEFT JOIN refunds r USING (order_id) LEFT JOIN cancels x USING (order_id);
+FROM completed c
+LEFT JOIN lines l USING (order_id)
+LEFT JOIN refunds r USING (order_id)
+LEFT JOIN cancels x USING (order_id);
 """
 
-# Top-three lists (most frequent first, ties by value) sort a plain list of
-# {k: -count, v: value} structs: DuckDB's ordered list aggregates are far slower.
 _PROFILES = """
 DELETE FROM build_profiles;
 
@@ -125,40 +129,48 @@ money AS (
                AS orders_in_window
     FROM order_facts GROUP BY 1
 ),
+-- Top-three lists: most frequent first, ties to the smaller value. max_by over
+-- count * 2^32 - (the value's rank in sort order) does both in one integer, ~2.5x
+-- faster than sorting a list of {count, value} structs per customer.
+viewed_counts AS (
+    SELECT customer_id, category, product_id, count(*) AS n FROM build_events
+    WHERE type = 'product_viewed' GROUP BY ALL
+),
+bought_counts AS (
+    SELECT customer_id, product_id, category, count(*) AS n
+    FROM (SELECT customer_id, unnest(product_ids) AS product_id,
+                 unnest(categories) AS category
+          FROM order_facts WHERE NOT cancelled)
+    GROUP BY ALL
+),
+value_ranks AS (
+    SELECT value, dense_rank() OVER (ORDER BY value) AS rank
+    FROM (SELECT category AS value FROM viewed_counts UNION SELECT product_id FROM viewed_counts
+          UNION SELECT category FROM bought_counts UNION SELECT product_id FROM bought_counts)
+    WHERE value IS NOT NULL
+),
 viewed AS (
-    SELECT customer_id,
-           list_transform(list_sort(list({'k': -n, 'v': category}))[1:3], lambda x: x.v)
-               AS top_categories_viewed
-    FROM (SELECT customer_id, category, count(*) AS n FROM build_events
-          WHERE type = 'product_viewed' AND category IS NOT NULL GROUP BY ALL)
+    SELECT customer_id, max_by(category, n * 4294967296 - rank, 3) AS top_categories_viewed
+    FROM (SELECT customer_id, category, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    JOIN value_ranks ON value = category
     GROUP BY 1
 ),
 viewed_products AS (
-    SELECT customer_id,
-           list_transform(list_sort(list({'k': -n, 'v': product_id}))[1:3], lambda x: x.v)
-               AS top_products_viewed
-    FROM (SELECT customer_id, product_id, count(*) AS n FROM build_events
-          WHERE type = 'product_viewed' AND product_id IS NOT NULL GROUP BY ALL)
+    SELECT customer_id, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_viewed
+    FROM (SELECT customer_id, product_id, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought AS (
-    SELECT customer_id,
-           list_transform(list_sort(list({'k': -n, 'v': product_id}))[1:3], lambda x: x.v)
-               AS top_products_bought
-    FROM (SELECT customer_id, product_id, count(*) AS n
-          FROM (SELECT customer_id, unnest(product_ids) AS product_id
-                FROM order_facts WHERE NOT cancelled)
-          GROUP BY ALL)
+    SELECT customer_id, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_bought
+    FROM (SELECT customer_id, product_id, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought_categories AS (
-    SELECT customer_id,
-           list_transform(list_sort(list({'k': -n, 'v': category}))[1:3], lambda x: x.v)
-               AS top_categories_bought
-    FROM (SELECT customer_id, category, count(*) AS n
-          FROM (SELECT customer_id, unnest(categories) AS category
-                FROM order_facts WHERE NOT cancelled)
-          GROUP BY ALL)
+    SELECT customer_id, max_by(category, n * 4294967296 - rank, 3) AS top_categories_bought
+    FROM (SELECT customer_id, category, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    JOIN value_ranks ON value = category
     GROUP BY 1
 ),
 cart_lines AS (
@@ -187,24 +199,18 @@ open_cart AS (  -- carts no order completed, with no order since their last acti
     WHERE o.last_order_at IS NULL OR o.last_order_at < l.last_activity
     GROUP BY 1
 ),
-traits AS (
+traits AS (  -- the latest statement of each
     SELECT customer_id,
-           arg_max(json_extract_string(payload, '$.traits.consent.email')::BOOLEAN, occurred_at)
-               FILTER (WHERE json_extract_string(payload, '$.traits.consent.email') IS NOT NULL)
+           arg_max(consent_email, occurred_at) FILTER (WHERE consent_email IS NOT NULL)
                AS consent_email,
-           arg_max(json_extract_string(payload, '$.traits.consent.sms')::BOOLEAN, occurred_at)
-               FILTER (WHERE json_extract_string(payload, '$.traits.consent.sms') IS NOT NULL)
+           arg_max(consent_sms, occurred_at) FILTER (WHERE consent_sms IS NOT NULL)
                AS consent_sms,
-           arg_max(json_extract_string(payload, '$.traits.consent.push')::BOOLEAN, occurred_at)
-               FILTER (WHERE json_extract_string(payload, '$.traits.consent.push') IS NOT NULL)
+           arg_max(consent_push, occurred_at) FILTER (WHERE consent_push IS NOT NULL)
                AS consent_push,
-           arg_max(json_extract_string(payload, '$.traits.consent.ads')::BOOLEAN, occurred_at)
-               FILTER (WHERE json_extract_string(payload, '$.traits.consent.ads') IS NOT NULL)
+           arg_max(consent_ads, occurred_at) FILTER (WHERE consent_ads IS NOT NULL)
                AS consent_ads,
-           arg_max(TRY_CAST(json_extract_string(payload, '$.traits.birthday') AS DATE), occurred_at)
-               FILTER (WHERE json_extract_string(payload, '$.traits.birthday') IS NOT NULL)
-               AS birthday
-    FROM build_events WHERE type = 'identify' GROUP BY 1
+           arg_max(birthday, occurred_at) FILTER (WHERE states_birthday) AS birthday
+    FROM build_identify_traits GROUP BY 1
 ),
 funnel AS (
     SELECT customer_id,
@@ -318,6 +324,7 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: da
     }
     register_reference_tables(con, settings)
     execute_script(con, _FACTS, params)
+    parse_identify_traits(con, as_of)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE build_profiles AS SELECT * FROM customer_profiles LIMIT 0"
     )

@@ -53,48 +53,59 @@ JOIN singles sa ON sa.product_id = p.product_id
 JOIN singles sb ON sb.product_id = p.other_product_id;
 
 -- Each product's ten strongest partners are enough to rank candidates, and keep the
--- join below linear in the number of buyers. Buyers are numbered so that the large
--- candidate aggregation groups by integers rather than customer id strings.
+-- join below linear in the number of buyers. The large candidate aggregation groups
+-- by one integer, buyer * 2^24 + product number (up to 16.7M products), rather than
+-- id strings.
 CREATE OR REPLACE TEMP TABLE build_recommendations AS
 WITH partners AS (
     SELECT * FROM build_product_affinity
     QUALIFY row_number() OVER (PARTITION BY product_id
                                ORDER BY confidence DESC, other_product_id) <= 10
 ),
+products AS (  -- numbered in id order (so a smaller number wins a tie), from 1
+    SELECT product_id, row_number() OVER (ORDER BY product_id)::INTEGER AS product
+    FROM (SELECT DISTINCT product_id FROM build_order_products)
+),
+numbered_partners AS (
+    SELECT a.product, b.product AS other, p.confidence
+    FROM partners p
+    JOIN products a ON a.product_id = p.product_id
+    JOIN products b ON b.product_id = p.other_product_id
+),
 buyers AS (
-    SELECT customer_id, row_number() OVER () AS buyer
+    SELECT customer_id, row_number() OVER ()::BIGINT AS buyer
     FROM (SELECT DISTINCT customer_id FROM build_order_products)
 ),
 bought AS (
-    SELECT DISTINCT b.buyer, o.product_id
-    FROM build_order_products o JOIN buyers b USING (customer_id)
+    SELECT DISTINCT b.buyer * 16777216 + p.product AS key
+    FROM build_order_products o JOIN buyers b USING (customer_id) JOIN products p USING (product_id)
 ),
 candidates AS (
-    SELECT b.buyer, p.other_product_id AS product_id, sum(p.confidence) AS score
-    FROM bought b JOIN partners p USING (product_id)
-    GROUP BY ALL
-),
-ranked AS (  -- best score first, ties by product id
-    SELECT c.buyer,
-           list_transform(list_sort(list({'s': -c.score, 'p': c.product_id}))[1:$per_customer],
-                          lambda x: x.p) AS recommended_products
-    FROM candidates c ANTI JOIN bought b USING (buyer, product_id)
+    SELECT (b.key // 16777216) * 16777216 + p.other AS key, sum(p.confidence) AS score
+    FROM bought b JOIN numbered_partners p ON p.product = b.key % 16777216
     GROUP BY 1
-)
-SELECT b.customer_id, r.recommended_products FROM ranked r JOIN buyers b USING (buyer);
+),
+ranked AS (  -- best score first, ties to the smaller product id
+    SELECT key // 16777216 AS buyer,
+           max_by((key % 16777216)::INTEGER, {'score': score, 'tie': -(key % 16777216)},
+                  $per_customer) AS products
+    FROM candidates c ANTI JOIN bought b USING (key)
+    GROUP BY 1
+),
+names AS (SELECT list(product_id ORDER BY product) AS ids FROM products)
+SELECT b.customer_id, list_transform(r.products, lambda i: n.ids[i]) AS recommended_products
+FROM ranked r JOIN buyers b USING (buyer) CROSS JOIN names n;
 
 CREATE OR REPLACE TEMP TABLE build_consent AS
-WITH stated AS (
-    SELECT e.customer_id, e.event_id, e.occurred_at, c.channel,
-           TRY_CAST(json_extract_string(e.payload, '$.traits.consent.' || c.channel) AS BOOLEAN)
-               AS granted
-    FROM build_events e
-    CROSS JOIN (VALUES ('email'), ('sms'), ('push'), ('ads')) c(channel)
-    WHERE e.type = 'identify'
+WITH stated AS (  -- one row per stated channel (UNPIVOT leaves out NULLs: not stated)
+    UNPIVOT (SELECT customer_id, event_id, occurred_at, consent_email AS email,
+                    consent_sms AS sms, consent_push AS push, consent_ads AS ads
+             FROM build_identify_traits)
+    ON email, sms, push, ads INTO NAME channel VALUE granted
 )
 SELECT customer_id, channel, arg_max(granted, occurred_at) AS granted,
        max(occurred_at) AS stated_at, arg_max(event_id, occurred_at) AS event_id
-FROM stated WHERE granted IS NOT NULL GROUP BY ALL;
+FROM stated GROUP BY ALL;
 """
 
 _MACROS = """

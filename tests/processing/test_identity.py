@@ -4,7 +4,7 @@ import pytest
 
 from cdp.processing.build import run_build
 from cdp.processing.identity import resolve_customer_id
-from tests.processing.store import AS_OF, days_ago, event, settings, store
+from tests.processing.store import AS_OF, days_ago, event, order, settings, store
 
 
 def _customer_of(con, identifier: str) -> str:
@@ -101,6 +101,25 @@ def test_anonymous_browsing_before_sign_up_is_attributed_to_the_customer(memory_
         "SELECT user_id, top_categories_viewed, phones, first_seen_at FROM customer_profiles"
     ).fetchall()
     assert profile == [("u1", ["cakes"], ["+15550100200"], days_ago(9))]
+
+
+def test_contact_details_in_order_properties_stitch_a_guest_checkout_to_its_customer(
+    memory_db,
+):
+    store(
+        memory_db,
+        event("identify", days_ago(20), user_id="u7", traits={"email": "Pat@Example.com"}),
+        # A guest checkout on another device: only the order's properties name Pat.
+        order(
+            None, days_ago(3), "40.00", order_id="guest-1", email=" pat@example.com ",
+            phone="+44 20 7946 0000", products=[{"product_id": "p9", "quantity": 2}],
+        ) | {"anonymous_id": "guest-device"},
+    )  # fmt: skip
+    run_build(memory_db, settings(), AS_OF)
+    rows = memory_db.execute(
+        "SELECT user_id, anonymous_ids, emails, phones, orders, units FROM customer_profiles"
+    ).fetchall()
+    assert rows == [("u7", ["guest-device"], ["pat@example.com"], ["+442079460000"], 1, 2)]
 
 
 def test_a_synthetic_store_resolves_to_exactly_its_customers(memory_db, tmp_path):
