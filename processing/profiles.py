@@ -308,7 +308,8 @@ def register_reference_tables(con: duckdb.DuckDBPyConnection, settings: Settings
 
 def build_profiles(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> int:
     """Fill the temp tables ``build_profiles`` and ``build_rolling_windows``; return
-    the number of customers. Needs ``build_identities`` from identity resolution."""
+    the number of customers. Needs ``build_identities`` from identity resolution and
+    ``build_order_payloads``."""
     funnel = settings.funnel
     params = {
         "as_of": as_of,
