@@ -259,7 +259,7 @@ def fit_bgnbd(
             customers,
         )  # fmt: skip
     scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
-    x, t_x, T = x, t_x / scale, T / scale
+    t_x, T = t_x / scale, T / scale
     start = None
     if len(x) > WARM_START_ROWS:
         # Most of the optimizer's steps are spent far from the optimum: take them on
