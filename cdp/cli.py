@@ -20,6 +20,7 @@ from typing import Any
 
 from cdp import __version__
 from cdp.errors import CdpError, ConfigError, TransientError
+from cdp.ingest.generator import BUYER_SHARE, RETURN_VISITS
 from cdp.logs import configure_logging
 from cdp.progress import Progress
 from cdp.settings import Settings, load_settings
@@ -87,7 +88,13 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
     with Progress("generate", total=args.customers, unit="customers") as bar:
         report = generate_store(
-            args.out, customers=args.customers, seed=args.seed, end=args.end, progress=bar.update
+            args.out,
+            customers=args.customers,
+            seed=args.seed,
+            end=args.end,
+            buyer_share=args.buyer_share,
+            return_visits=args.return_visits,
+            progress=bar.update,
         )
     print(
         f"wrote {report.events:,} events ({report.malformed:,} malformed, {report.resent:,} "
@@ -445,13 +452,31 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _positive(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative(text: str) -> int:
+    return _whole_number(text, 0)
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
     return value
 
 
@@ -508,6 +533,21 @@ def _parser() -> argparse.ArgumentParser:
     generate = command("generate", _generate, "write a seeded synthetic store as JSON lines")
     generate.add_argument("--out", type=Path, required=True, metavar="FILE")
     store_flags(generate, customers=1000)
+    generate.add_argument(
+        "--buyer-share",
+        type=_share,
+        default=BUYER_SHARE,
+        metavar="F",
+        help=f"share of visitors who ever buy (default {BUYER_SHARE})",
+    )
+    generate.add_argument(
+        "--return-visits",
+        type=_non_negative,
+        default=RETURN_VISITS,
+        metavar="N",
+        help=f"most return sessions of a visitor who never buys (default {RETURN_VISITS}); "
+        "--buyer-share 0.19 --return-visits 1 gives ~10 events per customer",
+    )
 
     produce = command("produce", _produce, "stream a JSON-lines file into the family topics")
     produce.add_argument("file", type=Path)

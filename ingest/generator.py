@@ -33,6 +33,8 @@ SOURCES = (None, None, "google", "facebook", "newsletter", "instagram", "tiktok"
 MALFORMED_SHARE = 0.004
 RESEND_SHARE = 0.002
 SEGMENT_SHAPE_SHARE = 0.2
+BUYER_SHARE = 0.45
+RETURN_VISITS = 3
 
 _SEGMENT_NAMES = {
     "product_viewed": "Product Viewed",
@@ -170,11 +172,22 @@ def generate_store(
     customers: int,
     seed: int = 42,
     end: date | None = None,
+    buyer_share: float = BUYER_SHARE,
+    return_visits: int = RETURN_VISITS,
     progress: Callable[[int], None] | None = None,
 ) -> GenerateReport:
-    """Write a synthetic store's events to ``path`` (JSON lines) and report what was written."""
+    """Write a synthetic store's events to ``path`` (JSON lines) and report what was written.
+
+    ``buyer_share`` is the share of visitors who ever buy, and ``return_visits`` the most
+    browsing sessions a visitor who never buys comes back for. The defaults give ~18
+    events per customer; 0.2 and 1 give ~10, the shape of the profile benchmark's target.
+    """
     if customers < 1:
         raise ValueError("customers must be at least 1")
+    if not 0.0 <= buyer_share <= 1.0:
+        raise ValueError(f"buyer_share must be between 0 and 1, got {buyer_share}")
+    if return_visits < 0:
+        raise ValueError(f"return_visits must be 0 or more, got {return_visits}")
     rng = random.Random(seed)
     end_at = datetime.combine(end or date.today(), datetime.min.time(), tzinfo=UTC)
     start_at = end_at - timedelta(days=HISTORY_DAYS)
@@ -184,7 +197,9 @@ def generate_store(
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as out:
         for index in range(customers):
-            _simulate_customer(rng, index, seed, catalog, start_at, end_at, writer)
+            _simulate_customer(
+                rng, index, seed, catalog, (start_at, end_at), writer, buyer_share, return_visits
+            )
             if len(writer.lines) >= 20000:
                 out.write(b"\n".join(writer.lines) + b"\n")
                 writer.lines.clear()
@@ -200,10 +215,12 @@ def _simulate_customer(
     index: int,
     seed: int,
     catalog: list[_Product],
-    start_at: datetime,
-    end_at: datetime,
+    history: tuple[datetime, datetime],
     writer: _Writer,
+    buyer_share: float,
+    return_visits: int,
 ) -> None:
+    start_at, end_at = history
     span_s = (end_at - start_at).total_seconds()
     first_seen = start_at + timedelta(seconds=rng.random() * span_s * 0.95)
     ids = {"anonymous_id": f"anon-{seed:x}-{index:07x}", "user_id": None}
@@ -218,7 +235,7 @@ def _simulate_customer(
         }
     favourite = rng.choice(CATEGORIES)
     # BG/NBD-style heterogeneity: purchase rate per day, and a drop-out chance per order.
-    will_buy = rng.random() < 0.45
+    will_buy = rng.random() < buyer_share
     rate = rng.gammavariate(0.9, 1 / 110) if will_buy else 0.0
     dropout = rng.betavariate(1.2, 3.0)
     spend_scale = rng.lognormvariate(0, 0.6)
@@ -376,7 +393,7 @@ def _simulate_customer(
     if rng.random() < 0.25:
         at = cart(at, None)
     if not will_buy:
-        for _ in range(rng.randint(0, 3)):
+        for _ in range(rng.randint(0, return_visits)):
             at += timedelta(days=rng.expovariate(1 / 40))
             if at >= end_at:
                 break

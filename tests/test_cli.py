@@ -50,6 +50,15 @@ def test_missing_input_file_is_named(tmp_path):
     assert "nope.jsonl" in result.stderr and "does not exist" in result.stderr
 
 
+def test_generate_refuses_an_out_of_range_shape_naming_the_flag(tmp_path):
+    out = str(tmp_path / "s.jsonl")
+    share = _cdp("generate", "--out", out, "--buyer-share", "1.5")
+    visits = _cdp("generate", "--out", out, "--return-visits", "-2")
+    assert share.returncode == visits.returncode == 2
+    assert "--buyer-share: must be between 0 and 1, got 1.5" in share.stderr
+    assert "--return-visits: must be at least 0, got -2" in visits.stderr
+
+
 def test_generate_then_load_then_dlq_list_and_replay(tmp_path):
     events = tmp_path / "store.jsonl"
     db = tmp_path / "x.duckdb"

@@ -1,6 +1,8 @@
 import json
 from datetime import date
 
+import pytest
+
 from cdp.ingest.events import CANONICAL_TYPES
 from cdp.ingest.generator import generate_store
 
@@ -48,3 +50,38 @@ def test_many_seeds_generate_without_error(tmp_path):
             tmp_path / f"{seed}.jsonl", customers=3000, seed=seed, end=date(2026, 11, 1)
         )
         assert report.events > 0
+
+
+def test_buyer_share_and_return_visits_set_the_events_per_customer(tmp_path):
+    default = generate_store(tmp_path / "a.jsonl", customers=3000, seed=2, end=date(2026, 11, 1))
+    lean = generate_store(
+        tmp_path / "b.jsonl",
+        customers=3000,
+        seed=2,
+        end=date(2026, 11, 1),
+        buyer_share=0.19,
+        return_visits=1,
+    )
+    assert 16 < default.events / default.customers < 20
+    assert 9 < lean.events / lean.customers < 11.5  # the profile benchmark's 1M / 10M shape
+    assert lean.by_type["order_completed"] < default.by_type["order_completed"] / 2
+
+
+def test_nobody_buys_when_the_buyer_share_is_zero(tmp_path):
+    report = generate_store(
+        tmp_path / "s.jsonl", customers=500, seed=3, end=date(2026, 11, 1), buyer_share=0.0
+    )
+    assert "order_completed" not in report.by_type
+    assert report.by_type["page_viewed"] >= 500
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("buyer_share", 1.2, "buyer_share must be between 0 and 1, got 1.2"),
+        ("return_visits", -1, "return_visits must be 0 or more, got -1"),
+    ],
+)
+def test_shape_options_out_of_range_are_refused_by_name(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        generate_store(tmp_path / "s.jsonl", customers=10, **{option: value})
