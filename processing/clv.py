@@ -115,7 +115,7 @@ lifespan AS (
     WHERE orders > 0 AND date_diff('day', last_order_at, $as_of) > $inactive_days
 ),
 visitors AS (
-    SELECT count(DISTINCT customer_id) AS viewers FROM build_events
+    SELECT count(DISTINCT customer_key) AS viewers FROM build_events
     WHERE type = 'product_viewed' AND occurred_at > $as_of - to_days($window)
 ),
 new_customers AS (

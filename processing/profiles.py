@@ -34,14 +34,23 @@ from cdp.storage.database import execute_script
 _FACTS = """
 CREATE OR REPLACE TEMP TABLE fx AS SELECT * FROM fx_rates;
 
+-- Customers numbered for this build: the per-event tables below carry this integer,
+-- not the id string, so grouping and joining them is cheaper (the profile statement
+-- at 1M customers / 10M events: 11.5 s on id strings).
+CREATE OR REPLACE TEMP TABLE build_customers AS
+SELECT customer_id, (row_number() OVER (ORDER BY customer_id))::INTEGER AS customer_key
+FROM (SELECT DISTINCT customer_id FROM build_identities);
+
 -- Events join their customer on the raw ids (no per-event string building).
 CREATE OR REPLACE TEMP TABLE anonymous_customers AS
-SELECT identifier[6:] AS anonymous_id, customer_id FROM build_identities
-WHERE starts_with(identifier, 'anon:');
+SELECT i.identifier[6:] AS anonymous_id, i.customer_id, c.customer_key
+FROM build_identities i JOIN build_customers c USING (customer_id)
+WHERE starts_with(i.identifier, 'anon:');
 
 CREATE OR REPLACE TEMP TABLE user_customers AS
-SELECT identifier[6:] AS user_id, customer_id FROM build_identities
-WHERE starts_with(identifier, 'user:');
+SELECT i.identifier[6:] AS user_id, i.customer_id, c.customer_key
+FROM build_identities i JOIN build_customers c USING (customer_id)
+WHERE starts_with(i.identifier, 'user:');
 
 -- Only the columns the build reads. Ids and payloads are the widest columns and no
 -- stage needs them per event: orders' and identify events' payloads are parsed once
@@ -49,18 +58,18 @@ WHERE starts_with(identifier, 'user:');
 CREATE OR REPLACE TEMP TABLE build_events AS
 SELECT e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
        e.quantity, e.cart_id, e.order_id, e.revenue, e.currency,
-       coalesce(a.customer_id, u.customer_id) AS customer_id
+       coalesce(a.customer_key, u.customer_key) AS customer_key
 FROM events e
 LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
 LEFT JOIN user_customers u ON u.user_id = e.user_id
 WHERE e.occurred_at <= $as_of
   -- Events of suppressed (forgotten) identifiers have no customer: never profiled.
-  AND coalesce(a.customer_id, u.customer_id) IS NOT NULL;
+  AND coalesce(a.customer_key, u.customer_key) IS NOT NULL;
 
 CREATE OR REPLACE TEMP TABLE order_facts AS
 WITH completed AS (
     SELECT order_id,
-           arg_min(customer_id, occurred_at) AS customer_id,
+           arg_min(customer_key, occurred_at) AS customer_key,
            min(occurred_at) AS ordered_at,
            arg_min(revenue / fx.rate, occurred_at)::DECIMAL(18, 4) AS gross,
            arg_min(quantity, occurred_at) AS quantity
@@ -81,13 +90,14 @@ refunds AS (
     WHERE type = 'order_refunded' GROUP BY 1
 ),
 cancels AS (SELECT DISTINCT order_id FROM build_events WHERE type = 'order_cancelled')
-SELECT c.* EXCLUDE (quantity),
+SELECT c.* EXCLUDE (quantity), k.customer_id,
        coalesce(l.units, c.quantity, 1) AS units, l.product_ids, l.categories,
        x.order_id IS NOT NULL AS cancelled,
        CASE WHEN x.order_id IS NOT NULL OR r.whole_order THEN c.gross
             ELSE least(coalesce(r.amount, 0), c.gross) END::DECIMAL(18, 4) AS refunded,
        c.ordered_at::DATE AS day
 FROM completed c
+JOIN build_customers k USING (customer_key)
 LEFT JOIN lines l USING (order_id)
 LEFT JOIN refunds r USING (order_id)
 LEFT JOIN cancels x USING (order_id);
@@ -111,14 +121,14 @@ WITH ids AS (
     GROUP BY 1
 ),
 seen AS (
-    SELECT customer_id, min(occurred_at) AS first_seen_at, max(occurred_at) AS last_seen_at,
+    SELECT customer_key, min(occurred_at) AS first_seen_at, max(occurred_at) AS last_seen_at,
            count(*) FILTER (WHERE type IN ('product_viewed', 'products_searched'))
                AS product_interest,
            count(*) FILTER (WHERE family = 'cart') AS cart_events
     FROM build_events GROUP BY 1
 ),
 money AS (
-    SELECT customer_id,
+    SELECT customer_key,
            min(ordered_at) FILTER (WHERE NOT cancelled) AS first_order_at,
            max(ordered_at) FILTER (WHERE NOT cancelled) AS last_order_at,
            count(*) FILTER (WHERE NOT cancelled) AS orders,
@@ -133,12 +143,12 @@ money AS (
 -- count * 2^32 - (the value's rank in sort order) does both in one integer, ~2.5x
 -- faster than sorting a list of {count, value} structs per customer.
 viewed_counts AS (
-    SELECT customer_id, category, product_id, count(*) AS n FROM build_events
+    SELECT customer_key, category, product_id, count(*) AS n FROM build_events
     WHERE type = 'product_viewed' GROUP BY ALL
 ),
 bought_counts AS (
-    SELECT customer_id, product_id, category, count(*) AS n
-    FROM (SELECT customer_id, unnest(product_ids) AS product_id,
+    SELECT customer_key, product_id, category, count(*) AS n
+    FROM (SELECT customer_key, unnest(product_ids) AS product_id,
                  unnest(categories) AS category
           FROM order_facts WHERE NOT cancelled)
     GROUP BY ALL
@@ -150,31 +160,31 @@ value_ranks AS (
     WHERE value IS NOT NULL
 ),
 viewed AS (
-    SELECT customer_id, max_by(category, n * 4294967296 - rank, 3) AS top_categories_viewed
-    FROM (SELECT customer_id, category, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    SELECT customer_key, max_by(category, n * 4294967296 - rank, 3) AS top_categories_viewed
+    FROM (SELECT customer_key, category, sum(n) AS n FROM viewed_counts GROUP BY ALL)
     JOIN value_ranks ON value = category
     GROUP BY 1
 ),
 viewed_products AS (
-    SELECT customer_id, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_viewed
-    FROM (SELECT customer_id, product_id, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    SELECT customer_key, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_viewed
+    FROM (SELECT customer_key, product_id, sum(n) AS n FROM viewed_counts GROUP BY ALL)
     JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought AS (
-    SELECT customer_id, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_bought
-    FROM (SELECT customer_id, product_id, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    SELECT customer_key, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_bought
+    FROM (SELECT customer_key, product_id, sum(n) AS n FROM bought_counts GROUP BY ALL)
     JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought_categories AS (
-    SELECT customer_id, max_by(category, n * 4294967296 - rank, 3) AS top_categories_bought
-    FROM (SELECT customer_id, category, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    SELECT customer_key, max_by(category, n * 4294967296 - rank, 3) AS top_categories_bought
+    FROM (SELECT customer_key, category, sum(n) AS n FROM bought_counts GROUP BY ALL)
     JOIN value_ranks ON value = category
     GROUP BY 1
 ),
 cart_lines AS (
-    SELECT customer_id, cart_id, max(occurred_at) AS last_activity,
+    SELECT customer_key, cart_id, max(occurred_at) AS last_activity,
            sum(CASE type WHEN 'product_added' THEN 1 WHEN 'product_removed' THEN -1 ELSE 0 END
                * coalesce(price, 0) * coalesce(quantity, 1) / fx.rate) AS value
     FROM build_events LEFT JOIN fx USING (currency)
@@ -182,7 +192,7 @@ cart_lines AS (
     GROUP BY ALL
 ),
 last_orders AS (
-    SELECT customer_id, max(occurred_at) AS last_order_at FROM build_events
+    SELECT customer_key, max(occurred_at) AS last_order_at FROM build_events
     WHERE type = 'order_completed' GROUP BY 1
 ),
 converted_carts AS (
@@ -190,11 +200,11 @@ converted_carts AS (
     WHERE type = 'order_completed' AND cart_id IS NOT NULL
 ),
 open_cart AS (  -- carts no order completed, with no order since their last activity
-    SELECT l.customer_id,
+    SELECT l.customer_key,
            arg_max(l.value, l.last_activity)::DECIMAL(18, 4) AS open_cart_value,
            date_diff('second', max(l.last_activity), $as_of) / 3600.0 AS open_cart_age_hours
     FROM cart_lines l
-    LEFT JOIN last_orders o USING (customer_id)
+    LEFT JOIN last_orders o USING (customer_key)
     ANTI JOIN converted_carts c ON c.cart_id = l.cart_id
     WHERE o.last_order_at IS NULL OR o.last_order_at < l.last_activity
     GROUP BY 1
@@ -213,7 +223,7 @@ traits AS (  -- the latest statement of each
     FROM build_identify_traits GROUP BY 1
 ),
 funnel AS (
-    SELECT customer_id,
+    SELECT customer_key,
            max(CASE WHEN list_has_any(product_ids, $profit_maximizer) THEN 4
                     WHEN list_has_any(product_ids, $core) THEN 3
                     WHEN list_has_any(product_ids, $tripwire) THEN 2
@@ -221,8 +231,17 @@ funnel AS (
            min(ordered_at) FILTER (WHERE list_has_any(product_ids, $core)) AS first_core_at,
            max(ordered_at) AS last_order
     FROM order_facts WHERE NOT cancelled GROUP BY 1
+),
+-- The highest tier whose threshold the net revenue reaches. An ASOF join sorts its
+-- input: these narrow rows, not the wide profile rows (2.3 s of the statement at 1M).
+tiers AS (
+    SELECT s.customer_key, lt.tier
+    FROM seen s
+    LEFT JOIN money m USING (customer_key)
+    ASOF JOIN loyalty_tiers lt
+        ON coalesce(m.gross_revenue, 0) - coalesce(m.refunded, 0) >= lt.threshold
 )
-SELECT s.customer_id, $as_of AS as_of,
+SELECT c.customer_id, $as_of AS as_of,
        i.user_id, i.anonymous_ids, i.emails, i.phones,
        s.first_seen_at, s.last_seen_at,
        m.first_order_at, m.last_order_at,
@@ -254,43 +273,48 @@ SELECT s.customer_id, $as_of AS as_of,
                  [coalesce(f.furthest, 0) + 1] END AS funnel_stage,
        coalesce(m.gross_revenue, 0) - coalesce(m.refunded, 0) AS historic_clv
 FROM seen s
-LEFT JOIN ids i USING (customer_id)
-LEFT JOIN money m USING (customer_id)
-LEFT JOIN viewed v USING (customer_id)
-LEFT JOIN viewed_products vp USING (customer_id)
-LEFT JOIN bought b USING (customer_id)
-LEFT JOIN bought_categories bc USING (customer_id)
-LEFT JOIN open_cart oc USING (customer_id)
-LEFT JOIN traits t USING (customer_id)
-LEFT JOIN funnel f USING (customer_id)
--- The highest tier whose threshold the net revenue reaches.
-ASOF LEFT JOIN loyalty_tiers lt
-    ON coalesce(m.gross_revenue, 0) - coalesce(m.refunded, 0) >= lt.threshold;
+JOIN build_customers c USING (customer_key)
+LEFT JOIN ids i ON i.customer_id = c.customer_id
+LEFT JOIN traits t ON t.customer_id = c.customer_id
+LEFT JOIN money m ON m.customer_key = s.customer_key
+LEFT JOIN viewed v ON v.customer_key = s.customer_key
+LEFT JOIN viewed_products vp ON vp.customer_key = s.customer_key
+LEFT JOIN bought b ON b.customer_key = s.customer_key
+LEFT JOIN bought_categories bc ON bc.customer_key = s.customer_key
+LEFT JOIN open_cart oc ON oc.customer_key = s.customer_key
+LEFT JOIN funnel f ON f.customer_key = s.customer_key
+LEFT JOIN tiers lt ON lt.customer_key = s.customer_key;
 """
 
 _ROLLING = """
 DELETE FROM build_rolling_windows;
 
 INSERT INTO build_rolling_windows
-SELECT p.customer_id, w.window_days,
-       count(o.order_id) FILTER (WHERE NOT o.cancelled) AS orders,
-       coalesce(sum(o.gross - o.refunded), 0) AS net_revenue,
-       coalesce(any_value(a.product_views), 0) AS product_views,
-       coalesce(any_value(a.cart_adds), 0) AS cart_adds
-FROM build_profiles p
-CROSS JOIN rolling_windows w
-LEFT JOIN order_facts o
-       ON o.customer_id = p.customer_id AND o.ordered_at > $as_of - to_days(w.window_days)
-LEFT JOIN (
-    SELECT e.customer_id, w2.window_days,
+WITH orders AS (
+    SELECT o.customer_key, w.window_days,
+           count(*) FILTER (WHERE NOT o.cancelled) AS orders,
+           sum(o.gross - o.refunded) AS net_revenue
+    FROM order_facts o
+    JOIN rolling_windows w ON o.ordered_at > $as_of - to_days(w.window_days)
+    GROUP BY ALL
+),
+activity AS (
+    SELECT e.customer_key, w.window_days,
            count(*) FILTER (WHERE e.type = 'product_viewed') AS product_views,
            count(*) FILTER (WHERE e.type = 'product_added') AS cart_adds
-    FROM build_events e JOIN rolling_windows w2
-      ON e.occurred_at > $as_of - to_days(w2.window_days)
+    FROM build_events e
+    JOIN rolling_windows w ON e.occurred_at > $as_of - to_days(w.window_days)
     WHERE e.type IN ('product_viewed', 'product_added')
     GROUP BY ALL
-) a ON a.customer_id = p.customer_id AND a.window_days = w.window_days
-GROUP BY ALL;
+)
+SELECT p.customer_id, w.window_days,
+       coalesce(o.orders, 0), coalesce(o.net_revenue, 0),
+       coalesce(a.product_views, 0), coalesce(a.cart_adds, 0)
+FROM build_profiles p
+JOIN build_customers k USING (customer_id)
+CROSS JOIN rolling_windows w
+LEFT JOIN orders o ON o.customer_key = k.customer_key AND o.window_days = w.window_days
+LEFT JOIN activity a ON a.customer_key = k.customer_key AND a.window_days = w.window_days;
 """
 
 
