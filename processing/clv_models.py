@@ -68,11 +68,13 @@ def _minimize(
 def _minimize_on_one_thread(
     objective, dimensions: int, start: np.ndarray | None
 ) -> tuple[optimize.OptimizeResult, bool]:
+    # ftol 1e-12 and gtol 1e-8 leave the fitted parameters equal to 6 digits; at 1e-13
+    # and 1e-9 the BG/NBD fit of 100k buyers took 46 evaluations instead of 17.
     result = optimize.minimize(
         objective, x0=np.zeros(dimensions) if start is None else start, jac=True,
         method="L-BFGS-B",
         bounds=[(-12.0, 12.0)] * dimensions,
-        options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+        options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8},
     )  # fmt: skip
     _, gradient = objective(result.x)
     flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4
