@@ -35,8 +35,8 @@ _FACTS = """
 CREATE OR REPLACE TEMP TABLE fx AS SELECT * FROM fx_rates;
 
 -- Customers numbered for this build: the per-event tables below carry this integer,
--- not the id string, so grouping and joining them is cheaper (the profile statement
--- at 1M customers / 10M events: 11.5 s on id strings).
+-- not the id string, so grouping and joining them is cheaper (at 1M customers the
+-- profile statement's per-customer lists took ~30% less time than on the strings).
 CREATE OR REPLACE TEMP TABLE build_customers AS
 SELECT customer_id, (row_number() OVER (ORDER BY customer_id))::INTEGER AS customer_key
 FROM (SELECT DISTINCT customer_id FROM build_identities);
