@@ -180,7 +180,7 @@ def generate_store(
 
     ``buyer_share`` is the share of visitors who ever buy, and ``return_visits`` the most
     browsing sessions a visitor who never buys comes back for. The defaults give ~18
-    events per customer; 0.2 and 1 give ~10, the shape of the profile benchmark's target.
+    events per customer; 0.19 and 1 give ~10, the shape of the profile benchmark's target.
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
