@@ -126,6 +126,13 @@ def _bgnbd_log_likelihood_rows(
     return a1 + a2 + np.logaddexp(a3, a4)
 
 
+def _per_distinct_x(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The distinct values of x, each row's index into them, and the weight per value:
+    both models' gamma-function terms are evaluated once per distinct x."""
+    distinct_x, index = np.unique(x, return_inverse=True)
+    return distinct_x, index, np.bincount(index, weights=weights, minlength=len(distinct_x))
+
+
 class _Rows:
     """BG/NBD inputs arranged for fast likelihood evaluations. The gamma-function
     terms depend on x alone, which takes few distinct values, so they are computed
@@ -136,8 +143,7 @@ class _Rows:
     fits several times slower (page faults on every large temporary)."""
 
     def __init__(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray):
-        self.distinct_x, index = np.unique(x, return_inverse=True)
-        self.weight_per_x = np.bincount(index, weights=weights, minlength=len(self.distinct_x))
+        self.distinct_x, index, self.weight_per_x = _per_distinct_x(x, weights)
         repeat = x > 0
         self.T_once, self.w_once = T[~repeat], weights[~repeat]
         self.x, self.t_x, self.T, self.w = x[repeat], t_x[repeat], T[repeat], weights[repeat]
@@ -323,8 +329,7 @@ class _SpendRows:
     -(p x + q) log(x m + gamma)."""
 
     def __init__(self, x: np.ndarray, m: np.ndarray, weights: np.ndarray):
-        self.distinct_x, index = np.unique(x, return_inverse=True)
-        self.weight_per_x = np.bincount(index, weights=weights, minlength=len(self.distinct_x))
+        self.distinct_x, _, self.weight_per_x = _per_distinct_x(x, weights)
         self.total = float(weights.sum())
         self.w, self.wx, self.xm = weights, weights * x, x * m
         # sum of w (p x - 1) log m + p x log x  =  p * fixed_p - fixed

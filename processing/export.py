@@ -192,7 +192,8 @@ def _export_one(
         "channel": config.consent_channel(segment, name),
         "country_code": getattr(destination, "default_country_code", ""),
     }
-    current = con.sql(_CONSENTED, params=params).to_arrow_table()  # only_customers: _MEMBERS
+    # Already limited to only_customers: _MEMBERS applied it when staging the members.
+    current = con.sql(_CONSENTED, params=params).to_arrow_table()
     con.register("export_current", current)
     try:
         exited = con.sql(
