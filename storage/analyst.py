@@ -9,6 +9,10 @@ written to a temporary file in the same folder and renamed over the previous one
 so a reader sees either the whole previous snapshot or the whole new one. A reader
 that keeps a connection open across a publish keeps reading the snapshot it opened
 (it holds the old file); a new connection sees the new one.
+
+``events``, most of the data, is a view over Parquet parts in a folder beside the
+file, each publish adding a part with the events received since the previous one
+(see :mod:`cdp.storage.analyst_events`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from pathlib import Path
 import duckdb
 
 from cdp.settings import Settings
-from cdp.storage.database import execute_script, transaction
+from cdp.storage.analyst_events import (
+    EventParts,
+    events_folder,
+    events_view,
+    retire_parts,
+    write_event_parts,
+)
+from cdp.storage.database import execute_script, oldest_uncommitted, sql_string, transaction
 
 # The tables analysts get, in the order the dictionary lists them. Internals —
 # consumer offsets, duplicate records, export state, suppressed identifiers — stay
@@ -56,19 +67,15 @@ _EXCLUDED = {"dead_letters": ("raw", "message_key")}
 
 ANALYST_STORAGE_VERSION = "v1.0.0"
 
-# Rows written by a transaction that started before the previous snapshot but
-# committed after it carry an earlier received_at; an hour covers any batch.
+# Builds that finished (or were running) after the previous snapshot may have
+# replaced profile_history dates it holds; an hour's margin re-copies a few more dates
+# rather than trust two clocks to the second.
 _MARGIN = timedelta(hours=1)
 
 # How a copied snapshot catches up, per table that grows large; the others are
 # rewritten. Both keep every row the live table has, once, or the row counts differ.
+# (``events`` catches up in Parquet parts: see analyst_events.)
 _CHANGES = {
-    "events": """
-INSERT INTO analyst_snapshot.events
-SELECT * FROM main.events
-WHERE received_at > $since
-  AND event_id NOT IN (SELECT event_id FROM analyst_snapshot.events WHERE received_at > $since);
-""",
     "profile_history": """
 CREATE OR REPLACE TEMP TABLE analyst_changed_dates AS
 SELECT DISTINCT timezone('UTC', as_of)::DATE AS as_of FROM main.builds
@@ -87,7 +94,9 @@ DROP TABLE IF EXISTS analyst_snapshot.publish_info;
 
 CREATE TABLE analyst_snapshot.publish_info AS
 SELECT $snapshot_at::TIMESTAMPTZ AS snapshot_at, $version::INTEGER AS schema_version,
-       $incremental::VARCHAR[] AS incremental_tables;
+       $incremental::VARCHAR[] AS incremental_tables,
+       $events_through::TIMESTAMPTZ AS events_complete_through,
+       $event_parts::VARCHAR[] AS event_parts;
 
 INSERT INTO analyst_snapshot.data_dictionary VALUES
     ('publish_info', NULL, NULL, 'When this snapshot of the live database was taken.', 0),
@@ -95,7 +104,12 @@ INSERT INTO analyst_snapshot.data_dictionary VALUES
      'The live database as it was at this moment.', 1),
     ('publish_info', 'schema_version', 'INTEGER', 'Schema version (migrations applied).', 2),
     ('publish_info', 'incremental_tables', 'VARCHAR[]',
-     'Tables brought up to date in a copy of the previous snapshot; the rest were copied.', 3);
+     'Tables brought up to date in a copy of the previous snapshot; the rest were copied.', 3),
+    ('publish_info', 'events_complete_through', 'TIMESTAMP WITH TIME ZONE',
+     'Every event received (received_at) before this moment is in the snapshot.', 4),
+    ('publish_info', 'event_parts', 'VARCHAR[]',
+     'The Parquet files the events view reads, relative to the <snapshot name>.events ' ||
+     'folder beside this file.', 5);
 """
 
 _DICTIONARY = """
@@ -132,45 +146,54 @@ def analyst_path(settings: Settings) -> Path:
     return live.with_name(f"{live.stem}.analyst.duckdb")
 
 
-def _sql_string(text: str) -> str:
-    # ATTACH takes no bound parameters; the path is quoted as a SQL string literal.
-    return "'" + text.replace("'", "''") + "'"
-
-
 def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings) -> AnalystPublish:
     """Write the next snapshot to a temporary file, then swap it in.
 
     When the previous snapshot is there and was written by this schema, it is the
     starting point: the file is copied and only what changed is applied to the copy —
-    events received since (they are only ever added, except by ``cdp forget``), and
-    ``profile_history`` for the dates builds wrote since. The other tables are small
-    and rewritten. A row count that does not match the live table afterwards (a
-    forgotten customer's events were deleted, say) makes that table a full copy."""
+    a Parquet part with the events received since (they are only ever added, except
+    by ``cdp forget``), and ``profile_history`` for the dates builds wrote since. The
+    other tables are small and rewritten. A row count that does not match the live
+    table afterwards (a forgotten customer's events were deleted, say) makes that
+    table a full copy."""
     started = time.monotonic()
     target = analyst_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
+    folder = events_folder(target)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     for leftover in (staging, staging.with_name(staging.name + ".wal")):
         leftover.unlink(missing_ok=True)
     previous = _previous_snapshot(target, _schema_version(con))
     if previous is not None:
         shutil.copyfile(target, staging)
-        con.execute(f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot")
+        con.execute(f"ATTACH {sql_string(str(staging))} AS analyst_snapshot")
     else:
         # Written in DuckDB 1.0's storage format, so that analysts' clients — the stock
         # CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
         con.execute(
-            f"ATTACH {_sql_string(str(staging))} AS analyst_snapshot "
+            f"ATTACH {sql_string(str(staging))} AS analyst_snapshot "
             f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
         )
+    events_through = oldest_uncommitted()  # read before this snapshot's transaction starts
+    parts: EventParts | None = None
     incremental: list[str] = []
     try:
         # One transaction on the live database: every table comes from the same
         # snapshot, even while ingest commits alongside.
         with transaction(con):
             snapshot_at = con.execute("SELECT current_timestamp").fetchall()[0][0]
+            parts = write_event_parts(
+                con, folder, previous and previous.event_parts,
+                previous and previous.events_through,
+            )  # fmt: skip
+            con.execute("DROP VIEW IF EXISTS analyst_snapshot.events")
+            con.execute(events_view(folder, parts.files))
+            if parts.incremental:
+                incremental.append("events")
             for table in ANALYST_TABLES:  # constants, not input
-                if previous is not None and _apply_changes(con, table, previous):
+                if table == "events":
+                    continue
+                if previous is not None and _apply_changes(con, table, previous.snapshot_at):
                     incremental.append(table)
                 else:
                     _copy_whole(con, table)
@@ -181,17 +204,28 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
                 con,
                 _PUBLISH_INFO,
                 {"snapshot_at": snapshot_at, "version": _schema_version(con),
-                 "incremental": incremental},
+                 "incremental": incremental, "events_through": events_through,
+                 "event_parts": list(parts.files)},
             )  # fmt: skip
         con.execute("DETACH analyst_snapshot")
     except BaseException:
         con.execute("DETACH DATABASE IF EXISTS analyst_snapshot")
         staging.unlink(missing_ok=True)
+        retire_parts(folder, keep=previous.event_parts if previous else ())
         raise
     os.replace(staging, target)
+    # The snapshot just replaced may still be open in a reader: its parts stay, unless
+    # they must not (see analyst_events).
+    kept = previous.event_parts if previous and not parts.retire_previous else ()
+    retire_parts(folder, keep=parts.files + kept)
     return AnalystPublish(
-        target, target.stat().st_size, time.monotonic() - started, tuple(incremental)
-    )
+        target, target.stat().st_size + _folder_bytes(folder), time.monotonic() - started,
+        tuple(incremental),
+    )  # fmt: skip
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _copy_whole(con: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -218,15 +252,26 @@ def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0])
 
 
-def _previous_snapshot(path: Path, schema_version: int) -> datetime | None:
-    """When the snapshot at ``path`` was taken, if it can be the base of the next one."""
+@dataclass(frozen=True)
+class _Previous:
+    snapshot_at: datetime
+    events_through: datetime
+    event_parts: tuple[str, ...]
+
+
+def _previous_snapshot(path: Path, schema_version: int) -> _Previous | None:
+    """The snapshot at ``path``, if it can be the base of the next one."""
     if not path.exists():
         return None
     try:
         with duckdb.connect(str(path), read_only=True) as old:
-            row = old.execute("SELECT snapshot_at, schema_version FROM publish_info").fetchall()
+            row = old.execute(
+                "SELECT snapshot_at, schema_version, events_complete_through, event_parts "
+                "FROM publish_info"
+            ).fetchall()
     except duckdb.Error:
-        return None  # unreadable, or from before publish_info: start afresh
+        return None  # unreadable, or written by an earlier cdp: start afresh
     if not row or row[0][1] != schema_version:
         return None
-    return row[0][0]
+    snapshot_at, _, events_through, event_parts = row[0]
+    return _Previous(snapshot_at, events_through, tuple(event_parts))

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -17,6 +20,11 @@ import duckdb
 from cdp.errors import StorageError, TransientError
 
 CHECKPOINT_THRESHOLD = "256MB"
+
+# When each transaction this process has open began (by the wall clock, read just
+# before BEGIN): see ``oldest_uncommitted``.
+_open_transactions: dict[object, float] = {}
+_open_lock = threading.Lock()
 
 
 def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -64,6 +72,12 @@ def memory_database() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal, for the few places DuckDB takes no bound
+    parameter: ATTACH's path, COPY's target, the file list of a stored view."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def execute_script(
     con: duckdb.DuckDBPyConnection, script: str, params: Mapping[str, object] | None = None
 ) -> None:
@@ -87,10 +101,32 @@ def execute_script(
 @contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """BEGIN ... COMMIT, rolled back on any exception (including KeyboardInterrupt)."""
-    con.execute("BEGIN TRANSACTION")
+    token = object()
+    with _open_lock:
+        _open_transactions[token] = time.time()
     try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    finally:
+        with _open_lock:
+            del _open_transactions[token]
+
+
+def oldest_uncommitted() -> datetime:
+    """A moment no row still to be committed by this process can be stamped before.
+
+    Rows stamped ``current_timestamp`` (``events.received_at``) carry their
+    transaction's start, and DuckDB makes them visible at its commit, so a snapshot
+    taken now may lack rows stamped earlier than now — but only those of transactions
+    open now, all of which began (through :func:`transaction`, which every write of
+    events uses) no earlier than the moment returned. The analyst snapshot records
+    it, so the next one need only look at events stamped since. One process writes
+    the database, so this process's transactions are all there are."""
+    with _open_lock:
+        earliest = min(_open_transactions.values(), default=time.time())
+    return datetime.fromtimestamp(min(earliest, time.time()), UTC)

@@ -165,7 +165,7 @@ def test_sql_prints_a_table_csv_or_json_and_refuses_writes(published_store):
     assert as_csv.stdout.splitlines()[0] == "rfm_segment,n"
     as_json = _cdp("sql", "SELECT 1 AS one", "--db", db, "--format", "json")
     assert as_json.stdout.strip() == '{"one": 1}'
-    refused = _cdp("sql", "DELETE FROM events", "--db", db)
+    refused = _cdp("sql", "DELETE FROM customer_profiles", "--db", db)
     assert refused.returncode == 2 and "read-only" in refused.stderr
     bad = _cdp("sql", "SELECT nope FROM events", "--db", db)
     assert bad.returncode == 2 and "query failed" in bad.stderr and "nope" in bad.stderr

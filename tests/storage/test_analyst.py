@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import duckdb
 from cdp.processing.build import run_build
 from cdp.settings import Settings
 from cdp.storage.analyst import ANALYST_TABLES, analyst_path, publish_analyst_database
+from cdp.storage.analyst_events import events_folder
 from cdp.storage.database import connect
 from tests.processing.store import AS_OF, days_ago, order, store
 
@@ -130,3 +132,82 @@ def test_later_publishes_update_a_copy_of_the_last_snapshot_and_match_the_live_t
         info = snapshot.execute("SELECT incremental_tables FROM publish_info").fetchall()
     assert copied == live
     assert info == [(["profile_history"],)]
+
+
+def test_events_reach_analysts_as_parquet_parts_each_publish_adding_only_what_is_new(tmp_path):
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"), order("bob", days_ago(4), "10"))
+        first = publish_analyst_database(con, settings)
+        store(con, order("cy", days_ago(3), "10"))
+        second = publish_analyst_database(con, settings)
+        live = _table_digest(con, "events")
+    folder = events_folder(second.path)
+    with duckdb.connect(str(second.path), read_only=True) as snapshot:
+        parts = snapshot.execute("SELECT event_parts FROM publish_info").fetchall()[0][0]
+        assert _table_digest(snapshot, "events") == live
+        columns = [row[:2] for row in snapshot.execute("DESCRIBE events").fetchall()]
+        assert columns == _live_columns(settings)  # names, order and types
+    assert first.incremental == ()
+    assert "events" in second.incremental
+    assert [p.split("/")[0] for p in parts] == ["part-000001", "part-000002"]
+    # Any Parquet reader can use the parts: the second holds only cy's order.
+    newest = duckdb.sql(f"SELECT user_id FROM read_parquet('{folder / parts[-1]}')").fetchall()
+    assert newest == [("cy",)]
+
+
+def _live_columns(settings: Settings) -> list[tuple]:
+    with duckdb.connect(str(settings.storage.db_path), read_only=True) as live:
+        return [row[:2] for row in live.execute("DESCRIBE events").fetchall()]
+
+
+def test_an_event_committed_after_a_snapshot_but_stamped_before_it_reaches_the_next(tmp_path):
+    # received_at is the inserting transaction's start; a batch still open when a
+    # snapshot is taken commits rows stamped before it. The next publish finds them
+    # without rewriting every event.
+    from cdp.ingest.validation import RawMessage, validate_batch
+    from cdp.storage.database import transaction
+    from cdp.storage.event_store import insert_events
+
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    late = validate_batch(
+        [RawMessage(json.dumps(order("dee", days_ago(2), "7")).encode(), "t", 0, 9)]
+    )
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        writer = con.cursor()
+        with transaction(writer):
+            insert_events(writer, late.events)
+            first = publish_analyst_database(con, settings)
+            held_by_first = _events_in(first)
+        second = publish_analyst_database(con, settings)
+        live = _table_digest(con, "events")
+    assert held_by_first == 1  # dee's batch was not committed yet
+    with duckdb.connect(str(second.path), read_only=True) as snapshot:
+        assert _table_digest(snapshot, "events") == live
+    assert "events" in second.incremental
+    assert live[0] == 2
+
+
+def _events_in(published) -> int:
+    with duckdb.connect(str(published.path), read_only=True) as snapshot:
+        return snapshot.execute("SELECT count(*) FROM events").fetchall()[0][0]
+
+
+def test_forgetting_a_customer_deletes_the_parts_that_held_their_events_at_once(tmp_path):
+    from cdp.processing.privacy import forget_customer
+    from cdp.processing.segment_config import load_segment_config
+
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"), order("bob", days_ago(4), "10"))
+        run_build(con, settings, AS_OF)
+        publish_analyst_database(con, settings)
+        forget_customer(con, settings, load_segment_config(settings), "user:bob")
+        after = publish_analyst_database(con, settings)
+    folder = events_folder(after.path)
+    files = sorted(str(f) for f in folder.rglob("*.parquet"))
+    users = duckdb.sql(f"SELECT DISTINCT user_id FROM read_parquet({files})").fetchall()
+    assert "events" not in after.incremental
+    assert users == [("ann",)]
+    assert [p.name for p in folder.iterdir()] == ["part-000002"]
