@@ -4,11 +4,11 @@ segments.
 A build is point-in-time: it uses only events at or before ``as_of`` (by default
 now; ``cdp build --as-of DATE`` means the end of that day, UTC), so history can be
 backfilled. The stages compute into temp tables; everything the build writes to
-shared tables — identities, aliases, profiles, history, KPIs, model runs — happens in
-one short publish transaction: readers see the previous build until the new one is
-complete, and a failed build leaves no trace but its row in ``builds``. Re-running
-an as-of date replaces its dated rows. ``customer_profiles`` and
-``customer_rolling_windows`` always hold the build with the latest as-of; a backfill
+shared tables — identities, aliases, profiles, orders, history, KPIs, model runs —
+happens in one short publish transaction: readers see the previous build until the
+new one is complete, and a failed build leaves no trace but its row in ``builds``.
+Re-running an as-of date replaces its dated rows. ``customer_profiles``, ``orders``
+and ``customer_rolling_windows`` always hold the build with the latest as-of; a backfill
 of an earlier date writes only the dated history tables.
 """
 
@@ -58,6 +58,13 @@ INSERT INTO customer_profiles SELECT * FROM build_profiles;
 DELETE FROM customer_rolling_windows;
 
 INSERT INTO customer_rolling_windows SELECT * FROM build_rolling_windows;
+
+DELETE FROM orders;
+
+INSERT INTO orders BY NAME
+SELECT order_id, customer_id, ordered_at, gross, refunded, cancelled, units, product_ids,
+       categories
+FROM order_facts;
 """
 
 

@@ -53,6 +53,8 @@ DELETE FROM customer_profiles WHERE customer_id IN (SELECT customer_id FROM forg
 DELETE FROM customer_rolling_windows
 WHERE customer_id IN (SELECT customer_id FROM forget_customers);
 
+DELETE FROM orders WHERE customer_id IN (SELECT customer_id FROM forget_customers);
+
 DELETE FROM profile_history WHERE customer_id IN (SELECT customer_id FROM forget_customers);
 
 DELETE FROM customer_consent WHERE customer_id IN (SELECT customer_id FROM forget_customers);

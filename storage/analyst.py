@@ -42,6 +42,7 @@ from cdp.storage.database import execute_script, oldest_uncommitted, sql_string,
 ANALYST_TABLES = (
     "events",
     "customer_profiles",
+    "orders",
     "customer_identities",
     "customer_aliases",
     "customer_rolling_windows",

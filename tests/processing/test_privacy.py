@@ -12,8 +12,9 @@ from tests.processing.store import AS_OF, days_ago, event, order, settings, stor
 from tests.processing.webhook_server import webhook_receiver
 
 TABLES_BY_CUSTOMER = (
-    "customer_profiles", "customer_rolling_windows", "profile_history", "customer_consent",
-    "segment_membership", "segment_membership_history", "customer_identities",
+    "customer_profiles", "customer_rolling_windows", "orders", "profile_history",
+    "customer_consent", "segment_membership", "segment_membership_history",
+    "customer_identities", "customer_recommendations",
 )  # fmt: skip
 
 

@@ -108,3 +108,35 @@ def test_rolling_windows_count_recent_activity_per_configured_window(memory_db):
         "SELECT window_days, orders, net_revenue FROM customer_rolling_windows ORDER BY 1"
     ).fetchall()
     assert windows == [(7, 1, Decimal("10")), (90, 2, Decimal("30"))]
+
+
+def test_orders_are_published_with_their_resolved_customer_refunds_and_line_items(memory_db):
+    lines = [
+        {"product_id": "mug", "category": "kitchen", "quantity": 2},
+        {"product_id": "tea", "category": "pantry", "quantity": 1},
+    ]
+    store(
+        memory_db,
+        # Ordered anonymously, then identified: the order is ann's.
+        event("order_completed", days_ago(9), anonymous_id="a-1",
+              properties={"order_id": "first", "total": "30.00", "products": lines}),
+        event("identify", days_ago(8), anonymous_id="a-1", user_id="ann"),
+        order("ann", days_ago(5), "9.20", order_id="euro", currency="EUR"),
+        event("order_refunded", days_ago(4), user_id="ann",
+              properties={"order_id": "first", "total": "10.00"}),
+        order("ann", days_ago(3), "5.00", order_id="gone"),
+        event("order_cancelled", days_ago(2), user_id="ann", properties={"order_id": "gone"}),
+    )  # fmt: skip
+    run_build(memory_db, settings(), AS_OF)
+    ann = memory_db.execute("SELECT customer_id FROM customer_profiles").fetchall()
+    rows = memory_db.execute(
+        "SELECT order_id, customer_id, gross, refunded, cancelled, units, product_ids,"
+        " categories FROM orders ORDER BY ordered_at"
+    ).fetchall()
+    assert len(ann) == 1
+    assert rows == [
+        ("first", ann[0][0], Decimal("30"), Decimal("10"), False, 3, ["mug", "tea"],
+         ["kitchen", "pantry"]),
+        ("euro", ann[0][0], Decimal("10"), Decimal("0"), False, 1, None, None),
+        ("gone", ann[0][0], Decimal("5"), Decimal("5"), True, 1, None, None),
+    ]  # fmt: skip
