@@ -280,15 +280,20 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 def _forget(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.processing.privacy import forget_customer
     from cdp.processing.segment_config import load_segment_config
+    from cdp.storage.analyst import analyst_path, publish_analyst_database
     from cdp.storage.database import connect
 
     segments = load_segment_config(settings)
     with connect(settings.storage.db_path) as con:
         report = forget_customer(con, settings, segments, args.customer)
-    print(
-        f"forgot {report.customer_id}: {report.events_deleted:,} events deleted, "
-        f"{report.identifiers} identifiers suppressed"
-    )
+        print(
+            f"forgot {report.customer_id}: {report.events_deleted:,} events deleted, "
+            f"{report.identifiers} identifiers suppressed"
+        )
+        # Analysts' copy must not keep what was just deleted until the next build.
+        if analyst_path(settings).exists():
+            analyst = publish_analyst_database(con, settings)
+            print(f"analyst database {analyst.path} republished without them")
     if report.exits is not None:
         _print_export(report.exits)
     print("file destinations list the exits in their next export")

@@ -31,6 +31,7 @@ from cdp.storage.analyst_events import (
     EventParts,
     events_folder,
     events_view,
+    part_names,
     retire_parts,
     write_event_parts,
 )
@@ -175,6 +176,7 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
             f"ATTACH {sql_string(str(staging))} AS analyst_snapshot "
             f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
         )
+    existing = part_names(folder)  # a failed publish removes only what it wrote
     events_through = oldest_uncommitted()  # read before this snapshot's transaction starts
     parts: EventParts | None = None
     incremental: list[str] = []
@@ -212,7 +214,7 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
     except BaseException:
         con.execute("DETACH DATABASE IF EXISTS analyst_snapshot")
         staging.unlink(missing_ok=True)
-        retire_parts(folder, keep=previous.event_parts if previous else ())
+        retire_parts(folder, keep=existing)
         raise
     os.replace(staging, target)
     # The snapshot just replaced may still be open in a reader: its parts stay, unless

@@ -88,8 +88,13 @@ def events_view(folder: Path, files: Iterable[str]) -> str:
     return f"CREATE VIEW analyst_snapshot.events AS SELECT * FROM read_parquet([{listed}])"
 
 
+def part_names(folder: Path) -> tuple[str, ...]:
+    """The parts in ``folder`` now, named as :func:`retire_parts` takes them."""
+    return tuple(p.name for p in _part_dirs(folder))
+
+
 def retire_parts(folder: Path, keep: Iterable[str]) -> None:
-    """Delete every part in ``folder`` but those holding ``keep``."""
+    """Delete every part in ``folder`` but those named in ``keep`` (parts, or files in them)."""
     kept = {f.split("/")[0] for f in keep}
     for part in _part_dirs(folder):
         if part.name not in kept:

@@ -123,6 +123,14 @@ def test_build_export_and_forget_from_the_command_line(tmp_path):
         customer = con.execute(
             "SELECT customer_id FROM segment_membership WHERE segment = 'win_back' LIMIT 1"
         ).fetchall()[0][0]
+        identifiers = [
+            row[0]
+            for row in con.execute(
+                "SELECT identifier FROM customer_identities WHERE customer_id = $c", {"c": customer}
+            ).fetchall()
+        ]
+    analyst = str(tmp_path / "x.analyst.duckdb")
+    assert _in_analyst_copy(analyst, customer, identifiers) != (0, 0)
     forgot = _cdp("forget", customer, "--db", db)
     assert forgot.returncode == 0, forgot.stderr
     assert f"forgot {customer}:" in forgot.stdout
@@ -131,6 +139,20 @@ def test_build_export_and_forget_from_the_command_line(tmp_path):
             "SELECT count(*) FROM customer_profiles WHERE customer_id = $c", {"c": customer}
         ).fetchall()
     assert left == [(0,)]
+    # The analyst copy, events included, was republished without them at once.
+    assert "republished without them" in forgot.stdout
+    assert _in_analyst_copy(analyst, customer, identifiers) == (0, 0)
+
+
+def _in_analyst_copy(path: str, customer: str, identifiers: list[str]) -> tuple[int, int]:
+    """(profiles, events) of a customer in the analyst database."""
+    with duckdb.connect(path, read_only=True) as con:
+        return con.execute(
+            "SELECT (SELECT count(*) FROM customer_profiles WHERE customer_id = $c),"
+            " (SELECT count(*) FROM events WHERE list_contains($ids, 'user:' || user_id)"
+            "  OR list_contains($ids, 'anon:' || anonymous_id))",
+            {"c": customer, "ids": identifiers},
+        ).fetchall()[0]
 
 
 def test_a_bad_segment_rule_fails_before_any_work_and_names_the_segment(tmp_path):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 
 from cdp.processing.build import run_build
 from cdp.settings import Settings
@@ -211,3 +212,28 @@ def test_forgetting_a_customer_deletes_the_parts_that_held_their_events_at_once(
     assert "events" not in after.incremental
     assert users == [("ann",)]
     assert [p.name for p in folder.iterdir()] == ["part-000002"]
+
+
+def test_a_failed_publish_leaves_the_snapshot_in_place_readable_and_no_parts_of_its_own(
+    tmp_path, monkeypatch
+):
+    from cdp.storage import analyst
+
+    settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        first = publish_analyst_database(con, settings)
+        store(con, order("bob", days_ago(4), "10"))
+
+        def fail(con, table):
+            raise RuntimeError("disk full")
+
+        # The worst case: a snapshot that cannot be the base (say, an older schema), so
+        # every event is written to a new part before the failure.
+        monkeypatch.setattr(analyst, "_previous_snapshot", lambda path, version: None)
+        monkeypatch.setattr(analyst, "_copy_whole", fail)
+        with pytest.raises(RuntimeError, match="disk full"):
+            publish_analyst_database(con, settings)
+    assert _events_in(first) == 1
+    assert [p.name for p in events_folder(first.path).iterdir()] == ["part-000001"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
