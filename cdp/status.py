@@ -20,6 +20,7 @@ from cdp.errors import CdpError
 from cdp.processing.pipeline import report_path
 from cdp.settings import Settings
 from cdp.storage.analyst import analyst_path
+from cdp.storage.analyst_events import events_folder, parts_bytes
 from cdp.storage.database import connect
 
 
@@ -54,9 +55,10 @@ def gather_status(settings: Settings) -> Status:
         ("live database", live),
         ("live write-ahead log", live.with_name(live.name + ".wal")),
         ("analyst database", analyst),
+        ("analyst event parts", events_folder(analyst)),
         ("report", report_path(settings)),
     ):
-        status.files[name] = (path, path.stat().st_size if path.exists() else None)
+        status.files[name] = (path, _size(path))
     con = _open_readable(live, analyst, status)
     if con is not None:
         with contextlib.closing(con):
@@ -69,6 +71,13 @@ def gather_status(settings: Settings) -> Status:
         except Exception as exc:  # a broker that answers oddly: report, don't fail
             status.lag_error = f"{type(exc).__name__}: {exc}"
     return status
+
+
+def _size(path: Path) -> int | None:
+    """A file's size, the event parts' total, or None when absent."""
+    if path.is_dir():
+        return parts_bytes(path)
+    return path.stat().st_size if path.exists() else None
 
 
 def _open_readable(live: Path, analyst: Path, status: Status) -> duckdb.DuckDBPyConnection | None:

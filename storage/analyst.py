@@ -32,6 +32,7 @@ from cdp.storage.analyst_events import (
     events_folder,
     events_view,
     part_names,
+    parts_bytes,
     retire_parts,
     write_event_parts,
 )
@@ -222,13 +223,9 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
     kept = previous.event_parts if previous and not parts.retire_previous else ()
     retire_parts(folder, keep=parts.files + kept)
     return AnalystPublish(
-        target, target.stat().st_size + _folder_bytes(folder), time.monotonic() - started,
+        target, target.stat().st_size + parts_bytes(folder), time.monotonic() - started,
         tuple(incremental),
     )  # fmt: skip
-
-
-def _folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _copy_whole(con: duckdb.DuckDBPyConnection, table: str) -> None:

@@ -88,6 +88,11 @@ def events_view(folder: Path, files: Iterable[str]) -> str:
     return f"CREATE VIEW analyst_snapshot.events AS SELECT * FROM read_parquet([{listed}])"
 
 
+def parts_bytes(folder: Path) -> int:
+    """What the parts in ``folder`` take on disk."""
+    return sum(f.stat().st_size for f in folder.rglob("*.parquet"))
+
+
 def part_names(folder: Path) -> tuple[str, ...]:
     """The parts in ``folder`` now, named as :func:`retire_parts` takes them."""
     return tuple(p.name for p in _part_dirs(folder))

@@ -204,5 +204,7 @@ def test_status_shows_build_sizes_and_dead_letters(published_store):
     assert result.returncode == 0, result.stderr
     assert "last build: #1 succeeded as of 2026-" in result.stdout
     assert "analyst database" in result.stdout and "MiB" in result.stdout
+    [parts] = [line for line in result.stdout.splitlines() if "analyst event parts" in line]
+    assert "MiB" in parts and ".analyst.events" in parts
     assert "dead letters:" in result.stdout
     assert "consumer lag: no Kafka configured" in result.stdout
