@@ -28,7 +28,6 @@ import duckdb
 
 from cdp.settings import Settings
 from cdp.storage.analyst_events import (
-    EventParts,
     events_folder,
     events_view,
     part_names,
@@ -179,7 +178,6 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
         )
     existing = part_names(folder)  # a failed publish removes only what it wrote
     events_through = oldest_uncommitted()  # read before this snapshot's transaction starts
-    parts: EventParts | None = None
     incremental: list[str] = []
     try:
         # One transaction on the live database: every table comes from the same

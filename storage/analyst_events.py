@@ -70,14 +70,14 @@ def write_event_parts(
     if previous and since is not None and all((folder / f).exists() for f in previous):
         paths = [str(folder / f) for f in previous]
         held = con.execute("SELECT count(*) FROM read_parquet($f)", {"f": paths}).fetchall()
-        added, new = _write_part(con, folder, _SINCE, {"since": since, "files": paths})
+        added, part, new = _write_part(con, folder, _SINCE, {"since": since, "files": paths})
         if held[0][0] + added == live:
-            files = previous + (new if added else ())
-            if not added:
-                shutil.rmtree(folder / new[0].split("/")[0])
-            return EventParts(_merge_newest(con, folder, files), True, False)
-        shutil.rmtree(folder / new[0].split("/")[0])
-    _, files = _write_part(con, folder, "SELECT * FROM main.events", {})
+            if not added:  # nothing new: no part for it
+                shutil.rmtree(part)
+                new = ()
+            return EventParts(_merge_newest(con, folder, previous + new), True, False)
+        shutil.rmtree(part)
+    _, _, files = _write_part(con, folder, "SELECT * FROM main.events", {})
     return EventParts(files, False, True)
 
 
@@ -100,7 +100,7 @@ def part_names(folder: Path) -> tuple[str, ...]:
 
 def retire_parts(folder: Path, keep: Iterable[str]) -> None:
     """Delete every part in ``folder`` but those named in ``keep`` (parts, or files in them)."""
-    kept = {f.split("/")[0] for f in keep}
+    kept = {_part_of(f) for f in keep}
     for part in _part_dirs(folder):
         if part.name not in kept:
             shutil.rmtree(part, ignore_errors=True)
@@ -108,28 +108,36 @@ def retire_parts(folder: Path, keep: Iterable[str]) -> None:
 
 def _write_part(
     con: duckdb.DuckDBPyConnection, folder: Path, query: str, params: dict[str, object]
-) -> tuple[int, tuple[str, ...]]:
-    """COPY ``query`` into a new part; (rows, its files). A query without rows still
-    leaves one file, which carries the schema."""
+) -> tuple[int, Path, tuple[str, ...]]:
+    """COPY ``query`` into a new part; (rows, the part, its files). A query without
+    rows still leaves one file, which carries the schema."""
     numbers = [int(p.name.removeprefix("part-")) for p in _part_dirs(folder)]
     part = folder / f"part-{max(numbers, default=0) + 1:06d}"
     rows = con.execute(
         f"COPY ({query}) TO {sql_string(str(part))} ({_COPY_OPTIONS})", params
     ).fetchall()[0][0]
-    return int(rows), tuple(f"{part.name}/{f.name}" for f in sorted(part.iterdir()))
+    return int(rows), part, tuple(f"{part.name}/{f.name}" for f in sorted(part.iterdir()))
 
 
 def _merge_newest(
     con: duckdb.DuckDBPyConnection, folder: Path, files: tuple[str, ...]
 ) -> tuple[str, ...]:
-    parts = list(dict.fromkeys(f.split("/")[0] for f in files))
+    parts = list(dict.fromkeys(_part_of(f) for f in files))
     if len(parts) <= PART_LIMIT:
         return files
     newest = set(parts[-(PART_LIMIT // 2) :])
-    older = tuple(f for f in files if f.split("/")[0] not in newest)
-    merged = [str(folder / f) for f in files if f.split("/")[0] in newest]
-    _, written = _write_part(con, folder, "SELECT * FROM read_parquet($files)", {"files": merged})
+    older = tuple(f for f in files if _part_of(f) not in newest)
+    merged = [str(folder / f) for f in files if _part_of(f) in newest]
+    _, _, written = _write_part(
+        con, folder, "SELECT * FROM read_parquet($files)", {"files": merged}
+    )
     return older + written
+
+
+def _part_of(name: str) -> str:
+    """The part a file belongs to ("part-000003/data_0.parquet" → "part-000003"), or
+    the part's own name."""
+    return name.split("/")[0]
 
 
 def _part_dirs(folder: Path) -> list[Path]:

@@ -127,6 +127,7 @@ def oldest_uncommitted() -> datetime:
     events uses) no earlier than the moment returned. The analyst snapshot records
     it, so the next one need only look at events stamped since. One process writes
     the database, so this process's transactions are all there are."""
+    now = time.time()
     with _open_lock:
-        earliest = min(_open_transactions.values(), default=time.time())
-    return datetime.fromtimestamp(min(earliest, time.time()), UTC)
+        earliest = min(_open_transactions.values(), default=now)
+    return datetime.fromtimestamp(min(earliest, now), UTC)
