@@ -134,3 +134,21 @@ def test_a_synthetic_store_resolves_to_exactly_its_customers(memory_db, tmp_path
     report = run_build(memory_db, settings(), AS_OF)
     assert report.customers == 10_500
     assert report.identity.merges == 0
+
+
+def test_a_long_chain_needs_several_rounds_and_still_ends_as_one_customer(memory_db):
+    # u00 – e01 – u01 – e02 – … – u12: each identify links a user to the next email,
+    # so no single event, and no first round, sees more than a link of the chain.
+    for i in range(12):
+        email = f"e{i + 1:02d}@x.io"
+        store(
+            memory_db, event("identify", days_ago(3), user_id=f"u{i:02d}", traits={"email": email})
+        )
+        store(
+            memory_db,
+            event("identify", days_ago(2), user_id=f"u{i + 1:02d}", traits={"email": email}),
+        )
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.identity.rounds >= 3
+    assert report.customers == 1
+    assert report.identity.identifiers == 13 + 12
