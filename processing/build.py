@@ -22,11 +22,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from cdp.processing.clv import ModelRuns, compute_store_kpis, predict_clv
+from cdp.processing.clv import (
+    FORMULA_CLV_COLUMNS,
+    PREDICTED_CLV_COLUMNS,
+    ModelRuns,
+    compute_store_kpis,
+    predict_clv,
+)
 from cdp.processing.identity import IdentityReport, apply_identities, resolve_identities
 from cdp.processing.payloads import parse_order_payloads
-from cdp.processing.profiles import build_profiles, unconverted_orders
-from cdp.processing.rfm import score_rfm
+from cdp.processing.profiles import build_profiles, set_profile_columns, unconverted_orders
+from cdp.processing.rfm import RFM_COLUMNS, score_rfm
 from cdp.processing.segment_config import SegmentConfig, load_segment_config
 from cdp.processing.segments import compute_segments, publish_segments
 from cdp.settings import Settings
@@ -123,6 +129,7 @@ def run_build(
         score_rfm(con, settings, as_of)
         say("predictive CLV")
         models = predict_clv(con, settings, as_of)
+        set_profile_columns(con, FORMULA_CLV_COLUMNS, RFM_COLUMNS, PREDICTED_CLV_COLUMNS)
         say("segments")
         memberships = compute_segments(con, settings, segments, as_of)
         unconverted = unconverted_orders(con)

@@ -58,7 +58,7 @@ import pyarrow as pa
 
 from cdp.errors import ConfigError
 from cdp.processing import clv_models
-from cdp.processing.profiles import set_profile_columns
+from cdp.processing.profiles import ProfileColumns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 
@@ -153,7 +153,30 @@ SELECT *,
        NULL::DOUBLE AS ltv_to_cac, NULL::DOUBLE AS clv_minus_cac
 FROM base;
 
+-- Each buyer's net revenue in the window, for their advanced CLV.
+CREATE OR REPLACE TEMP TABLE build_window_revenue AS
+SELECT customer_id, sum(gross - refunded) AS revenue FROM order_facts
+WHERE ordered_at > $as_of - to_days($window) GROUP BY 1;
 """
+
+# Formula CLVs per customer, from the store's lifespan, churn and margin.
+FORMULA_CLV_COLUMNS = ProfileColumns(
+    """(coalesce(p.aov, 0) * p.purchase_frequency * k.lifespan_years)::DOUBLE AS basic_clv,
+       (coalesce(w.revenue, 0) / (k.window_days / 30.4375) / nullif(k.churn_rate_monthly, 0)
+           * k.gross_margin)::DOUBLE AS advanced_clv""",
+    """CROSS JOIN build_kpis k
+       LEFT JOIN build_window_revenue w ON w.customer_id = p.customer_id""",
+)
+
+# Customers who never ordered: nothing to predict from, nothing expected.
+PREDICTED_CLV_COLUMNS = ProfileColumns(
+    """c.p_alive::DOUBLE AS p_alive,
+       (CASE WHEN p.orders = 0 THEN 0 ELSE c.expected_purchases END)::DOUBLE
+           AS expected_purchases,
+       c.expected_spend_per_order::DOUBLE AS expected_spend_per_order,
+       (CASE WHEN p.orders = 0 THEN 0 ELSE c.predicted_clv END)::DOUBLE AS predicted_clv""",
+    "LEFT JOIN build_clv_predictions c ON c.customer_id = p.customer_id",
+)
 
 # The models' per-customer inputs, from ``clv_purchases`` (customer_id, day, value):
 # a view over this build's orders, or any table of purchases (the benchmark's slice).
@@ -194,7 +217,7 @@ class ModelRuns:
 
 
 def compute_store_kpis(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> None:
-    """Fill ``build_kpis`` and the formula CLVs of ``build_profiles``."""
+    """Fill ``build_kpis``, and ``build_window_revenue`` for ``FORMULA_CLV_COLUMNS``."""
     clv = settings.clv
     execute_script(
         con,
@@ -209,18 +232,6 @@ def compute_store_kpis(con: duckdb.DuckDBPyConnection, settings: Settings, as_of
             "margin": clv.gross_margin,
             "currency": settings.money.reporting_currency,
         },
-    )
-    # Formula CLVs per customer, from the store's lifespan, churn and margin.
-    set_profile_columns(
-        con,
-        """(coalesce(p.aov, 0) * p.purchase_frequency * k.lifespan_years)::DOUBLE AS basic_clv,
-           (coalesce(w.revenue, 0) / ($window / 30.4375) / nullif(k.churn_rate_monthly, 0)
-               * k.gross_margin)::DOUBLE AS advanced_clv""",
-        """CROSS JOIN build_kpis k
-           LEFT JOIN (SELECT customer_id, sum(gross - refunded) AS revenue FROM order_facts
-                      WHERE ordered_at > $as_of - to_days($window) GROUP BY 1) w
-             ON w.customer_id = p.customer_id""",
-        {"as_of": as_of, "window": clv.kpi_window_days},
     )
     if clv.marketing_spend_csv:
         _apply_marketing_spend(con, Path(clv.marketing_spend_csv), as_of, clv.kpi_window_days)
@@ -305,8 +316,8 @@ def fit_models(con: duckdb.DuckDBPyConnection) -> ModelRuns:
 
 
 def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> ModelRuns:
-    """Fit BG/NBD and Gamma-Gamma on this build's orders and fill the predictive
-    columns of ``build_profiles``."""
+    """Fit BG/NBD and Gamma-Gamma on this build's orders, and fill
+    ``build_clv_predictions`` for ``PREDICTED_CLV_COLUMNS``."""
     clv = settings.clv
     con.execute(_BUILD_PURCHASES)
     summarize_purchases(con, as_of)
@@ -356,18 +367,8 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
         }
     )
     con.register("clv_predictions", predictions)
-    try:
-        # Customers who never ordered: nothing to predict from, nothing expected.
-        set_profile_columns(
-            con,
-            """c.p_alive::DOUBLE AS p_alive,
-               (CASE WHEN p.orders = 0 THEN 0 ELSE c.expected_purchases END)::DOUBLE
-                   AS expected_purchases,
-               c.expected_spend_per_order::DOUBLE AS expected_spend_per_order,
-               (CASE WHEN p.orders = 0 THEN 0 ELSE c.predicted_clv END)::DOUBLE
-                   AS predicted_clv""",
-            "LEFT JOIN clv_predictions c ON c.customer_id = p.customer_id",
-        )
+    try:  # a table, not the registered Arrow data: PREDICTED_CLV_COLUMNS reads it later
+        con.execute("CREATE OR REPLACE TEMP TABLE build_clv_predictions AS FROM clv_predictions")
     finally:
         con.unregister("clv_predictions")
     return models

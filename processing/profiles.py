@@ -21,6 +21,7 @@ Definitions (all as of the build's ``as_of``; money in the reporting currency):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
@@ -362,17 +363,24 @@ def build_profiles(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: da
     return int(con.execute("SELECT count(*) FROM build_profiles").fetchall()[0][0])
 
 
-def set_profile_columns(
-    con: duckdb.DuckDBPyConnection,
-    assignments: str,
-    joins: str = "",
-    params: dict[str, object] | None = None,
-) -> None:
-    """Set some columns of ``build_profiles`` from ``assignments`` (``expr AS column``,
-    each cast to the column's type) over ``build_profiles p`` and ``joins``.
+@dataclass(frozen=True)
+class ProfileColumns:
+    """Columns of ``build_profiles`` a later stage computes: ``assignments`` (``expr AS
+    column``, each cast to the column's type) over ``build_profiles p`` and ``joins``,
+    which read the temp tables that stage left."""
+
+    assignments: str
+    joins: str
+
+
+def set_profile_columns(con: duckdb.DuckDBPyConnection, *stages: ProfileColumns) -> None:
+    """Set the columns of several stages in one rewrite of ``build_profiles``.
 
     A rewrite of the temp table rather than an UPDATE: DuckDB updates these wide rows
-    slowly (the RFM scores of 100k profiles: 4.2 s as an UPDATE, 0.4 s rewritten)."""
+    slowly (the RFM scores of 100k profiles: 4.2 s as an UPDATE, 0.4 s rewritten). And
+    one rewrite for all the stages: each copy of a million wide rows took ~1 s."""
+    assignments = ",\n".join(stage.assignments for stage in stages)
+    joins = "\n".join(stage.joins for stage in stages)
     execute_script(
         con,
         f"""
@@ -383,7 +391,6 @@ DROP TABLE build_profiles;
 
 ALTER TABLE build_profiles_next RENAME TO build_profiles;
 """,
-        params,
     )
 
 

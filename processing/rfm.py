@@ -39,7 +39,7 @@ from datetime import datetime
 
 import duckdb
 
-from cdp.processing.profiles import set_profile_columns
+from cdp.processing.profiles import ProfileColumns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 
@@ -106,9 +106,20 @@ FROM five;
 
 """
 
+RFM_COLUMNS = ProfileColumns(
+    """s.recency_days::INTEGER AS rfm_recency_days, s.frequency::BIGINT AS rfm_frequency,
+       s.monetary::DECIMAL(18, 4) AS rfm_monetary,
+       s.recency_score::INTEGER AS rfm_recency_score,
+       s.frequency_score::INTEGER AS rfm_frequency_score,
+       s.monetary_score::INTEGER AS rfm_monetary_score, s.cell AS rfm_cell,
+       s.total::INTEGER AS rfm_score, s.segment AS rfm_segment""",
+    "LEFT JOIN build_rfm s ON s.customer_id = p.customer_id",
+)
+
 
 def score_rfm(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> None:
-    """Score buyers in ``build_profiles`` (needs ``order_facts`` from the profile stage)."""
+    """Score the buyers of ``build_profiles`` into ``build_rfm``, for ``RFM_COLUMNS``
+    (needs ``order_facts`` from the profile stage)."""
     rfm = settings.rfm
     execute_script(
         con,
@@ -119,14 +130,4 @@ def score_rfm(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetim
             "k": rfm.scores,
             "window_recency": rfm.recency_scoring == "window",
         },
-    )
-    set_profile_columns(
-        con,
-        """s.recency_days::INTEGER AS rfm_recency_days, s.frequency::BIGINT AS rfm_frequency,
-           s.monetary::DECIMAL(18, 4) AS rfm_monetary,
-           s.recency_score::INTEGER AS rfm_recency_score,
-           s.frequency_score::INTEGER AS rfm_frequency_score,
-           s.monetary_score::INTEGER AS rfm_monetary_score, s.cell AS rfm_cell,
-           s.total::INTEGER AS rfm_score, s.segment AS rfm_segment""",
-        "LEFT JOIN build_rfm s ON s.customer_id = p.customer_id",
     )
