@@ -1,5 +1,7 @@
 from datetime import timedelta
 
+import pytest
+
 from cdp.processing.build import run_build
 from cdp.processing.segment_config import load_segment_config
 from tests.processing.store import AS_OF, days_ago, event, order, settings, store
@@ -120,6 +122,30 @@ def test_cross_sell_recommends_what_others_bought_with_the_same_products(memory_
     assert dict(recommended)["e"] == ["candles", "card"]
     assert dict(recommended)["a"] == ["card"]
     assert "c" not in dict(recommended)  # already bought everything paired
+
+
+def test_segment_traits_count_members_and_compare_them_with_the_whole_store(memory_db):
+    def bought(user, days, product, category):
+        return order(
+            user, days_ago(days), "10",
+            products=[{"product_id": product, "category": category, "price": "10", "quantity": 1}],
+        )  # fmt: skip
+
+    store(
+        memory_db,
+        bought("ann", 5, "cake", "bakery"), bought("ann", 40, "candles", "party"),
+        bought("bob", 3, "bread", "bakery"), bought("cid", 100, "balloons", "party"),
+    )  # fmt: skip
+    _build(memory_db, AS_OF)
+    rows = memory_db.execute(
+        "SELECT value, members, share, store_share, lift FROM segment_traits "
+        "WHERE segment = 'recent' AND trait = 'top_categories_bought' ORDER BY value"
+    ).fetchall()
+    # recent = ann and bob; the store = ann, bob and cid.
+    assert rows == [
+        ("bakery", 2, 1.0, pytest.approx(2 / 3), pytest.approx(1.5)),
+        ("party", 1, 0.5, pytest.approx(2 / 3), pytest.approx(0.75)),
+    ]
 
 
 def test_consent_is_the_latest_stated_per_channel_with_its_time(memory_db):
