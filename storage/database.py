@@ -21,6 +21,12 @@ from cdp.errors import StorageError, TransientError
 
 CHECKPOINT_THRESHOLD = "256MB"
 
+# Every database's settings. No query of cdp's relies on the order rows went into a
+# table (what users see is ORDERed BY), and without keeping it DuckDB writes query
+# results from both cores without reassembling them in order: a build at 1M customers
+# and its first analyst snapshot took ~7% less time.
+_CONFIG = {"preserve_insertion_order": False}
+
 # When each transaction this process has open began (by the wall clock, read just
 # before BEGIN): see ``oldest_uncommitted``.
 _open_transactions: dict[object, float] = {}
@@ -37,7 +43,7 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     if not read_only and path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config=_CONFIG)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise TransientError(
@@ -67,7 +73,7 @@ def memory_database() -> duckdb.DuckDBPyConnection:
     """An in-memory database with the full schema: for tests and dry runs."""
     from cdp.storage.migrations import migrate
 
-    con = duckdb.connect(":memory:")
+    con = duckdb.connect(":memory:", config=_CONFIG)
     migrate(con)
     return con
 
