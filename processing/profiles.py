@@ -142,7 +142,9 @@ money AS (
 ),
 -- Top-three lists: most frequent first, ties to the smaller value. max_by over
 -- count * 2^32 - (the value's rank in sort order) does both in one integer, ~2.5x
--- faster than sorting a list of {count, value} structs per customer.
+-- faster than sorting a list of {count, value} structs per customer. The counts are
+-- cast back to BIGINT after summing (a sum of BIGINTs is a HUGEINT), so the key is
+-- one: max_by on HUGEINT keys took ~40% longer.
 viewed_counts AS (
     SELECT customer_key, category, product_id, count(*) AS n FROM build_events
     WHERE type = 'product_viewed' GROUP BY ALL
@@ -162,25 +164,25 @@ value_ranks AS (
 ),
 viewed AS (
     SELECT customer_key, max_by(category, n * 4294967296 - rank, 3) AS top_categories_viewed
-    FROM (SELECT customer_key, category, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    FROM (SELECT customer_key, category, sum(n)::BIGINT AS n FROM viewed_counts GROUP BY ALL)
     JOIN value_ranks ON value = category
     GROUP BY 1
 ),
 viewed_products AS (
     SELECT customer_key, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_viewed
-    FROM (SELECT customer_key, product_id, sum(n) AS n FROM viewed_counts GROUP BY ALL)
+    FROM (SELECT customer_key, product_id, sum(n)::BIGINT AS n FROM viewed_counts GROUP BY ALL)
     JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought AS (
     SELECT customer_key, max_by(product_id, n * 4294967296 - rank, 3) AS top_products_bought
-    FROM (SELECT customer_key, product_id, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    FROM (SELECT customer_key, product_id, sum(n)::BIGINT AS n FROM bought_counts GROUP BY ALL)
     JOIN value_ranks ON value = product_id
     GROUP BY 1
 ),
 bought_categories AS (
     SELECT customer_key, max_by(category, n * 4294967296 - rank, 3) AS top_categories_bought
-    FROM (SELECT customer_key, category, sum(n) AS n FROM bought_counts GROUP BY ALL)
+    FROM (SELECT customer_key, category, sum(n)::BIGINT AS n FROM bought_counts GROUP BY ALL)
     JOIN value_ranks ON value = category
     GROUP BY 1
 ),

@@ -54,6 +54,39 @@ def test_open_cart_is_the_latest_unconverted_cart(memory_db):
     assert carts["buyer"] == (None, None)
 
 
+def test_top_lists_put_the_most_frequent_first_break_ties_to_the_smaller_value_and_keep_three(
+    memory_db,
+):
+    def viewed(product_id, category, times):
+        properties = {"product_id": product_id, "category": category}
+        return [
+            event("product_viewed", days_ago(2), user_id="u", properties=properties)
+            for _ in range(times)
+        ]
+
+    def bought(order_id, *lines):
+        products = [{"product_id": p, "category": c, "quantity": 1} for p, c in lines]
+        properties = {"order_id": order_id, "total": "10.00", "products": products}
+        return event("order_completed", days_ago(1), user_id="u", properties=properties)
+
+    store(
+        memory_db,
+        # Products: d 3, b 2, c 2, a 1. Categories: alpha 3 (b, a), zeta 3, beta 2.
+        *viewed("d", "zeta", 3), *viewed("b", "alpha", 2), *viewed("c", "beta", 2),
+        *viewed("a", "alpha", 1),
+        # Products: y 2, x 1, z 1. Categories: kitchen 3, media 1.
+        bought("o1", ("x", "kitchen"), ("y", "kitchen")),
+        bought("o2", ("y", "kitchen"), ("z", "media")),
+    )  # fmt: skip
+    run_build(memory_db, settings(), AS_OF)
+    tops = _profiles(
+        memory_db, "top_products_viewed", "top_categories_viewed", "top_products_bought",
+        "top_categories_bought",
+    )  # fmt: skip
+    assert tops["u"] == (["d", "b", "c"], ["alpha", "zeta", "beta"], ["y", "x", "z"],
+                         ["kitchen", "media"])  # fmt: skip
+
+
 def test_consent_and_birthday_come_from_the_latest_identify_traits(memory_db):
     store(
         memory_db,
