@@ -33,7 +33,12 @@ from cdp.storage.database import sql_string
 
 PART_LIMIT = 16
 
-_COPY_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PER_THREAD_OUTPUT true"
+# Row groups of half DuckDB's default size: the writer's per-column dictionaries stay
+# small, and 10M events took ~15% less time to write (files the same size).
+_COPY_OPTIONS = (
+    "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PER_THREAD_OUTPUT true, "
+    "ROW_GROUP_SIZE 61440"
+)
 
 # Events the previous snapshot may lack: every one stamped at or after the moment
 # up to which it was complete, unless its parts already hold it.
