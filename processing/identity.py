@@ -30,7 +30,8 @@ from cdp.storage.database import execute_script
 MAX_ROUNDS = 64
 
 # Most events repeat the same few identifiers, so the graph is built from the
-# distinct identifier tuples events carry, not from every event.
+# distinct identifier tuples events carry, not from every event. Each tuple links its
+# identifiers as a star around its smallest one, its anchor.
 _IDENTIFIERS = """
 CREATE OR REPLACE TEMP TABLE identity_tuples AS
 WITH scoped AS (
@@ -44,46 +45,44 @@ WITH scoped AS (
 as_sent AS (  -- collapse repeats first: normalizing is per distinct value, not per event
     SELECT anonymous_id, user_id, email, phone, min(occurred_at) AS first_seen_at
     FROM scoped GROUP BY ALL
+),
+-- Tuples that normalize alike stay separate rows: they link the same identifiers to
+-- the same anchor, and grouping them again cost more than the duplicate edges.
+normalized AS (
+    SELECT 'anon:' || anonymous_id AS anonymous, 'user:' || user_id AS "user",
+           'email:' || CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
+           'phone:' || CASE WHEN length(regexp_replace(phone, '[^0-9]', '', 'g')) >= 7
+                            THEN cdp_normalize_phone(phone) END AS phone,
+           first_seen_at
+    FROM as_sent
 )
-SELECT row_number() OVER () AS tuple_id, *
-FROM (
-    SELECT anonymous_id, user_id,
-           CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
-           CASE WHEN length(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g')) >= 7
-                THEN cdp_normalize_phone(phone) END AS phone,
-           min(first_seen_at) AS first_seen_at
-    FROM as_sent GROUP BY ALL
-);
-
-CREATE OR REPLACE TEMP TABLE tuple_identifiers AS
-SELECT tuple_id, first_seen_at, identifier FROM (
-    SELECT tuple_id, first_seen_at, 'anon:' || anonymous_id AS identifier FROM identity_tuples
-    UNION ALL SELECT tuple_id, first_seen_at, 'user:' || user_id FROM identity_tuples
-    UNION ALL SELECT tuple_id, first_seen_at, 'email:' || email FROM identity_tuples
-    UNION ALL SELECT tuple_id, first_seen_at, 'phone:' || phone FROM identity_tuples
-) WHERE identifier IS NOT NULL;
+SELECT *, least(anonymous, "user", email, phone) AS anchor FROM normalized;
 
 -- Forgotten customers' identifiers are suppressed: an event carrying any of them
 -- links nothing, so it is never stitched into a profile again.
-CREATE OR REPLACE TEMP TABLE suppressed_tuples AS
-SELECT DISTINCT tuple_id FROM tuple_identifiers
-WHERE sha256(identifier) IN (SELECT identifier_sha256 FROM suppressed_identifiers);
+DELETE FROM identity_tuples
+WHERE EXISTS (SELECT 1 FROM suppressed_identifiers)
+  AND list_has_any([sha256(anonymous), sha256("user"), sha256(email), sha256(phone)],
+                   (SELECT list(identifier_sha256) FROM suppressed_identifiers));
 
-DELETE FROM tuple_identifiers WHERE tuple_id IN (SELECT tuple_id FROM suppressed_tuples);
+CREATE OR REPLACE TEMP TABLE tuple_identifiers AS
+SELECT identifier, anchor, first_seen_at FROM (
+    SELECT anonymous AS identifier, anchor, first_seen_at FROM identity_tuples
+    UNION ALL SELECT "user", anchor, first_seen_at FROM identity_tuples
+    UNION ALL SELECT email, anchor, first_seen_at FROM identity_tuples
+    UNION ALL SELECT phone, anchor, first_seen_at FROM identity_tuples
+) WHERE identifier IS NOT NULL;
 """
 
 _GRAPH = """
 CREATE OR REPLACE TEMP TABLE identity_nodes AS
 SELECT identifier, min(first_seen_at) AS first_seen_at FROM tuple_identifiers GROUP BY 1;
 
--- A star per tuple: every identifier to the tuple's smallest one.
 CREATE OR REPLACE TEMP TABLE identity_edges AS
-WITH anchors AS (SELECT tuple_id, min(identifier) AS anchor FROM tuple_identifiers GROUP BY 1)
-SELECT DISTINCT t.identifier AS source, a.anchor AS target
-FROM tuple_identifiers t JOIN anchors a USING (tuple_id)
-WHERE t.identifier <> a.anchor;
+SELECT DISTINCT identifier AS source, anchor AS target
+FROM tuple_identifiers WHERE identifier <> anchor;
 
--- The first round. Every edge points at a smaller identifier (its tuple's smallest),
+-- The first round. Every edge points at a smaller identifier (its tuple's anchor),
 -- so starting from "each identifier is its own label", a round offers an identifier
 -- only its edges' targets, and pointer jumping has nothing to jump to yet.
 CREATE OR REPLACE TEMP TABLE identity_labels AS
@@ -120,35 +119,38 @@ SELECT EXISTS (
 """
 
 _ASSIGN = """
--- The ids a component's identifiers already had, oldest customer first.
-CREATE OR REPLACE TEMP TABLE identity_previous AS
-SELECT l.label, c.customer_id, min(c.first_seen_at) AS since
-FROM identity_labels l JOIN customer_identities c USING (identifier)
-GROUP BY ALL;
+-- Every identifier with its label, and the customer it had before (one join, which
+-- the statements below share).
+CREATE OR REPLACE TEMP TABLE identity_known AS
+SELECT l.identifier, l.label, n.first_seen_at,
+       c.customer_id AS previous_id, c.first_seen_at AS previous_first_seen_at
+FROM identity_labels l
+JOIN identity_nodes n USING (identifier)
+LEFT JOIN customer_identities c USING (identifier);
 
+-- A component keeps the id of the customer, among those its identifiers had, first
+-- seen earliest (ties: the smaller id).
 CREATE OR REPLACE TEMP TABLE identity_components AS
-SELECT l.label,
+SELECT label,
        coalesce(
-           (SELECT p.customer_id FROM identity_previous p WHERE p.label = l.label
-            ORDER BY p.since, p.customer_id LIMIT 1),
-           'cus_' || substr(md5(l.label), 1, 16)
+           arg_min(previous_id, {'since': previous_first_seen_at, 'id': previous_id})
+               FILTER (WHERE previous_id IS NOT NULL),
+           'cus_' || substr(md5(label), 1, 16)
        ) AS customer_id
-FROM (SELECT DISTINCT label FROM identity_labels) l;
+FROM identity_known GROUP BY label;
 
 -- Merged-away ids become aliases of the survivor.
 CREATE OR REPLACE TEMP TABLE identity_merges AS
-SELECT p.customer_id AS alias_id, c.customer_id
-FROM identity_previous p JOIN identity_components c USING (label)
-WHERE p.customer_id <> c.customer_id;
+SELECT DISTINCT k.previous_id AS alias_id, c.customer_id
+FROM identity_known k JOIN identity_components c USING (label)
+WHERE k.previous_id <> c.customer_id;
 
 -- This build's view of every identifier it saw (applied by apply_identities).
 CREATE OR REPLACE TEMP TABLE build_identities AS
-SELECT n.identifier, c.customer_id,
-       least(n.first_seen_at, coalesce(old.first_seen_at, n.first_seen_at)) AS first_seen_at
-FROM identity_nodes n
-JOIN identity_labels l USING (identifier)
-JOIN identity_components c USING (label)
-LEFT JOIN customer_identities old USING (identifier);
+SELECT k.identifier, c.customer_id,
+       least(k.first_seen_at, coalesce(k.previous_first_seen_at, k.first_seen_at))
+           AS first_seen_at
+FROM identity_known k JOIN identity_components c USING (label);
 """
 
 _APPLY = """
@@ -212,7 +214,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
         con.execute("ALTER TABLE identity_labels_next RENAME TO identity_labels")
     execute_script(con, _ASSIGN)
     identifiers, customers = con.execute(
-        "SELECT count(*), count(DISTINCT label) FROM identity_labels"
+        "SELECT (SELECT count(*) FROM identity_known), (SELECT count(*) FROM identity_components)"
     ).fetchall()[0]
     merges = con.execute("SELECT count(*) FROM identity_merges").fetchall()[0][0]
     return IdentityReport(int(identifiers), int(customers), int(merges), rounds)
