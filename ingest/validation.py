@@ -14,6 +14,9 @@ DuckDB when the batch is written, in one SQL statement over the whole batch.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -240,13 +243,31 @@ def start_validator_process() -> ProcessPoolExecutor:
     may already run kafka-python's and DuckDB's threads. The pool starts its process
     on first use, so pay the ~1 s of imports here rather than mid-stream.
     """
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     try:
         pool.submit(validate_slices, [], {}, 0).result()
     except BaseException:
         pool.shutdown(cancel_futures=True)
         raise
     return pool
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """The validator process's initializer: exit once the process that started it is
+    gone. A parent killed outright (``kill -9``, the OOM killer) never shuts its pool
+    down, and the worker, blocked reading its call queue, would otherwise live on."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cdp-exit-with-parent", daemon=True).start()
 
 
 def describe_validation_error(exc: ValidationError, raw: bytes | str) -> Rejection:

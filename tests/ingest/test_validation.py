@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from cdp.ingest.events import Family
@@ -84,3 +89,38 @@ def test_event_rows_carry_the_canonical_type_family_and_utc_time():
     row = _one(encode(event("page_viewed", "e", type="Page Viewed"))).events.to_pylist()[0]
     assert (row["type"], row["family"]) == ("page_viewed", "browse")
     assert row["occurred_at"].isoformat() == "2026-03-01T11:00:00+00:00"
+
+
+def test_the_validator_process_exits_when_its_parent_is_killed_outright():
+    # A parent that starts the validator, reports its pid, then waits to be killed.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import os, sys, time\n"
+            "from cdp.ingest.validation import start_validator_process\n"
+            "pool = start_validator_process()\n"
+            "print(pool.submit(os.getpid).result(), flush=True)\n"
+            "time.sleep(120)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(worker, 0)  # running
+        parent.kill()  # SIGKILL: no shutdown of the pool
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _running(worker):
+            time.sleep(0.2)
+        assert not _running(worker), "the validator process outlived its parent"
+    finally:
+        parent.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # An exited orphan is reaped by init; until then it shows as a zombie.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(") ")[1][0] != "Z"
