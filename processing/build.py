@@ -31,10 +31,20 @@ from cdp.processing.clv import (
 )
 from cdp.processing.identity import IdentityReport, apply_identities, resolve_identities
 from cdp.processing.payloads import parse_order_payloads
-from cdp.processing.profiles import build_profiles, set_profile_columns, unconverted_orders
+from cdp.processing.profiles import (
+    build_profiles,
+    profile_column_names,
+    set_profile_columns,
+    unconverted_orders,
+)
 from cdp.processing.rfm import RFM_COLUMNS, score_rfm
 from cdp.processing.segment_config import SegmentConfig, load_segment_config
-from cdp.processing.segments import compute_segments, publish_segments
+from cdp.processing.segments import (
+    compute_segments,
+    publish_segments,
+    segment_source_columns,
+    stage_segment_inputs,
+)
 from cdp.settings import Settings
 from cdp.storage.database import execute_script, transaction
 
@@ -59,7 +69,9 @@ FROM build_profiles WHERE rfm_segment IS NOT NULL GROUP BY rfm_segment;
 _PUBLISH_CURRENT = """
 DELETE FROM customer_profiles;
 
-INSERT INTO customer_profiles SELECT * FROM build_profiles;
+-- build_profiles also holds the segment source's columns: only the profile's own.
+INSERT INTO customer_profiles BY NAME
+SELECT COLUMNS(lambda c: list_contains($columns, c)) FROM build_profiles;
 
 DELETE FROM customer_rolling_windows;
 
@@ -129,9 +141,15 @@ def run_build(
         score_rfm(con, settings, as_of)
         say("predictive CLV")
         models = predict_clv(con, settings, as_of)
-        set_profile_columns(con, FORMULA_CLV_COLUMNS, RFM_COLUMNS, PREDICTED_CLV_COLUMNS)
         say("segments")
-        memberships = compute_segments(con, settings, segments, as_of)
+        # Recommendations and consent first, so that the one rewrite of the million
+        # profile rows also adds the columns segment rules read (segment_source).
+        stage_segment_inputs(con, settings, as_of)
+        set_profile_columns(
+            con, FORMULA_CLV_COLUMNS, RFM_COLUMNS, PREDICTED_CLV_COLUMNS,
+            segment_source_columns(settings), params={"as_of": as_of},
+        )  # fmt: skip
+        memberships = compute_segments(con, segments, as_of)
         unconverted = unconverted_orders(con)
         say("publish")
         with transaction(con):
@@ -143,7 +161,7 @@ def run_build(
             ).fetchall()[0][0]
             publish_current = latest is None or as_of >= latest
             if publish_current:
-                execute_script(con, _PUBLISH_CURRENT)
+                execute_script(con, _PUBLISH_CURRENT, {"columns": profile_column_names(con)})
                 publish_segments(con, segments, as_of)
     except BaseException as exc:
         _finish(con, build_id, "failed", None, f"{type(exc).__name__}: {exc}")

@@ -25,6 +25,11 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from cdp.processing.profiles import (
+    ProfileColumns,
+    register_reference_tables,
+    set_profile_columns,
+)
 from cdp.processing.segment_config import SegmentConfig
 from cdp.processing.segment_rules import quote_identifier
 from cdp.settings import Settings
@@ -120,24 +125,6 @@ CREATE OR REPLACE TEMP MACRO cdp_next_anniversary(d, as_of) AS
          ELSE d::DATE + to_years(greatest(1, year(as_of) - year(d)) + 1) END;
 """
 
-_SOURCE = """
-CREATE OR REPLACE TEMP TABLE segment_source AS
-SELECT p.*,
-       p.emails[1] AS email,
-       p.phones[1] AS phone,
-       {window_columns},
-       date_diff('day', p.first_order_at, $as_of) AS days_since_first_order,
-       cdp_next_anniversary(p.first_order_at, $as_of) AS next_order_anniversary,
-       cdp_next_anniversary(p.birthday, $as_of) AS next_birthday,
-       month(p.birthday) = month($as_of) AS birthday_this_month,
-       r.recommended_products
-FROM build_profiles p
-LEFT JOIN (
-    SELECT customer_id, {window_pivot} FROM build_rolling_windows GROUP BY 1
-) w USING (customer_id)
-LEFT JOIN build_recommendations r USING (customer_id)
-"""
-
 # Traits summarized per segment (list traits unnested), top five values each.
 _TRAITS = """
 CREATE OR REPLACE TEMP TABLE build_segment_traits AS
@@ -224,7 +211,13 @@ INSERT INTO customer_consent SELECT * FROM build_consent;
 """
 
 
-def _source_sql(settings: Settings) -> str:
+def segment_source_columns(settings: Settings) -> ProfileColumns:
+    """The columns segment rules and traits may use beyond the profile's own: rolling
+    windows pivoted into columns (``orders_30d`` …), the first email and phone, derived
+    dates and recommendations. They are added to ``build_profiles`` in the build's one
+    rewrite of it (each copy of the million wide rows costs ~1 s), and the segment
+    source is a view of it (``segment_source``). Needs ``$as_of`` and
+    :func:`stage_segment_inputs`'s tables."""
     # Window lengths are validated integers from config, formatted as numbers: the
     # only values in this module's SQL that do not arrive as bound parameters.
     windows = sorted({int(days) for days in settings.clv.rolling_windows_days})
@@ -235,8 +228,19 @@ def _source_sql(settings: Settings) -> str:
         for days in windows
         for measure in measures
     )
-    return _SOURCE.format(
-        window_columns=", ".join(f"w.{name}" for name in names), window_pivot=pivot
+    return ProfileColumns(
+        additions=f"""p.emails[1] AS email,
+       p.phones[1] AS phone,
+       {", ".join(f"rw.{name}" for name in names)},
+       date_diff('day', p.first_order_at, $as_of) AS days_since_first_order,
+       cdp_next_anniversary(p.first_order_at, $as_of) AS next_order_anniversary,
+       cdp_next_anniversary(p.birthday, $as_of) AS next_birthday,
+       month(p.birthday) = month($as_of) AS birthday_this_month,
+       rec.recommended_products""",
+        joins=f"""LEFT JOIN (
+    SELECT customer_id, {pivot} FROM build_rolling_windows GROUP BY 1
+) rw ON rw.customer_id = p.customer_id
+LEFT JOIN build_recommendations rec ON rec.customer_id = p.customer_id""",
     )
 
 
@@ -247,8 +251,6 @@ def segment_catalog(settings: Settings) -> dict[str, str]:
     catalog can never drift from what the build evaluates."""
     con = memory_database()
     try:
-        from cdp.processing.profiles import register_reference_tables
-
         register_reference_tables(con, settings)
         con.execute("CREATE TEMP TABLE build_profiles AS SELECT * FROM customer_profiles")
         con.execute(
@@ -256,17 +258,19 @@ def segment_catalog(settings: Settings) -> dict[str, str]:
         )
         con.execute("CREATE TEMP TABLE build_recommendations AS FROM customer_recommendations")
         con.execute(_MACROS)
-        con.execute(_source_sql(settings), {"as_of": datetime(2000, 1, 1)})
-        return {row[0]: row[1] for row in con.execute("DESCRIBE segment_source").fetchall()}
+        set_profile_columns(
+            con, segment_source_columns(settings), params={"as_of": datetime(2000, 1, 1)}
+        )
+        return {row[0]: row[1] for row in con.execute("DESCRIBE build_profiles").fetchall()}
     finally:
         con.close()
 
 
-def compute_segments(
-    con: duckdb.DuckDBPyConnection, settings: Settings, config: SegmentConfig, as_of: datetime
-) -> int:
-    """Stage the build's recommendations, consent, segment members and traits in temp
-    tables; return the number of memberships. Needs the profile stage's temp tables."""
+def stage_segment_inputs(
+    con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime
+) -> None:
+    """Stage product affinity, recommendations and consent in temp tables, and the
+    macros :func:`segment_source_columns` uses. Needs the profile stage's temp tables."""
     params = {
         "as_of": as_of,
         "min_together": settings.segments.min_orders_together,
@@ -274,7 +278,12 @@ def compute_segments(
     }
     execute_script(con, _AFFINITY, params)
     con.execute(_MACROS)
-    con.execute(_source_sql(settings), {"as_of": as_of})
+
+
+def compute_segments(con: duckdb.DuckDBPyConnection, config: SegmentConfig, as_of: datetime) -> int:
+    """Stage segment members and traits in temp tables; return the number of
+    memberships. Needs ``build_profiles`` with :func:`segment_source_columns`."""
+    con.execute("CREATE OR REPLACE TEMP VIEW segment_source AS SELECT * FROM build_profiles")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE build_segment_members "
         "(segment VARCHAR, customer_id VARCHAR, traits JSON)"
