@@ -148,8 +148,7 @@ WHERE k.previous_id <> c.customer_id;
 -- This build's view of every identifier it saw (applied by apply_identities).
 CREATE OR REPLACE TEMP TABLE build_identities AS
 SELECT k.identifier, c.customer_id,
-       least(k.first_seen_at, coalesce(k.previous_first_seen_at, k.first_seen_at))
-           AS first_seen_at
+       least(k.first_seen_at, k.previous_first_seen_at) AS first_seen_at  -- NULLs ignored
 FROM identity_known k JOIN identity_components c USING (label);
 """
 
