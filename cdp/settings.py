@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,52 @@ class IngestSettings(_Section):
     max_event_bytes: int = Field(default=262144, ge=256)
     # With --until-idle: stop after this long with no new records and no lag.
     idle_timeout_s: float = Field(default=3.0, gt=0)
+    # With --until-idle: give up (exit 1) once the broker has been unreachable this
+    # long. Without it (`cdp ingest`, `cdp run`) ingest waits for the broker forever.
+    broker_unreachable_timeout_s: float = Field(default=120.0, gt=0)
+    # A stored offset past a partition's end (its data was lost: topic recreated,
+    # in-memory broker restarted) or before its start (retention): "none" refuses to
+    # go on and says how to reset; "earliest" / "latest" re-read from the partition's
+    # start / skip to its end.
+    offset_reset: str = Field(default="none", pattern=r"^(none|earliest|latest)$")
+    # Events timed before this (UTC) are dead-lettered: a year-0001 timestamp would
+    # switch the store's measured lifespan.
+    earliest_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    # Events timed further than this after they were received are dead-lettered
+    # (ISO 8601 duration, e.g. "PT24H", or seconds).
+    max_future_skew: timedelta = timedelta(hours=24)
+
+    @field_validator("earliest_event_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @field_validator("max_future_skew")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must not be negative")
+        return value
+
+
+class ServiceSettings(_Section):
+    """What `cdp run` offers its operator."""
+
+    # HOST:PORT of the /healthz and /metrics (Prometheus) endpoint of `cdp run`;
+    # empty turns it off. Port 0 picks a free port (logged at start).
+    listen: str = "127.0.0.1:9464"
+    # /healthz answers 503 once the consumer has gone this long without reaching the
+    # broker or storing a batch while the broker has records for it.
+    stuck_after_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"{value!r} is not HOST:PORT (or empty to turn it off)")
+        return value
 
 
 class StorageSettings(_Section):
@@ -227,6 +274,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
+    service: ServiceSettings = ServiceSettings()
     storage: StorageSettings = StorageSettings()
     money: MoneySettings = MoneySettings()
     clv: ClvSettings = ClvSettings()

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import pyarrow as pa
@@ -28,6 +29,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
 from cdp.ingest.events import EVENT_ADAPTER, FAMILY_OF_TYPE, Family, UnknownEventType
+from cdp.settings import IngestSettings
 
 
 class DeadLetterKind(StrEnum):
@@ -89,6 +91,19 @@ class ValidatedBatch:
     dead_letters: pa.Table
     consumed: int = 0
     dead_letter_kinds: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationLimits:
+    """The configurable bounds on what an event may be (``[ingest]`` settings)."""
+
+    max_event_bytes: int = 262144
+    earliest_event_time: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_future_skew: timedelta = timedelta(hours=24)
+
+    @classmethod
+    def from_settings(cls, ingest: IngestSettings) -> ValidationLimits:
+        return cls(ingest.max_event_bytes, ingest.earliest_event_time, ingest.max_future_skew)
 
 
 @dataclass(frozen=True, slots=True)
