@@ -16,23 +16,39 @@ confirmed is in the next diff, so a destination that was down loses nothing.
   uploads accept for pre-hashed data — written the same way;
 - **kafka**: one message per change, keyed by customer id, acknowledged by all
   in-sync replicas, with an ``idempotency-key`` header;
-- **webhook**: batched JSON POSTs with an ``Idempotency-Key`` header (the same batch
-  content always gets the same key), retried with exponential backoff on timeouts,
-  connection errors, 408, 429 and 5xx; each acknowledged batch is confirmed at once.
+- **webhook**: batched JSON POSTs with an ``Idempotency-Key`` header, retried on
+  timeouts, connection errors, 408, 429 and 5xx after the receiver's ``Retry-After``
+  (429, 503; capped at ``RETRY_AFTER_MAX_S``) or else an exponential backoff with
+  jitter; each acknowledged batch is confirmed at once.
+
+Idempotency keys survive a crash. A key is the SHA-256 of what the message carries —
+destination, segment, as-of and the changes — never of a batch number or count, so
+the same changes always get the same key. The changes go out in customer-id order
+and batches are confirmed in that order, so after a crash (or a run that gave up)
+the changes left unconfirmed are a suffix of the same list: the re-run cuts them into
+the same batches, and a batch the receiver took but whose answer never arrived comes
+again under its key.
+
+A process killed while writing a folder leaves hidden ``.<as-of>.tmp-*`` (and, during
+the swap, ``.<as-of>.old-*``) folders of member files beside it;
+:func:`remove_staging_leftovers` deletes them when the next export starts.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import http.client
 import json
+import random
+import re
 import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -55,6 +71,17 @@ from cdp.settings import Settings
 
 # Called with the customer ids whose entry and exit the destination confirmed.
 Confirm = Callable[[list[str], list[str]], None]
+
+# The longest a receiver's Retry-After makes a delivery wait before an attempt: an
+# export holds the build lock, and a receiver asking for more is better retried at
+# the next run (its changes stay in the diff).
+RETRY_AFTER_MAX_S = 60.0
+
+# Hidden folders a file destination's delivery writes beside ``<segment>/<as-of>``:
+# the next folder while it is written, and the previous one while it is swapped out.
+_STAGING_PREFIX = ".{name}.tmp-"
+_RETIRED_PREFIX = ".{name}.old-"
+_LEFTOVER = re.compile(r"^\.\d{4}-\d{2}-\d{2}\.(tmp|old)-[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -164,6 +191,31 @@ def _root(out_dir: Path, path: Path) -> Path:
     return path if path.is_absolute() else out_dir / path
 
 
+def remove_staging_leftovers(destinations: Iterable[object], out_dir: Path) -> list[Path]:
+    """Delete the hidden folders a killed delivery left under each file destination
+    (``files``, ``ad_audience``) of ``destinations``; return them.
+
+    They hold member files — personal data — that nothing else would ever remove. Any
+    segment's folder is searched, including those of segments no longer configured.
+    Only the process that holds the database for writing exports, so when it starts
+    an export no other delivery is writing them."""
+    removed = []
+    roots = {
+        _root(out_dir, d.path)
+        for d in destinations
+        if isinstance(d, FilesDestination | AudienceDestination)
+    }
+    for root in sorted(roots):
+        if not root.is_dir():
+            continue
+        for segment in sorted(p for p in root.iterdir() if p.is_dir()):
+            for leftover in sorted(segment.iterdir()):
+                if _LEFTOVER.match(leftover.name) and leftover.is_dir():
+                    shutil.rmtree(leftover)
+                    removed.append(leftover)
+    return removed
+
+
 def _with_trait_columns(
     con: duckdb.DuckDBPyConnection, table: pa.Table, traits: list[str]
 ) -> pa.Table:
@@ -203,7 +255,9 @@ def _publish_folder(target: Path, delivery: Delivery, write: Callable[[Path], No
     """Write into a temporary sibling folder, add the manifest, then rename into place:
     a reader sees the previous folder or the complete new one, never a partial one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = Path(
+        tempfile.mkdtemp(prefix=_STAGING_PREFIX.format(name=target.name), dir=target.parent)
+    )
     try:
         write(staging)
         files = {}
@@ -227,7 +281,9 @@ def _publish_folder(target: Path, delivery: Delivery, write: Callable[[Path], No
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if target.exists():
-            retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            retired = target.with_name(
+                _RETIRED_PREFIX.format(name=target.name) + uuid.uuid4().hex[:8]
+            )
             target.rename(retired)
             staging.rename(target)
             shutil.rmtree(retired, ignore_errors=True)
@@ -242,20 +298,32 @@ def _publish_folder(target: Path, delivery: Delivery, write: Callable[[Path], No
 
 
 def _changes(delivery: Delivery) -> list[dict[str, Any]]:
+    """Entries, then exits, each in customer-id order: the order batches are cut and
+    confirmed in, the same in every run (see the module's docstring)."""
     common = {"segment": delivery.segment, "as_of": delivery.as_of.isoformat()}
     changes = []
-    for row in delivery.entered.to_pylist():
+    for row in delivery.entered.sort_by("customer_id").to_pylist():
         changes.append({
             **common, "change": "entered", "customer_id": row["customer_id"],
             "user_id": row["user_id"], "email": row["email"], "phone": row["phone"],
             "traits": json.loads(row["traits"]) if row["traits"] else {},
         })  # fmt: skip
-    for row in delivery.exited.to_pylist():
+    for row in delivery.exited.sort_by("customer_id").to_pylist():
         changes.append({
             **common, "change": "exited", "customer_id": row["customer_id"],
             "email_sha256": row["email_sha256"], "phone_sha256": row["phone_sha256"],
         })  # fmt: skip
     return changes
+
+
+def _encode(content: dict[str, Any]) -> bytes:
+    """Canonical JSON: the same content is always the same bytes."""
+    return json.dumps(content, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _idempotency_key(delivery: Delivery, body: bytes) -> str:
+    """The SHA-256 of the destination, segment and as-of, and the message's body."""
+    return hashlib.sha256(delivery.idempotency_prefix.encode() + b"\0" + body).hexdigest()
 
 
 def _confirm_changes(confirm: Confirm, changes: list[dict[str, Any]]) -> None:
@@ -291,20 +359,17 @@ def _send_kafka(
     except KafkaError as exc:
         raise DeliveryError(f"{location}: cannot connect: {exc}") from None
     try:
-        futures = [
-            producer.send(
-                destination.topic,
-                key=change["customer_id"].encode(),
-                value=json.dumps(change, separators=(",", ":")).encode(),
-                headers=[
-                    (
-                        "idempotency-key",
-                        f"{delivery.idempotency_prefix}/{change['customer_id']}/{change['change']}".encode(),
-                    )
-                ],
+        futures = []
+        for change in changes:
+            value = _encode(change)
+            futures.append(
+                producer.send(
+                    destination.topic,
+                    key=change["customer_id"].encode(),
+                    value=value,
+                    headers=[("idempotency-key", _idempotency_key(delivery, value).encode())],
+                )
             )
-            for change in changes
-        ]
         producer.flush(timeout=60)
         for future in futures:
             future.get(timeout=0)
@@ -319,17 +384,15 @@ def _send_kafka(
 def _post_webhook(destination: WebhookDestination, delivery: Delivery, confirm: Confirm) -> str:
     changes = _changes(delivery)
     size = destination.batch_size
-    batches = [changes[start : start + size] for start in range(0, len(changes), size)]
-    for number, batch in enumerate(batches, start=1):
-        body = json.dumps({
+    for start in range(0, len(changes), size):
+        batch = changes[start : start + size]
+        # No batch number or count in the body: after a crash the changes left are
+        # batched from 1 again, and the same changes must be the same body and key.
+        body = _encode({
             "destination": delivery.destination, "segment": delivery.segment,
-            "as_of": delivery.as_of.isoformat(), "batch": number, "batches": len(batches),
-            "changes": batch,
-        }, separators=(",", ":"), sort_keys=True).encode()  # fmt: skip
-        # The key depends only on the batch's content, so a batch re-sent after a lost
-        # acknowledgement is recognisable by the receiver as the same batch.
-        key = hashlib.sha256(delivery.idempotency_prefix.encode() + b"\0" + body).hexdigest()
-        _post_with_retries(destination, body, key)
+            "as_of": delivery.as_of.isoformat(), "changes": batch,
+        })  # fmt: skip
+        _post_with_retries(destination, body, _idempotency_key(delivery, body))
         _confirm_changes(confirm, batch)
     return destination.url
 
@@ -344,6 +407,7 @@ def _post_with_retries(destination: WebhookDestination, body: bytes, key: str) -
     last_error = ""
     for attempt in range(1, destination.max_attempts + 1):
         request = urllib.request.Request(destination.url, data=body, headers=headers)
+        asked: float | None = None  # the receiver's Retry-After, in seconds
         try:
             with urllib.request.urlopen(request, timeout=destination.timeout_s) as response:
                 response.read()
@@ -355,6 +419,8 @@ def _post_with_retries(destination: WebhookDestination, body: bytes, key: str) -
                     "(a client error; not retried)"
                 ) from None
             last_error = f"HTTP {exc.code} {exc.reason}"
+            if exc.code in (429, 503):
+                asked = retry_after_s(exc.headers.get("Retry-After"), datetime.now(UTC))
         except (
             urllib.error.URLError,
             TimeoutError,
@@ -363,11 +429,39 @@ def _post_with_retries(destination: WebhookDestination, body: bytes, key: str) -
         ) as exc:
             last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         if attempt < destination.max_attempts:
-            time.sleep(destination.backoff_s * 2 ** (attempt - 1))
+            time.sleep(asked if asked is not None else backoff_s(destination.backoff_s, attempt))
     raise DeliveryError(
         f"webhook {destination.url} did not accept the batch after "
         f"{destination.max_attempts} attempts (last: {last_error})"
     )
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """A ``Retry-After`` header in seconds from ``now`` — it is either a number of
+    seconds or an HTTP date — capped at ``RETRY_AFTER_MAX_S``; None when absent or
+    unreadable (the backoff applies then)."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        seconds = float(text)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - now).total_seconds())
+    return min(seconds, RETRY_AFTER_MAX_S)
+
+
+def backoff_s(base_s: float, attempt: int, rng: random.Random | None = None) -> float:
+    """The wait after failed attempt ``attempt`` (1, 2, ...): ``base_s`` doubled per
+    attempt, of which a random half (jitter), so that senders that failed together
+    do not all retry at the same moment."""
+    ceiling = base_s * 2 ** (attempt - 1)
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 def _ids(table: pa.Table) -> list[str]:
