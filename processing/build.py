@@ -10,6 +10,18 @@ new one is complete, and a failed build leaves no trace but its row in ``builds`
 Re-running an as-of date replaces its dated rows. ``customer_profiles``, ``orders``
 and ``customer_rolling_windows`` always hold the build with the latest as-of; a backfill
 of an earlier date writes only the dated history tables.
+
+``builds.status`` says how far a build got. ``running`` while it computes; then, in
+the publish transaction itself, ``succeeded`` — or ``publishing`` when the analyst
+database and report are still to be written (:mod:`cdp.processing.pipeline`), which
+ends ``succeeded`` or ``publish_failed``. ``failed`` means nothing of it was written.
+A process killed mid-build leaves ``running`` or ``publishing`` behind; only one
+process can hold the database for writing and ``cdp run`` builds one at a time, so
+a build that finds such a row when it starts marks it (:func:`mark_interrupted_builds`):
+``running`` becomes ``interrupted`` (nothing written), ``publishing`` becomes
+``publish_failed`` (its tables are live, its analyst copy is not). The builds whose
+tables the live database holds are those in ``LIVE_BUILD_STATUSES``: the latest of
+them is "the latest build" for later builds and for exports.
 """
 
 from __future__ import annotations
@@ -49,6 +61,24 @@ from cdp.settings import Settings
 from cdp.storage.database import execute_script, transaction
 
 log = logging.getLogger(__name__)
+
+# Statuses of builds whose tables were written to the live database.
+LIVE_BUILD_STATUSES = ("succeeded", "publishing", "publish_failed")
+
+# How builds.message ends when the analyst database was not published.
+_NOT_PUBLISHED = "analyst database not published: "
+
+_MARK_INTERRUPTED = """
+UPDATE builds
+SET status = CASE status WHEN 'running' THEN 'interrupted' ELSE 'publish_failed' END,
+    finished_at = $now,
+    message = CASE status
+        WHEN 'running' THEN $interrupted
+        ELSE concat_ws('; ', message, $not_published)
+    END
+WHERE status IN ('running', 'publishing')
+RETURNING build_id, status
+"""
 
 _PUBLISH_HISTORY = """
 DELETE FROM profile_history WHERE as_of = $as_of_date;
@@ -106,19 +136,45 @@ def end_of_day(day: date) -> datetime:
     )
 
 
+def mark_interrupted_builds(con: duckdb.DuckDBPyConnection) -> int:
+    """Record the builds a killed process left unfinished (see the module's docstring);
+    return how many. Every build starts with it; it must never run while a build of
+    this process is under way."""
+    marked = con.execute(
+        _MARK_INTERRUPTED,
+        {
+            "now": datetime.now(UTC),
+            "interrupted": "interrupted: its process ended before the build was written "
+            "(finished_at is when a later build noticed); nothing of it was kept",
+            "not_published": f"{_NOT_PUBLISHED}interrupted: its process ended while "
+            "writing it (finished_at is when a later build noticed)",
+        },
+    ).fetchall()
+    for build_id, status in marked:
+        log.warning(
+            "build %d was left unfinished by a process that ended: now %s", build_id, status
+        )
+    return len(marked)
+
+
 def run_build(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
     as_of: datetime | None = None,
     segments: SegmentConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    *,
+    analyst_publish_follows: bool = False,
 ) -> BuildReport:
     """Build profiles as of ``as_of`` (default now). ``segments`` defaults to the
     configured segments file, loaded (and so checked) before any work starts;
-    ``progress`` is told the name of each stage as it starts."""
+    ``progress`` is told the name of each stage as it starts. With
+    ``analyst_publish_follows`` a build that becomes current is left ``publishing``,
+    for the caller to finish with :func:`finish_publishing`."""
     say = progress or (lambda stage: None)
     started = time.monotonic()
     segments = segments or load_segment_config(settings)
+    mark_interrupted_builds(con)
     now = datetime.now(UTC)
     as_of = as_of or now
     build_id = con.execute(
@@ -151,37 +207,57 @@ def run_build(
         )  # fmt: skip
         memberships = compute_segments(con, segments, as_of)
         unconverted = unconverted_orders(con)
+        message = f"{identity.merges} merges; BG/NBD {models.bgnbd.message}; Gamma-Gamma {models.gamma_gamma.message}"  # noqa: E501
+        if unconverted:
+            message += f"; {unconverted} orders in currencies without an exchange rate left out"
         say("publish")
         with transaction(con):
             apply_identities(con, now)
             _record_models(con, as_of, models)
             execute_script(con, _PUBLISH_HISTORY, {"as_of_date": as_of.date()})
             latest = con.execute(
-                "SELECT max(as_of) FROM builds WHERE status = 'succeeded'"
+                "SELECT max(as_of) FROM builds WHERE list_contains($live, status)",
+                {"live": list(LIVE_BUILD_STATUSES)},
             ).fetchall()[0][0]
             publish_current = latest is None or as_of >= latest
             if publish_current:
                 execute_script(con, _PUBLISH_CURRENT, {"columns": profile_column_names(con)})
                 publish_segments(con, segments, as_of)
+            # In the same transaction: the status says whether the tables are written.
+            publishing = publish_current and analyst_publish_follows
+            _finish(con, build_id, "publishing" if publishing else "succeeded", customers, message)
     except BaseException as exc:
         _finish(con, build_id, "failed", None, f"{type(exc).__name__}: {exc}")
         raise
-    message = f"{identity.merges} merges; BG/NBD {models.bgnbd.message}; Gamma-Gamma {models.gamma_gamma.message}"  # noqa: E501
-    if unconverted:
-        message += f"; {unconverted} orders in currencies without an exchange rate left out"
-    _finish(con, build_id, "succeeded", customers, message)
     return BuildReport(
         build_id, as_of, customers, identity, models, unconverted, publish_current,
         memberships, time.monotonic() - started,
     )  # fmt: skip
 
 
+def finish_publishing(
+    con: duckdb.DuckDBPyConnection, build_id: int, error: BaseException | None = None
+) -> None:
+    """End a ``publishing`` build: ``succeeded``, or ``publish_failed`` with ``error``
+    added to its message."""
+    failure = None if error is None else f"{_NOT_PUBLISHED}{type(error).__name__}: {error}"
+    con.execute(
+        "UPDATE builds SET finished_at = current_timestamp,"
+        " status = CASE WHEN $failure IS NULL THEN 'succeeded' ELSE 'publish_failed' END,"
+        " message = concat_ws('; ', message, $failure)"
+        " WHERE build_id = $id AND status = 'publishing'",
+        {"failure": failure, "id": build_id},
+    )
+
+
 def _finish(
     con: duckdb.DuckDBPyConnection, build_id: int, status: str, customers: int | None, message: str
 ) -> None:
+    """``publishing`` is not finished yet: no finished_at."""
     con.execute(
-        "UPDATE builds SET finished_at = current_timestamp, status = $status,"
-        " customers = $customers, message = $message WHERE build_id = $id",
+        "UPDATE builds SET status = $status, customers = $customers, message = $message,"
+        " finished_at = CASE WHEN $status = 'publishing' THEN NULL ELSE current_timestamp END"
+        " WHERE build_id = $id",
         {"status": status, "customers": customers, "message": message, "id": build_id},
     )
 

@@ -13,6 +13,14 @@ destination's confirmations (per batch for webhooks), in a transaction, so a
 destination that fails keeps its diff for the next run and one failing destination
 never blocks the others. Re-running an export for an as-of a destination already
 took is skipped, so nothing is sent twice and files stay as they were written.
+
+A process killed mid-export leaves its ``export_runs`` rows ``running`` and, for file
+destinations, hidden staging folders of member files. Only one process can hold the
+database for writing, and ``cdp run`` exports after its build under the build lock,
+so a ``running`` row an export finds when it starts is a dead process's: each export
+begins with :func:`clean_up_interrupted_exports`, which marks those rows
+``interrupted`` and deletes those folders. What a killed run had confirmed stays in
+``export_state``; the rest is in the next diff.
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdp.errors import ExportError
-from cdp.processing.build import end_of_day
-from cdp.processing.destinations import Delivery, deliver
+from cdp.processing.build import LIVE_BUILD_STATUSES, end_of_day
+from cdp.processing.destinations import Delivery, deliver, remove_staging_leftovers
 from cdp.processing.segment_config import Segment, SegmentConfig
 from cdp.settings import Settings
 from cdp.storage.database import execute_script, transaction
@@ -89,6 +97,12 @@ WHERE destination = $destination AND segment = $segment
 """
 
 
+_INTERRUPTED = (
+    "interrupted: its process ended during the export (finished_at is when a later "
+    "start noticed); what the destination confirmed is kept, the rest is in the next diff"
+)
+
+
 @dataclass(frozen=True)
 class ExportResult:
     destination: str
@@ -127,9 +141,10 @@ def run_export(
 
     ``only_customers`` restricts the diff to those customers and does not skip
     as-ofs already exported (used by ``cdp forget`` to send exits at once)."""
+    out_dir = out_dir or settings.export.out_dir
+    clean_up_interrupted_exports(con, settings, config, out_dir)
     moment = _export_moment(con, as_of)
     day = moment.date() if as_of is None else as_of
-    out_dir = out_dir or settings.export.out_dir
     wanted = set(destinations) if destinations is not None else None
     if wanted is not None and (unknown := wanted - set(config.destinations)):
         raise ExportError(
@@ -155,8 +170,42 @@ def run_export(
     return ExportReport(day, results)
 
 
+def clean_up_interrupted_exports(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    config: SegmentConfig,
+    out_dir: Path | None = None,
+) -> tuple[int, list[Path]]:
+    """Mark the export runs a killed process left ``running`` as ``interrupted`` and
+    delete the staging folders its file deliveries left (they hold member files);
+    return how many runs, and which folders.
+
+    Every export starts with it; the service can call it once when it starts. It
+    must run only in the process that holds the database for writing, and never
+    while an export of that process is under way."""
+    runs = con.execute(
+        "UPDATE export_runs SET status = 'interrupted', finished_at = $now, message = $message "
+        "WHERE status = 'running' RETURNING export_run_id, destination, segment",
+        {"now": datetime.now(UTC), "message": _INTERRUPTED},
+    ).fetchall()
+    for run_id, destination, segment in runs:
+        log.warning(
+            "export run %d (%s to %s) was interrupted: its process ended", run_id, segment,
+            destination,
+        )  # fmt: skip
+    removed = remove_staging_leftovers(
+        config.destinations.values(), out_dir or settings.export.out_dir
+    )
+    for folder in removed:
+        log.warning("removed %s, left by an interrupted export", folder)
+    return len(runs), removed
+
+
 def _export_moment(con: duckdb.DuckDBPyConnection, as_of: date | None) -> datetime:
-    rows = con.execute("SELECT max(as_of) FROM builds WHERE status = 'succeeded'").fetchall()
+    rows = con.execute(
+        "SELECT max(as_of) FROM builds WHERE list_contains($live, status)",
+        {"live": list(LIVE_BUILD_STATUSES)},
+    ).fetchall()
     latest = rows[0][0]
     if latest is None:
         raise ExportError("nothing to export yet: no build has succeeded (run `cdp build`)")

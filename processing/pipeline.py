@@ -1,8 +1,14 @@
 """A build as the service runs it: build, then publish the analyst database and the
-report for it. Used by ``cdp build``, ``cdp run``'s jobs and ``cdp demo`` alike."""
+report for it. Used by ``cdp build``, ``cdp run``'s jobs and ``cdp demo`` alike.
+
+The build's row stays ``publishing`` until both are written, then says
+``succeeded``, or ``publish_failed`` with the error (which still reaches the caller).
+Each build first clears what a killed one left: see :func:`clean_up_interrupted_builds`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,11 +16,23 @@ from pathlib import Path
 
 import duckdb
 
-from cdp.processing.build import BuildReport, run_build
+from cdp.processing.build import (
+    BuildReport,
+    finish_publishing,
+    mark_interrupted_builds,
+    run_build,
+)
 from cdp.processing.report import write_report
 from cdp.processing.segment_config import SegmentConfig
 from cdp.settings import Settings
-from cdp.storage.analyst import AnalystPublish, analyst_path, publish_analyst_database
+from cdp.storage.analyst import (
+    AnalystPublish,
+    analyst_path,
+    publish_analyst_database,
+    remove_publish_leftovers,
+)
+
+log = logging.getLogger(__name__)
 
 # Stages a build reports: six of the build, then the analyst database and the report.
 STAGES = 8
@@ -32,6 +50,18 @@ def report_path(settings: Settings) -> Path:
     return analyst_path(settings).with_name(f"{settings.storage.db_path.stem}.report.html")
 
 
+def clean_up_interrupted_builds(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[Path]:
+    """Mark the builds a killed process left unfinished and delete the files its
+    analyst publish left (a partial snapshot copy — personal data — and events parts
+    no snapshot names); return the files and folders deleted.
+
+    Every build starts with it; the service can call it once when it starts. It must
+    run only in the process that holds the live database for writing, and never while
+    a build or publish of that process is under way."""
+    mark_interrupted_builds(con)
+    return remove_publish_leftovers(settings)
+
+
 def build_and_publish(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -41,10 +71,20 @@ def build_and_publish(
 ) -> PublishedBuild:
     """``progress`` hears the name of each of the ``STAGES`` stages as it starts."""
     say = progress or (lambda stage: None)
-    build = run_build(con, settings, as_of, segments, progress=say)
+    clean_up_interrupted_builds(con, settings)
+    build = run_build(con, settings, as_of, segments, progress=say, analyst_publish_follows=True)
     if not build.published_current:  # a backfill changes history tables only
         return PublishedBuild(build, None, None)
-    say("analyst database")
-    analyst = publish_analyst_database(con, settings)
-    say("report")
-    return PublishedBuild(build, analyst, write_report(analyst.path, report_path(settings)))
+    try:
+        say("analyst database")
+        analyst = publish_analyst_database(con, settings)
+        say("report")
+        report = write_report(analyst.path, report_path(settings))
+    except BaseException as exc:
+        try:
+            finish_publishing(con, build.build_id, exc)
+        except Exception:  # the publish's error is the one to raise; the row stays
+            log.exception("could not record build %d as publish_failed", build.build_id)
+        raise
+    finish_publishing(con, build.build_id)
+    return PublishedBuild(build, analyst, report)

@@ -14,6 +14,10 @@ destinations list them in the ``exited`` files of the next export. Until a
 destination confirmed the exit, ``export_state`` keeps only the customer id and the
 hashed email and phone — what an ad platform needs to remove them from an audience.
 
+Copies a killed process left are deleted first: a publish's staging copy of the
+analyst snapshot (the customer is in it) and, when the exits go out, the staging
+folders of file exports (``cdp forget`` republishes the analyst database itself).
+
 Left as they are: dead letters (raw bytes that never became events) and files
 already written by earlier exports.
 """
@@ -27,10 +31,12 @@ import duckdb
 import pyarrow as pa
 
 from cdp.errors import ConfigError
-from cdp.processing.export import ExportReport, run_export
+from cdp.processing.build import LIVE_BUILD_STATUSES
+from cdp.processing.export import ExportReport, clean_up_interrupted_exports, run_export
 from cdp.processing.identity import resolve_customer_id
 from cdp.processing.segment_config import SegmentConfig
 from cdp.settings import Settings
+from cdp.storage.analyst import remove_publish_leftovers
 from cdp.storage.database import execute_script, transaction
 
 _FORGET = """
@@ -108,6 +114,7 @@ def forget_customer(
     con: duckdb.DuckDBPyConnection, settings: Settings, config: SegmentConfig, customer: str
 ) -> ForgetReport:
     customer_id = find_customer(con, customer)
+    remove_publish_leftovers(settings)
     ids = [customer_id] + [
         row[0]
         for row in con.execute(
@@ -128,10 +135,15 @@ def forget_customer(
     finally:
         con.unregister("forget_identifiers")
         con.unregister("forget_customers")
-    has_build = con.execute("SELECT count(*) FROM builds WHERE status = 'succeeded'").fetchall()
+    has_build = con.execute(
+        "SELECT count(*) FROM builds WHERE list_contains($live, status)",
+        {"live": list(LIVE_BUILD_STATUSES)},
+    ).fetchall()
     exits = None
     if has_build[0][0]:
         exits = run_export(
             con, settings, config, only_customers=ids, destination_types=("kafka", "webhook")
         )
+    else:
+        clean_up_interrupted_exports(con, settings, config)
     return ForgetReport(customer_id, identifiers.num_rows, int(deleted), exits)

@@ -13,11 +13,17 @@ that keeps a connection open across a publish keeps reading the snapshot it open
 ``events``, most of the data, is a view over Parquet parts in a folder beside the
 file, each publish adding a part with the events received since the previous one
 (see :mod:`cdp.storage.analyst_events`).
+
+A publish killed midway leaves its hidden ``.<name>.tmp-<pid>`` file (a copy of the
+previous snapshot, personal data included) and events parts no snapshot names;
+:func:`remove_publish_leftovers` deletes them when the next publish (or build, or
+``cdp forget``) starts.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -32,6 +38,7 @@ from cdp.storage.analyst_events import (
     events_view,
     part_names,
     parts_bytes,
+    remove_unnamed_parts,
     retire_parts,
     write_event_parts,
 )
@@ -162,9 +169,8 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
     target = analyst_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = events_folder(target)
+    remove_publish_leftovers(settings)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    for leftover in (staging, staging.with_name(staging.name + ".wal")):
-        leftover.unlink(missing_ok=True)
     previous = _previous_snapshot(target, _schema_version(con))
     if previous is not None:
         shutil.copyfile(target, staging)
@@ -224,6 +230,47 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
         target, target.stat().st_size + parts_bytes(folder), time.monotonic() - started,
         tuple(incremental),
     )  # fmt: skip
+
+
+def remove_publish_leftovers(settings: Settings) -> list[Path]:
+    """Delete what killed publishes left beside the analyst database — staging files
+    (and their WAL) of any process id, and events parts the snapshot in place does
+    not need — and return them. When the snapshot cannot be read, its parts are left
+    alone (the next publish rewrites them all and deletes the rest).
+
+    Only the process that holds the live database for writing publishes, so when it
+    starts a publish, build or forget, nothing else is writing them."""
+    target = analyst_path(settings)
+    if not target.parent.is_dir():
+        return []
+    staging = re.compile(rf"^\.{re.escape(target.name)}\.tmp-\d+(\.wal)?$")
+    removed = []
+    for leftover in sorted(target.parent.iterdir()):
+        if staging.match(leftover.name) and leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    in_place = _snapshot_parts(target)
+    if in_place is not None:
+        named, incremental = in_place
+        removed += remove_unnamed_parts(events_folder(target), named, keep_older=incremental)
+    return removed
+
+
+def _snapshot_parts(path: Path) -> tuple[tuple[str, ...], bool] | None:
+    """The events parts the snapshot at ``path`` names, and whether it added them to
+    its predecessor's; no parts without a snapshot; None when it cannot be read."""
+    if not path.exists():
+        return (), False
+    try:
+        with duckdb.connect(str(path), read_only=True) as snapshot:
+            rows = snapshot.execute(
+                "SELECT event_parts, list_contains(incremental_tables, 'events') FROM publish_info"
+            ).fetchall()
+    except duckdb.Error:
+        return None
+    if not rows:
+        return None
+    return tuple(rows[0][0]), bool(rows[0][1])
 
 
 def _copy_whole(con: duckdb.DuckDBPyConnection, table: str) -> None:

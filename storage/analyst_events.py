@@ -17,6 +17,11 @@ which a reader may still have open — is replaced too; except after a full rewr
 go at once: a forgotten customer's events must not outlive the publish. A reader
 holding an older snapshot than that gets an error naming the missing file, and
 reconnects.
+
+A publish killed before its snapshot replaced the previous one leaves the parts it
+wrote, which no snapshot names; one killed just after, the parts it would have
+deleted. :func:`remove_unnamed_parts` deletes both kinds when the next publish or
+build starts.
 """
 
 from __future__ import annotations
@@ -111,12 +116,32 @@ def retire_parts(folder: Path, keep: Iterable[str]) -> None:
             shutil.rmtree(part, ignore_errors=True)
 
 
+def remove_unnamed_parts(folder: Path, named: Iterable[str], keep_older: bool) -> list[Path]:
+    """Delete the parts in ``folder`` that ``named`` (the parts of the snapshot in
+    place) leaves out, and return them. With ``keep_older`` — the snapshot added to its
+    predecessor's parts, which a reader may still hold — only those numbered above its
+    own parts: every publish numbers its parts after all there are, so those were
+    written by a publish that did not finish."""
+    kept = {_part_of(f) for f in named}
+    newest = max((_number(p) for p in kept), default=0)
+    removed = []
+    for part in sorted(_part_dirs(folder)):
+        if part.name not in kept and (not keep_older or _number(part.name) > newest):
+            shutil.rmtree(part, ignore_errors=True)
+            removed.append(part)
+    return removed
+
+
+def _number(part: str) -> int:
+    return int(part.removeprefix("part-"))
+
+
 def _write_part(
     con: duckdb.DuckDBPyConnection, folder: Path, query: str, params: dict[str, object]
 ) -> tuple[int, Path, tuple[str, ...]]:
     """COPY ``query`` into a new part; (rows, the part, its files). A query without
     rows still leaves one file, which carries the schema."""
-    numbers = [int(p.name.removeprefix("part-")) for p in _part_dirs(folder)]
+    numbers = [_number(p.name) for p in _part_dirs(folder)]
     part = folder / f"part-{max(numbers, default=0) + 1:06d}"
     rows = con.execute(
         f"COPY ({query}) TO {sql_string(str(part))} ({_COPY_OPTIONS})", params

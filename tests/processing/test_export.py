@@ -281,3 +281,34 @@ def test_the_backoff_grows_exponentially_with_jitter():
         ceiling = 0.5 * 2 ** (attempt - 1)
         assert all(ceiling / 2 <= d <= ceiling for d in drawn)
         assert len(set(drawn)) > 40  # spread out, not one fixed delay
+
+
+def test_an_export_cleans_up_what_a_killed_export_left(memory_db, tmp_path):
+    folder = _first_export(memory_db, tmp_path, "files", "segments")
+    # What a kill -9 leaves: a 'running' row, and hidden folders holding personal data —
+    # a half-written staging folder, or the previous folder retired during the swap.
+    memory_db.execute(
+        "INSERT INTO export_runs (destination, segment, as_of, started_at, status) "
+        "VALUES ('files', 'recent', $day, $at, 'running')",
+        {"day": T2.date(), "at": T2},
+    )
+    leftovers = [
+        folder.parent / f".{T2.date().isoformat()}.tmp-k1ll3d_x",
+        folder.parent / f".{AS_OF.date().isoformat()}.old-1a2b3c4d",
+        tmp_path / "audiences" / "gone_segment" / f".{T2.date().isoformat()}.tmp-abc123",
+    ]
+    for leftover in leftovers:
+        leftover.mkdir(parents=True)
+        (leftover / "members.csv").write_text("customer_id,email\nc1,ann@example.com\n")
+    unrelated = folder.parent / ".notes"
+    unrelated.mkdir()
+    # An export to another destination cleans up too: the folders may hold personal data.
+    _export(memory_db, _config(), tmp_path, destinations=["audiences"])
+    assert [p for p in leftovers if p.exists()] == []
+    assert unrelated.exists() and (folder / "manifest.json").exists()
+    status, finished, message = memory_db.execute(
+        "SELECT status, finished_at, message FROM export_runs WHERE as_of = $day",
+        {"day": T2.date()},
+    ).fetchall()[0]
+    assert status == "interrupted" and finished is not None
+    assert "interrupted" in message

@@ -100,3 +100,21 @@ def test_forget_deletes_everything_sends_exits_and_keeps_the_customer_out(memory
 def test_forgetting_an_unknown_customer_names_it(memory_db):
     with pytest.raises(ConfigError, match="customer 'cus_nobody': not a known customer id"):
         forget_customer(memory_db, settings(), _config("http://127.0.0.1:9/"), "cus_nobody")
+
+
+def test_forget_removes_the_staging_copies_a_killed_publish_or_export_left(memory_db, tmp_path):
+    # A killed publish copies the previous snapshot (the customer in it) to a hidden
+    # file; a killed export leaves a hidden folder of member files. Neither may outlive
+    # a forget, even with no analyst database to republish.
+    live = settings(storage={"db_path": tmp_path / "live.duckdb"}, export={"out_dir": tmp_path})
+    _ann_and_bob(memory_db)
+    config = _config("http://127.0.0.1:9/")
+    run_build(memory_db, live, AS_OF, config)
+    snapshot_copy = tmp_path / ".live.analyst.duckdb.tmp-4242"
+    snapshot_copy.write_bytes(b"ann@example.com")
+    staging = tmp_path / "audiences" / "buyers" / ".2026-06-30.tmp-ab12cd"
+    staging.mkdir(parents=True)
+    (staging / "audience_full.csv").write_text("email,phone\nann-sha,\n")
+    forget_customer(memory_db, live, config, "user:ann")
+    assert not snapshot_copy.exists()
+    assert not staging.exists()

@@ -1,0 +1,101 @@
+"""A build as the service runs it: what ``builds`` records when the analyst publish
+fails or a process died mid-build, and what a killed publish leaves behind."""
+
+from datetime import timedelta
+
+import pytest
+
+from cdp.processing import pipeline
+from cdp.processing.export import run_export
+from cdp.processing.pipeline import build_and_publish, clean_up_interrupted_builds
+from cdp.processing.segment_config import load_segment_config
+from cdp.settings import Settings
+from cdp.storage.analyst_events import events_folder
+from cdp.storage.database import connect
+from tests.processing.store import AS_OF, days_ago, order, store
+
+
+def _settings(tmp_path) -> Settings:
+    return Settings(storage={"db_path": tmp_path / "live.duckdb"}, export={"out_dir": tmp_path})
+
+
+def _builds(con) -> list[tuple]:
+    return con.execute(
+        "SELECT status, finished_at IS NOT NULL, message FROM builds ORDER BY build_id"
+    ).fetchall()
+
+
+def test_a_build_whose_analyst_publish_fails_is_recorded_so_and_stays_the_latest(
+    tmp_path, monkeypatch
+):
+    settings = _settings(tmp_path)
+    segments = load_segment_config(settings)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        build_and_publish(con, settings, segments, AS_OF)
+        store(con, order("bob", days_ago(1), "10"))
+
+        def fail(con, settings):
+            raise RuntimeError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "publish_analyst_database", fail)
+            with pytest.raises(RuntimeError, match="disk full"):
+                build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+        recorded = _builds(con)[1]
+        # Its profiles are in the live database: a backfill of an earlier date must not
+        # replace them, and exports take its memberships.
+        backfill = build_and_publish(con, settings, segments, AS_OF - timedelta(days=1))
+        exported = run_export(con, settings, segments)
+        profiles = con.execute("SELECT count(*) FROM customer_profiles").fetchall()
+    status, finished, message = recorded
+    assert status == "publish_failed" and finished
+    assert "analyst database not published: RuntimeError: disk full" in message
+    assert not backfill.build.published_current
+    assert profiles == [(2,)]
+    assert exported.as_of == (AS_OF + timedelta(days=1)).date()
+
+
+def test_builds_a_killed_process_left_unfinished_are_marked_at_the_next_build(tmp_path):
+    settings = _settings(tmp_path)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        # A process killed while computing leaves 'running'; one killed while writing the
+        # analyst database, after the build's own tables were written, 'publishing'.
+        for status in ("running", "publishing"):
+            con.execute(
+                "INSERT INTO builds (as_of, started_at, status, message) "
+                "VALUES ($at, $at, $status, '2 merges')",
+                {"at": AS_OF, "status": status},
+            )
+        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
+        builds = _builds(con)
+    assert [(status, finished) for status, finished, _ in builds] == [
+        ("interrupted", True), ("publish_failed", True), ("succeeded", True),
+    ]  # fmt: skip
+    assert builds[0][2].startswith("interrupted:")
+    assert builds[1][2].startswith("2 merges; analyst database not published: interrupted")
+
+
+def test_files_a_killed_publish_left_are_removed(tmp_path):
+    settings = _settings(tmp_path)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        first = build_and_publish(con, settings, load_segment_config(settings), AS_OF)
+        target = first.analyst.path
+        parts = sorted(p.name for p in events_folder(target).iterdir())
+        # A publish killed by another process (pid 999999): its snapshot file and WAL,
+        # and an events part newer than any the snapshot names.
+        staging = target.with_name(f".{target.name}.tmp-999999")
+        for leftover in (staging, staging.with_name(staging.name + ".wal")):
+            leftover.write_bytes(b"half a snapshot, with personal data")
+        orphan = events_folder(target) / "part-000009"
+        orphan.mkdir()
+        (orphan / "data_0.parquet").write_bytes(b"events")
+        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+        assert sorted(p.name for p in events_folder(target).iterdir()) == parts
+        # The same, on its own: what the service calls when it starts.
+        staging.write_bytes(b"half a snapshot")
+        assert clean_up_interrupted_builds(con, settings) == [staging]
+        assert not staging.exists()
