@@ -52,14 +52,20 @@ def report_path(settings: Settings) -> Path:
 
 def clean_up_interrupted_builds(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[Path]:
     """Mark the builds a killed process left unfinished and delete the files its
-    analyst publish left (a partial snapshot copy — personal data — and events parts
-    no snapshot names); return the files and folders deleted.
+    publish left (a partial analyst snapshot copy — personal data — events parts no
+    snapshot names, a half-written report); return the files and folders deleted.
 
     Every build starts with it; the service can call it once when it starts. It must
     run only in the process that holds the live database for writing, and never while
     a build or publish of that process is under way."""
     mark_interrupted_builds(con)
-    return remove_publish_leftovers(settings)
+    removed = remove_publish_leftovers(settings)
+    report = report_path(settings)
+    half_written = report.with_name(f".{report.name}.tmp")  # write_report's staging file
+    if half_written.is_file():
+        half_written.unlink()
+        removed.append(half_written)
+    return removed
 
 
 def build_and_publish(

@@ -97,5 +97,7 @@ def test_files_a_killed_publish_left_are_removed(tmp_path):
         assert sorted(p.name for p in events_folder(target).iterdir()) == parts
         # The same, on its own: what the service calls when it starts.
         staging.write_bytes(b"half a snapshot")
-        assert clean_up_interrupted_builds(con, settings) == [staging]
-        assert not staging.exists()
+        report = tmp_path / ".live.report.html.tmp"
+        report.write_text("<html>half a report")
+        assert clean_up_interrupted_builds(con, settings) == [staging, report]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
