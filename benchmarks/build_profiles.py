@@ -34,6 +34,7 @@ from threadpoolctl import threadpool_limits
 
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
+from cdp.ingest.validation import ValidationLimits
 from cdp.processing import clv_models
 from cdp.processing.build import end_of_day
 from cdp.processing.clv import fit_models, summarize_purchases
@@ -91,7 +92,7 @@ def main() -> None:
             )
         started = time.perf_counter()
         with connect(db) as con:
-            stats = load_file(con, source, max_event_bytes=262144)
+            stats = load_file(con, source, limits=ValidationLimits())
         print(
             f"load:     {stats.stored:,} events in {time.perf_counter() - started:.0f} s "
             f"({stats.stored / (time.perf_counter() - started):,.0f}/s)"

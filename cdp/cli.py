@@ -123,11 +123,12 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
 def _load(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.loader import load_file
+    from cdp.ingest.validation import ValidationLimits
     from cdp.storage.database import connect
 
     with connect(settings.storage.db_path) as con, Progress("load", unit="events") as bar:
         stats = load_file(
-            con, args.file, max_event_bytes=settings.ingest.max_event_bytes,
+            con, args.file, limits=ValidationLimits.from_settings(settings.ingest),
             progress=lambda stats: bar.update(stats.consumed),
         )  # fmt: skip
     _print_stats(stats)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import duckdb
 
 from cdp.ingest.events import Family
-from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.ingest.validation import RawMessage, ValidationLimits, validate_batch
 from cdp.settings import Settings
 from cdp.storage.event_store import resolve_replayed
 
@@ -78,7 +78,8 @@ def replay_dead_letters(
     family_by_topic = {
         topic: Family(family) for family, topic in settings.topics.by_family().items()
     }
-    validated = validate_batch(messages, family_by_topic, settings.ingest.max_event_bytes)
+    limits = ValidationLimits.from_settings(settings.ingest)
+    validated = validate_batch(messages, family_by_topic, limits)
     stored, _duplicates = resolve_replayed(con, validated.events, validated.dead_letters)
     return ReplayReport(
         examined=len(messages),

@@ -10,7 +10,12 @@ in our canonical form. Both validate into one :class:`Event`:
 - ``timestamp`` must carry a time zone: a naive time is ambiguous across stores;
 - money (``price``, ``total``, ``revenue``, ``discount``) is ``Decimal`` so that
   totals add up exactly; ``currency`` is an ISO 4217 code per event (USD when absent,
-  as in the Segment Spec).
+  as in the Segment Spec);
+- a value that becomes a typed column must fit it: money fits ``DECIMAL(18, 4)`` and
+  a quantity ``INTEGER`` (storage/migrations), since DuckDB would store a value that
+  does not fit as NULL. The columns are read from the payload by DuckDB, a second
+  parser; ``cdp.ingest.validation`` also rejects the JSON on which the two could
+  disagree (repeated keys, NaN and Infinity).
 
 The schema is written as pydantic-validated ``TypedDict``s rather than ``BaseModel``s:
 validation then builds plain dicts instead of one Python object per nested level,
@@ -35,6 +40,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 
@@ -97,8 +103,24 @@ REQUIRED_PROPERTIES: dict[str, tuple[str, ...]] = {
     "order_cancelled": ("order_id",),
 }
 
+# The largest value of an INTEGER column (events.quantity; a line's quantity is read
+# as INTEGER when builds sum an order's units).
+INTEGER_MAX = 2**31 - 1
+
+
+def _fits_integer_column(value: int) -> int:
+    if value > INTEGER_MAX:
+        raise PydanticCustomError(
+            "does_not_fit",
+            "{value} does not fit (at most {limit})",
+            {"value": value, "limit": INTEGER_MAX},
+        )
+    return value
+
+
+# DECIMAL(18, 4): pydantic also bounds the digits before the point (18 - 4 = 14).
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
-Quantity = Annotated[int, Field(ge=0)]
+Quantity = Annotated[int, Field(ge=0), AfterValidator(_fits_integer_column)]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_upper=True)]
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 

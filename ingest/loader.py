@@ -21,6 +21,7 @@ from cdp.ingest.consumer import IngestStats
 from cdp.ingest.validation import (
     PartitionSlice,
     ValidatedBatch,
+    ValidationLimits,
     start_validator_process,
     validate_slices,
 )
@@ -33,11 +34,20 @@ def load_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
     *,
-    max_event_bytes: int,
+    limits: ValidationLimits | None = None,
     progress: Callable[[IngestStats], None] | None = None,
+    max_event_bytes: int | None = None,
 ) -> IngestStats:
     """Load ``path``; the next batch is validated (in the validator process) while the
-    current one is written, as in ``cdp ingest``."""
+    current one is written, as in ``cdp ingest``.
+
+    ``limits`` are ``ValidationLimits.from_settings(settings.ingest)``. (Transition:
+    a caller not yet changed passes ``max_event_bytes`` alone, with default bounds.)
+    """
+    if limits is None:
+        if max_event_bytes is None:
+            raise TypeError("load_file() needs limits=ValidationLimits(...)")
+        limits = ValidationLimits(max_event_bytes=max_event_bytes)
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:
@@ -47,7 +57,7 @@ def load_file(
     with handle, start_validator_process() as validator:
         in_flight: deque[Future[ValidatedBatch]] = deque()
         for chunk in _chunks(handle, source):
-            in_flight.append(validator.submit(validate_slices, [chunk], {}, max_event_bytes))
+            in_flight.append(validator.submit(validate_slices, [chunk], {}, limits))
             if len(in_flight) > 1:
                 _store(con, in_flight.popleft().result(), stats, progress)
         while in_flight:

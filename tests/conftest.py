@@ -98,6 +98,7 @@ def published_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
     from cdp.ingest.generator import generate_store
     from cdp.ingest.loader import load_file
+    from cdp.ingest.validation import ValidationLimits
     from cdp.processing.pipeline import build_and_publish
     from cdp.processing.segment_config import load_segment_config
     from cdp.storage.database import connect
@@ -106,6 +107,7 @@ def published_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = Settings(storage={"db_path": folder / "store.duckdb"})
     generate_store(folder / "store.jsonl", customers=400, seed=11, end=date(2026, 11, 1))
     with connect(settings.storage.db_path) as con:
-        load_file(con, folder / "store.jsonl", max_event_bytes=settings.ingest.max_event_bytes)
+        limits = ValidationLimits.from_settings(settings.ingest)
+        load_file(con, folder / "store.jsonl", limits=limits)
         build_and_publish(con, settings, load_segment_config(settings))
     return settings

@@ -7,6 +7,7 @@ import pytest
 
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
+from cdp.ingest.validation import ValidationLimits
 from cdp.processing.build import run_build
 from tests.processing.store import AS_OF, days_ago, event, order, settings, store
 
@@ -137,7 +138,7 @@ def test_degenerate_stores_fall_back_without_nan(memory_db):
 def test_predictive_clv_is_fitted_on_a_synthetic_store(memory_db, tmp_path):
     source = tmp_path / "store.jsonl"
     generate_store(source, customers=600, seed=11, end=AS_OF.date())
-    load_file(memory_db, source, max_event_bytes=262144)
+    load_file(memory_db, source, limits=ValidationLimits())
     report = run_build(memory_db, settings(), AS_OF)
     assert report.models.bgnbd.converged, report.models.bgnbd.message
     assert report.models.gamma_gamma.converged, report.models.gamma_gamma.message

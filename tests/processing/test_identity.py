@@ -127,10 +127,11 @@ def test_a_synthetic_store_resolves_to_exactly_its_customers(memory_db, tmp_path
     # identity resolution (rightly) merged everyone sharing one.
     from cdp.ingest.generator import generate_store
     from cdp.ingest.loader import load_file
+    from cdp.ingest.validation import ValidationLimits
 
     source = tmp_path / "store.jsonl"
     generate_store(source, customers=10_500, seed=8, end=AS_OF.date())  # > 10,000: see above
-    load_file(memory_db, source, max_event_bytes=262144)
+    load_file(memory_db, source, limits=ValidationLimits())
     report = run_build(memory_db, settings(), AS_OF)
     assert report.customers == 10_500
     assert report.identity.merges == 0
