@@ -19,7 +19,10 @@ import pyarrow as pa
 from cdp.storage.database import transaction
 
 # Typed property columns come from the validated payload in one pass per row
-# (json_transform parses each payload once, not once per column).
+# (json_transform parses each payload once, not once per column). They must read what
+# validation read (cdp.ingest.validation rejects JSON the two parsers could read
+# differently), so identifiers are trimmed of exactly the characters that pydantic's
+# strip_whitespace removes (Unicode White_Space; DuckDB's trim() removes spaces only).
 _PAYLOAD_SHAPE = """{
     "context": {"channel": "VARCHAR", "locale": "VARCHAR", "device": {"type": "VARCHAR"},
                 "campaign": {"source": "VARCHAR", "medium": "VARCHAR", "name": "VARCHAR"}},
@@ -42,9 +45,9 @@ SELECT
     event_id, type, family, occurred_at, user_id, anonymous_id,
     p.context.channel, p.context.locale, p.context.device.type,
     p.context.campaign.source, p.context.campaign.medium, p.context.campaign.name,
-    trim(p.properties.product_id), p.properties.sku, p.properties.name, p.properties.category,
-    p.properties.price, p.properties.quantity,
-    trim(p.properties.cart_id), trim(p.properties.order_id),
+    trim(p.properties.product_id, $whitespace), p.properties.sku, p.properties.name,
+    p.properties.category, p.properties.price, p.properties.quantity,
+    trim(p.properties.cart_id, $whitespace), trim(p.properties.order_id, $whitespace),
     CASE WHEN family = 'purchase' THEN coalesce(p.properties.total, p.properties.revenue) END,
     p.properties.discount, p.properties.coupon,
     upper(coalesce(p.properties.currency, 'USD')),
@@ -54,6 +57,12 @@ FROM (
     SELECT *, json_transform(payload, '{_PAYLOAD_SHAPE}') AS p FROM incoming_events
 )
 """
+
+_WHITESPACE = "".join(
+    chr(code)
+    for code in (0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+                 0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
+)  # fmt: skip
 
 # Only on the rare path where some ids were already stored: record where the extra
 # copies came from (an identical re-delivery of the stored row itself is not a copy).
@@ -144,7 +153,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, events: pa.Table) -> tuple[int
         return 0, 0
     con.register("incoming_events", events)
     try:
-        stored = _count(con.execute(INSERT_EVENTS))
+        stored = _count(con.execute(INSERT_EVENTS, {"whitespace": _WHITESPACE}))
         duplicates = _count(con.execute(INSERT_DUPLICATES)) if stored < events.num_rows else 0
     finally:
         con.unregister("incoming_events")

@@ -1,6 +1,7 @@
 import pyarrow as pa
 import pytest
 
+from cdp.ingest.events import EVENT_ADAPTER
 from cdp.ingest.validation import RawMessage, validate_batch
 from cdp.storage.event_store import stored_offsets, write_batch
 from tests.helpers import encode, event, one_of_each_type
@@ -81,3 +82,54 @@ def test_a_failing_write_stores_neither_rows_nor_offsets(memory_db):
         )
     assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
     assert stored_offsets(memory_db, "g") == {}
+
+
+def test_typed_columns_hold_the_values_validation_read(memory_db):
+    # Lax but valid forms: numbers as text and text as numbers, lower-case currency,
+    # identifiers padded with whitespace that validation strips (tab, no-break space).
+    bodies = [
+        event(
+            "product_added", "lax-1",
+            properties={"product_id": "\tp-1\u00a0", "cart_id": "\u3000c-1\n", "price": 19.99,
+                        "quantity": "3", "currency": "eur"},
+        ),
+        event(
+            "order_completed", "lax-2",
+            properties={"order_id": " o-1\t", "revenue": "1e3", "discount": 0.5,
+                        "products": [{"product_id": "p", "quantity": 2.0}]},
+        ),
+        event(
+            "product_viewed", "lax-3",
+            properties={"product_id": "p-3", "price": "99999999999999.9999", "quantity": 2**31 - 1},
+        ),
+        *one_of_each_type(),
+    ]  # fmt: skip
+    batch = _batch(bodies)
+    assert batch.dead_letters.num_rows == 0, batch.dead_letters.to_pylist()
+    write_batch(memory_db, batch.events, batch.dead_letters)
+    columns = ("product_id", "cart_id", "order_id", "price", "quantity", "revenue", "discount",
+               "currency")  # fmt: skip
+    stored = {
+        row[0]: row[1:]
+        for row in memory_db.execute(
+            f"SELECT event_id, {', '.join(columns)} FROM events"
+        ).fetchall()
+    }
+    for body in bodies:
+        validated = EVENT_ADAPTER.validate_json(encode(body))
+        props = validated.get("properties") or {}
+        revenue = (
+            coalesce(props.get("total"), props.get("revenue"))
+            if validated["type"] in ("order_completed", "order_refunded", "order_cancelled")
+            else None
+        )
+        expected = (
+            props.get("product_id"), props.get("cart_id"), props.get("order_id"),
+            props.get("price"), props.get("quantity"), revenue, props.get("discount"),
+            props.get("currency") or "USD",
+        )  # fmt: skip
+        assert stored[validated["event_id"]] == expected, validated["event_id"]
+
+
+def coalesce(*values):
+    return next((value for value in values if value is not None), None)
