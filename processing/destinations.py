@@ -191,7 +191,12 @@ def _root(out_dir: Path, path: Path) -> Path:
     return path if path.is_absolute() else out_dir / path
 
 
-def remove_staging_leftovers(destinations: Iterable[object], out_dir: Path) -> list[Path]:
+def remove_staging_leftovers(
+    destinations: Iterable[
+        FilesDestination | AudienceDestination | KafkaDestination | WebhookDestination
+    ],
+    out_dir: Path,
+) -> list[Path]:
     """Delete the hidden folders a killed delivery left under each file destination
     (``files``, ``ad_audience``) of ``destinations``; return them.
 
