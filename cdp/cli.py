@@ -159,7 +159,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.scheduler import run_service
+    from cdp.service import run_service
     from cdp.storage.database import connect
 
     settings = _require_kafka(settings)
@@ -173,7 +173,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         flush=True,
     )
     with connect(settings.storage.db_path) as con:
-        stats = run_service(settings, con, stop)
+        stats = run_service(settings, con, stop, say=lambda line: print(line, flush=True))
     _print_stats(stats)
     return 0
 
@@ -448,6 +448,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "group_id": getattr(args, "group", None),
         },
         "storage": {"db_path": getattr(args, "db", None)},
+        "ingest": {"offset_reset": getattr(args, "offset_reset", None)},
     }
 
 
@@ -513,6 +514,14 @@ def _parser() -> argparse.ArgumentParser:
             help="Kafka brokers (kafka.bootstrap_servers)",
         )
 
+    def offset_reset_flag(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--offset-reset",
+            choices=("earliest", "latest"),
+            help="where to read a partition whose stored offset the broker no longer has "
+            "(ingest.offset_reset; by default ingest stops and says so)",
+        )
+
     def db_flag(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--db", type=Path, metavar="PATH", help="DuckDB file (storage.db_path)")
 
@@ -567,6 +576,7 @@ def _parser() -> argparse.ArgumentParser:
     kafka_flags(ingest)
     db_flag(ingest)
     ingest.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
+    offset_reset_flag(ingest)
     ingest.add_argument(
         "--until-idle",
         action="store_true",
@@ -577,6 +587,7 @@ def _parser() -> argparse.ArgumentParser:
     kafka_flags(run)
     db_flag(run)
     run.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
+    offset_reset_flag(run)
 
     build = command("build", _build, "build customer profiles, CLV, RFM and store KPIs")
     db_flag(build)

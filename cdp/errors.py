@@ -9,12 +9,18 @@ Hierarchy::
     ├── StorageError            the DuckDB database cannot be used as asked (terminal)
     │   └── SchemaVersionError  the database was written by a newer cdp
     ├── IngestError             ingestion cannot go on (terminal)
-    │   └── BrokerError         the bundled broker could not be started
+    │   ├── BrokerError         the bundled broker could not be started
+    │   └── OffsetOutOfRange    a stored offset lies outside its partition (the
+    │                           broker lost data, or retention deleted it unread);
+    │                           the message says how to reset (ingest.offset_reset)
+    ├── ServiceError            a part of `cdp run` died; the service exits non-zero
     ├── ExportError             an export cannot run as asked, e.g. nothing built yet
     │   └── DeliveryError       a destination did not confirm a delivery; its diff
     │                           is kept and sent at the next export
     └── TransientError          worth retrying as is: a broker not reachable yet,
-                                a lock held by another process
+        │                       a lock held by another process
+        └── DiskError           the disk is full or failed; retry once space is
+                                freed (nothing was half-written)
 
 Bad *events* are not exceptions: they are data, and land in ``dead_letters``
 with a reason (see ``cdp.ingest.validation``).
@@ -45,6 +51,14 @@ class BrokerError(IngestError):
     """The bundled local broker could not be started."""
 
 
+class OffsetOutOfRange(IngestError):
+    """A stored offset lies past its partition's end or before its start."""
+
+
+class ServiceError(CdpError):
+    """A part of the long-running service died; it must not go on half-alive."""
+
+
 class ExportError(CdpError):
     """An export cannot run as asked."""
 
@@ -55,3 +69,7 @@ class DeliveryError(ExportError):
 
 class TransientError(CdpError):
     """A failure that may go away if the same operation is retried."""
+
+
+class DiskError(TransientError):
+    """Writing a file failed for lack of space or an I/O error; nothing was half-written."""

@@ -35,4 +35,4 @@ def configure_logging(verbose: bool) -> None:
     if not verbose:
         # kafka-python logs its own recoverable hiccups (retries, slow IO-loop tasks)
         # as warnings; cdp reports what matters to the user itself.
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)

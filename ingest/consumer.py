@@ -18,6 +18,17 @@ How exactly-once holds (see also ``cdp.storage.event_store``):
    skipped or written by a consumer that may no longer own them.
 4. ``event_id`` is the primary key of ``events``: a message re-sent by a producer
    is stored once, and its extra copy is recorded in ``duplicate_events``.
+
+Riding out the broker (see the README's "Operating cdp"): kafka-python retries on
+its own, but some calls raise after their timeout. Every call to the broker here is
+bounded and caught; an unreachable broker is logged once when it goes and once when
+it is back, and ingest resumes from the stored offsets. Whether we caught up is
+decided from the fetch responses' high watermark together with a bounded ListOffsets
+probe (the bundled broker under-reports the log end in ListOffsets, real Kafka
+answers it exactly; the larger of the two is right on both). A stored offset past a
+partition's end (its data was lost) or before its start (retention) stops ingest
+with :class:`~cdp.errors.OffsetOutOfRange` unless ``ingest.offset_reset`` says
+what to do.
 """
 
 from __future__ import annotations
@@ -27,21 +38,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass, field
 
 import duckdb
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
-from cdp.errors import TransientError
+from cdp.errors import IngestError, OffsetOutOfRange, TransientError
 from cdp.ingest.broker import bootstrap_list
 from cdp.ingest.events import Family
 from cdp.ingest.validation import (
     PartitionSlice,
     ValidatedBatch,
+    ValidationLimits,
     start_validator_process,
     validate_slices,
 )
@@ -52,6 +64,14 @@ log = logging.getLogger(__name__)
 
 # How long --until-idle waits for the first group assignment before giving up.
 JOIN_TIMEOUT_S = 60
+# Bound on each call that asks the broker something outside poll(): a broker that
+# accepts connections but does not answer (paused, partitioned) costs this, not
+# kafka-python's 30 s request timeout.
+PROBE_TIMEOUT_MS = 5000
+# How often the broker and the validator process are checked while records flow,
+# and once idle for ingest.idle_timeout_s (then whether we caught up, too).
+CHECK_EVERY_S = 5.0
+IDLE_CHECK_EVERY_S = 1.0
 
 
 @dataclass
@@ -63,6 +83,9 @@ class IngestStats:
     batches: int = 0
     dead_letter_kinds: dict[str, int] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
+    # Seconds from poll to commit of the last stored batch; when it was stored.
+    last_batch_latency_s: float | None = None
+    last_stored_at: float | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -83,9 +106,23 @@ class _PendingBatch:
     generation: int
     validated: Future[ValidatedBatch]
     next_offsets: dict[tuple[str, int], int]
+    polled_at: float
 
 
 _STOP = object()
+
+
+@dataclass
+class BrokerHealth:
+    """What the poll thread last learned about the broker, for logs, /healthz and
+    /metrics. Written by the poll thread only; read by others without a lock (each
+    field is replaced in one step)."""
+
+    reachable: bool = True
+    unreachable_since: float | None = None  # time.monotonic()
+    last_reason: str = ""
+    # (topic, partition) -> records the broker has that are not stored yet.
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class EventConsumer:
@@ -96,6 +133,9 @@ class EventConsumer:
     the batch (pure Python, so a thread would contend with polling for the GIL); a
     writer thread stores validated batches in DuckDB (which releases the GIL). At
     most ``_QUEUE_DEPTH`` batches are in flight between polling and storing.
+
+    The Kafka client is created by :meth:`run`, so that a broker that is down at
+    start is waited for like one that goes down later.
     """
 
     _QUEUE_DEPTH = 2
@@ -111,10 +151,11 @@ class EventConsumer:
         self._settings = settings
         self._db = con
         self._stop = stop or threading.Event()
-        self._on_batch = on_batch
+        self.on_batch = on_batch
         self._group_id = settings.kafka.group_id
         topics = settings.topics.by_family()
         self._family_by_topic = {topic: Family(family) for family, topic in topics.items()}
+        self._limits = ValidationLimits.from_settings(settings.ingest)
         self._write_lock = threading.Lock()
         self._generation = 0
         # Set by the first assignment callback: before it, "no records" means "not
@@ -129,16 +170,18 @@ class EventConsumer:
         self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUE_DEPTH)
         self._writer_error: BaseException | None = None
         self._stored_offsets: dict[tuple[str, int], int] = {}
+        # Offsets Kafka confirmed (set by commit callbacks on kafka-python's IO thread)
+        # and those sent but not answered yet.
         self._committed_to_kafka: dict[tuple[str, int], int] = {}
+        self._commits_in_flight: dict[tuple[str, int], int] = {}
+        # Partitions assigned with a stored offset whose range is not checked yet.
+        self._unverified: dict[TopicPartition, int] = {}
         self.stats = IngestStats()
+        self.broker = BrokerHealth()
         # Started before the Kafka client, so its start-up is not paid while holding
         # partitions.
         self._validator = start_validator_process()
-        try:
-            self._consumer = self._connect()
-        except BaseException:
-            self._validator.shutdown(cancel_futures=True)
-            raise
+        self._consumer: KafkaConsumer | None = None
 
     def _connect(self) -> KafkaConsumer:
         kafka = self._settings.kafka
@@ -147,7 +190,9 @@ class EventConsumer:
             group_id=self._group_id,
             client_id=kafka.client_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # Never reset silently: partitions never read are sought to their start
+            # explicitly, and an out-of-range stored offset is ours to report.
+            auto_offset_reset="none",
             check_crcs=True,
             max_poll_records=self._settings.ingest.max_batch_records,
             session_timeout_ms=kafka.session_timeout_ms,
@@ -155,9 +200,64 @@ class EventConsumer:
             max_poll_interval_ms=kafka.max_poll_interval_ms,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # A port that accepts connections but does not speak Kafka: fail this
+            # attempt in seconds (the caller retries) rather than kafka-python's 30 s.
+            bootstrap_timeout_ms=PROBE_TIMEOUT_MS * 2,
         )
         consumer.subscribe(topics=list(self._family_by_topic), listener=_SeekToStoredOffsets(self))
         return consumer
+
+    def _connect_patiently(self) -> KafkaConsumer | None:
+        """The Kafka client, once the broker answers; None if stopped meanwhile.
+
+        Start-up needs a broker: nothing listening at the address (most likely a
+        wrong address) fails at once, and one that accepts connections but does not
+        answer is given ``ingest.broker_unreachable_timeout_s``. Either way the exit
+        status is 1, so a supervisor starting cdp before Kafka simply retries. Once
+        connected, outages are waited out (bounded only with ``--until-idle``).
+        """
+        while not self._stop.is_set():
+            try:
+                consumer = self._connect()
+            except KafkaError as exc:
+                self._broker_unreachable(exc, give_up=True)
+                self._stop.wait(CHECK_EVERY_S)
+                continue
+            self._broker_reachable()
+            return consumer
+        return None
+
+    # -- the broker's health (poll thread) -------------------------------------------
+
+    def _broker_unreachable(self, exc: BaseException, give_up: bool) -> None:
+        now = time.monotonic()
+        reason = _kafka_reason(exc)
+        if self.broker.reachable:
+            self.broker.unreachable_since = now
+            self.broker.reachable = False
+            log.warning(
+                "Kafka broker %s unreachable (%s); waiting for it, ingest resumes where it stopped",
+                self._settings.kafka.bootstrap_servers,
+                reason,
+            )
+        self.broker.last_reason = reason
+        limit = self._settings.ingest.broker_unreachable_timeout_s
+        since = self.broker.unreachable_since or now
+        if give_up and now - since >= limit:
+            raise TransientError(
+                f"the Kafka broker at {self._settings.kafka.bootstrap_servers} has not answered "
+                f"for {now - since:.0f} s ({reason}); cdp gives up after "
+                f"ingest.broker_unreachable_timeout_s = {limit:g} s at start and with "
+                "--until-idle. Everything read before is stored; run it again once the "
+                "broker is back"
+            )
+
+    def _broker_reachable(self) -> None:
+        if not self.broker.reachable:
+            down = time.monotonic() - (self.broker.unreachable_since or time.monotonic())
+            log.warning("Kafka broker reachable again after %.0f s; ingest resumes", down)
+        self.broker.reachable = True
+        self.broker.unreachable_since = None
 
     # -- rebalance callbacks (run on kafka-python's IO thread) -----------------------
 
@@ -177,13 +277,17 @@ class EventConsumer:
 
     def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         """Position each partition just after its last stored batch."""
+        assert self._consumer is not None
         offsets = stored_offsets(self._db.cursor(), self._group_id)
+        unverified = {}
         for partition in partitions:
             stored = offsets.get((partition.topic, partition.partition))
             if stored is None:
                 self._consumer.seek_to_beginning(partition)
             else:
                 self._consumer.seek(partition, stored)
+                unverified[partition] = stored
+        self._unverified = unverified
 
     # -- the poll thread -------------------------------------------------------------
 
@@ -191,66 +295,85 @@ class EventConsumer:
         """Consume until stopped (SIGTERM/SIGINT set the stop event) or, with
         ``until_idle``, until caught up with nothing new for ``idle_timeout_s``.
         Batches already polled are stored before it returns."""
-        ingest = self._settings.ingest
         writer = threading.Thread(target=self._write_loop, name="cdp-writer", daemon=True)
         writer.start()
-        last_activity = time.monotonic()
         try:
-            while not self._stop.is_set() and self._writer_error is None:
-                if self._rewind_needed.is_set():
-                    self._rewind()
-                self._commit_to_kafka()
-                generation = self._generation
-                polled = self._consumer.poll(
-                    timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
-                )
-                if polled:
-                    self._enqueue(polled, generation)
-                    last_activity = time.monotonic()
-                elif until_idle and time.monotonic() - last_activity >= ingest.idle_timeout_s:
-                    self._queue.join()
-                    if self._joined.is_set() and not self._rewind_needed.is_set():
-                        if self._caught_up():
-                            break
-                    elif self.stats.elapsed_s > JOIN_TIMEOUT_S:
-                        raise TransientError(
-                            f"consumer group {self._group_id!r} was not assigned partitions "
-                            f"within {JOIN_TIMEOUT_S} s"
-                        )
-                    last_activity = time.monotonic()
-                elif (
-                    not self.caught_up.is_set()
-                    and self._joined.is_set()
-                    and time.monotonic() - last_activity >= ingest.idle_timeout_s
-                ):
-                    self._queue.join()
-                    if not self._rewind_needed.is_set() and self._caught_up():
-                        self.caught_up.set()
-                    last_activity = time.monotonic()
+            self._consumer = self._connect_patiently()
+            if self._consumer is not None:
+                self._poll_loop(until_idle)
         finally:
             self._queue.put(_STOP)
             writer.join()
-            self._commit_to_kafka()
+            if self._consumer is not None:
+                self._commit_to_kafka()
             self.close()
         if self._writer_error is not None:
             raise self._writer_error
         return self.stats
+
+    def _poll_loop(self, until_idle: bool) -> None:
+        assert self._consumer is not None
+        ingest = self._settings.ingest
+        last_activity = last_check = time.monotonic()
+        while not self._stop.is_set() and self._writer_error is None:
+            if self._rewind_needed.is_set():
+                self._rewind()
+            self._commit_to_kafka()
+            generation = self._generation
+            try:
+                polled = self._consumer.poll(
+                    timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
+                )
+            except OffsetOutOfRangeError as exc:
+                self._offsets_out_of_range(_out_of_range_offsets(exc))
+                continue
+            except KafkaError as exc:
+                self._broker_unreachable(exc, until_idle)
+                self._stop.wait(1.0)
+                continue
+            if polled:
+                self._broker_reachable()
+                self._enqueue(polled, generation)
+                last_activity = time.monotonic()
+                continue
+            self._check_stored_offsets_in_range()
+            now = time.monotonic()
+            idle = now - last_activity >= ingest.idle_timeout_s
+            if now - last_check < (IDLE_CHECK_EVERY_S if idle else CHECK_EVERY_S):
+                continue
+            # Idle for a while (or due for a check): is everything stored, is the
+            # broker there, is the validator alive, have we caught up?
+            last_check = now
+            self._queue.join()
+            self._check_validator()
+            caught_up = self._caught_up(until_idle)
+            if caught_up:
+                self.caught_up.set()
+                if until_idle and idle:
+                    return
+            if until_idle and not self._joined.is_set() and self.stats.elapsed_s > JOIN_TIMEOUT_S:
+                raise TransientError(
+                    f"consumer group {self._group_id!r} was not assigned partitions "
+                    f"within {JOIN_TIMEOUT_S} s"
+                )
 
     def _enqueue(self, polled: dict, generation: int) -> None:
         slices = [
             PartitionSlice.from_records(tp.topic, tp.partition, records)
             for tp, records in polled.items()
         ]
+        polled_at = time.monotonic()
         validated = self._validator.submit(
-            validate_slices, slices, self._family_by_topic, self._settings.ingest.max_event_bytes
+            validate_slices, slices, self._family_by_topic, self._limits
         )
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
+        pending = _PendingBatch(generation, validated, next_offsets, polled_at)
         # Even when stopping: a polled batch is stored, unless the writer has failed.
         while self._writer_error is None:
             try:
-                self._queue.put(_PendingBatch(generation, validated, next_offsets), timeout=1)
+                self._queue.put(pending, timeout=1)
                 return
             except queue.Full:
                 continue
@@ -258,6 +381,7 @@ class EventConsumer:
     def _rewind(self) -> None:
         """After the writer discarded batches polled across a rebalance: wait until it
         is idle, then re-read from the stored offsets of what we own now."""
+        assert self._consumer is not None
         self._queue.join()
         with self._write_lock:
             self._seek_to_stored(list(self._consumer.assignment()))
@@ -265,30 +389,137 @@ class EventConsumer:
         log.info("re-reading from stored offsets after a rebalance")
 
     def _commit_to_kafka(self) -> None:
-        # Only so that standard tools show the group's lag; never read back. Done on
-        # the poll thread because kafka-python's consumer is not thread-safe.
+        # Only so that standard tools (and `cdp status`) show the group's lag; never
+        # read back. Done on the poll thread because kafka-python's consumer is not
+        # thread-safe. An offset counts as committed when Kafka confirms it (the
+        # callback); one that failed, e.g. during an outage, is sent again.
         # The writer thread adds to _stored_offsets; dict() copies it in one step under
         # the GIL, where iterating it directly could see it change size.
+        assert self._consumer is not None
         stored = dict(self._stored_offsets)
-        pending = {k: v for k, v in stored.items() if self._committed_to_kafka.get(k) != v}
+        pending = {
+            key: offset
+            for key, offset in stored.items()
+            if self._committed_to_kafka.get(key) != offset
+            and self._commits_in_flight.get(key) != offset
+        }
         if not pending:
             return
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
             for (topic, partition), offset in pending.items()
         }
-        try:
-            self._consumer.commit_async(offsets)
-            self._committed_to_kafka.update(pending)
-        except KafkaError as exc:  # a rebalance in progress, a broker hiccup: harmless
-            log.debug("courtesy commit to Kafka failed: %s", exc)
+        self._commits_in_flight.update(pending)
 
-    def _caught_up(self) -> bool:
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return True
-        ends = self._consumer.end_offsets(list(assignment))
-        return all(self._consumer.position(tp) >= ends.get(tp, 0) for tp in assignment)
+        def confirmed(_offsets: object, response: object) -> None:
+            for key, offset in pending.items():
+                if self._commits_in_flight.get(key) == offset:
+                    del self._commits_in_flight[key]
+            if isinstance(response, BaseException):
+                log.debug("courtesy commit to Kafka failed (sent again later): %s", response)
+            else:
+                self._committed_to_kafka.update(pending)
+
+        try:
+            self._consumer.commit_async(offsets, callback=confirmed)
+        except KafkaError as exc:  # a rebalance in progress, a broker hiccup: retried
+            confirmed(offsets, exc)
+
+    def _caught_up(self, until_idle: bool) -> bool:
+        """Whether every owned partition is read to its end; also the broker probe."""
+        assert self._consumer is not None
+        if not self._joined.is_set() or self._rewind_needed.is_set():
+            self._probe(until_idle, [])
+            return False
+        assignment = list(self._consumer.assignment())
+        ends = self._probe(until_idle, assignment)
+        if ends is None:
+            return False
+        lag = {}
+        for tp in assignment:
+            position = self._consumer.position(tp, timeout_ms=0)
+            highwater = self._consumer.highwater(tp)
+            if position is None or highwater is None:
+                return False  # no fetch answered for it yet: its end is not known
+            end = max(ends.get(tp) or 0, highwater)
+            lag[(tp.topic, tp.partition)] = max(end - position, 0)
+        self.broker.lag = lag
+        return not any(lag.values())
+
+    def _probe(
+        self, until_idle: bool, assignment: list[TopicPartition]
+    ) -> dict[TopicPartition, int] | None:
+        """Ask the broker, within ``PROBE_TIMEOUT_MS``, for the end offsets of what we
+        own (or just for metadata); None when it does not answer."""
+        assert self._consumer is not None
+        try:
+            if assignment:
+                ends = self._consumer.end_offsets(assignment, timeout_ms=PROBE_TIMEOUT_MS)
+            else:
+                self._consumer.bootstrap(timeout_ms=PROBE_TIMEOUT_MS, refresh=True)
+                ends = {}
+        except KafkaError as exc:
+            self._broker_unreachable(exc, until_idle)
+            return None
+        self._broker_reachable()
+        return ends
+
+    def _check_validator(self) -> None:
+        """Fail now, not at the next batch, if the validator process died: a service
+        that is idle must still notice (the pool marks itself broken at once)."""
+        try:
+            self._validator.submit(validate_slices, [], {}, self._limits).result(timeout=30)
+        except Exception as exc:
+            raise IngestError(f"the validator process died ({type(exc).__name__}: {exc})") from None
+
+    # -- offsets outside the log -------------------------------------------------------
+
+    def _check_stored_offsets_in_range(self) -> None:
+        """A stored offset past the partition's end means the broker lost the data we
+        stored from (a topic recreated, an in-memory broker restarted): reading on
+        would skip every new message up to it. The end is the fetch high watermark:
+        the bundled broker's ListOffsets under-reports it."""
+        if not self._unverified:
+            return
+        assert self._consumer is not None
+        beyond = {}
+        for tp, stored in list(self._unverified.items()):
+            try:
+                end = self._consumer.highwater(tp)
+            except KafkaError:  # no longer assigned: checked again at its next assignment
+                self._unverified.pop(tp, None)
+                continue
+            if end is None:
+                continue  # no fetch answered for it yet
+            del self._unverified[tp]
+            if stored > end:
+                beyond[tp] = (stored, end)
+        if beyond:
+            self._offsets_out_of_range(beyond)
+
+    def _offsets_out_of_range(self, found: dict[TopicPartition, tuple[int, int | None]]) -> None:
+        assert self._consumer is not None
+        policy = self._settings.ingest.offset_reset
+        described = "; ".join(
+            f"topic {tp.topic!r} partition {tp.partition}: stored offset {stored} is "
+            + (f"past the partition's end ({end})" if end is not None else "outside its log")
+            for tp, (stored, end) in sorted(found.items())
+        )
+        if policy == "none":
+            raise OffsetOutOfRange(
+                f"{described}. The broker no longer has the data these offsets point into "
+                "(the topic was recreated or the broker lost its data, or retention deleted "
+                "it unread). Nothing was skipped or stored. To re-read these partitions from "
+                "their start, run once with --offset-reset earliest (or "
+                "CDP_INGEST__OFFSET_RESET=earliest); 'latest' skips to their end"
+            )
+        with self._write_lock:
+            for tp in found:
+                if policy == "earliest":
+                    self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek_to_end(tp)
+        log.warning("%s; ingest.offset_reset = %r: reading from there", described, policy)
 
     # -- the writer thread -----------------------------------------------------------
 
@@ -319,7 +550,10 @@ class EventConsumer:
                 # all that follow until the poll thread rewinds to the stored offsets.
                 self._rewind_needed.set()
                 return
-            validated = pending.validated.result()
+            try:
+                validated = pending.validated.result()
+            except BrokenExecutor as exc:
+                raise IngestError(f"the validator process died ({exc})") from None
             result = write_batch(
                 con,
                 validated.events,
@@ -329,15 +563,18 @@ class EventConsumer:
             )
             self._stored_offsets.update(pending.next_offsets)
         self.stats.record(validated, result)
+        self.stats.last_stored_at = time.monotonic()
+        self.stats.last_batch_latency_s = self.stats.last_stored_at - pending.polled_at
         log.debug("stored a batch: %d consumed so far", self.stats.consumed)
-        if self._on_batch:
-            self._on_batch(self.stats)
+        if self.on_batch:
+            self.on_batch(self.stats)
 
     def close(self) -> None:
-        try:
-            self._consumer.close(autocommit=False)
-        except Exception as exc:  # closing must not mask the loop's own outcome
-            log.debug("error while closing the consumer: %s", exc)
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as exc:  # closing must not mask the loop's own outcome
+                log.debug("error while closing the consumer: %s", exc)
         self._validator.shutdown(cancel_futures=True)
 
 
@@ -364,3 +601,20 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    """A kafka-python error as a person would say it (its messages repeat the class)."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if text.startswith(f"{name}: "):
+        text = text[len(name) + 2 :]
+    if name == "KafkaTimeoutError":
+        return f"no answer in time: {text}" if text else "no answer in time"
+    return f"{name}: {text}" if text else name
+
+
+def _out_of_range_offsets(exc: OffsetOutOfRangeError) -> dict[TopicPartition, tuple[int, None]]:
+    """kafka-python raises it with ``{TopicPartition: fetch offset}`` as its argument."""
+    found = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return {tp: (int(offset), None) for tp, offset in found.items()}

@@ -16,19 +16,27 @@ analysts do not wait for the first refresh. Jobs have fixed ids,
 never overlap (``max_instances=1``; a lock also keeps the two jobs apart), missed
 runs are coalesced into one, and a run may start up to ``misfire_grace_s`` late
 (APScheduler's default of 1 s would skip a nightly build after any hiccup).
+
+A job that fails for a reason cdp knows (a ``CdpError``: the disk is full, a
+destination did not confirm) is recorded and logged, and the next run tries again;
+the service goes on ingesting. Anything else is a bug, and a service that carries on
+after one is half-alive: the job reports it through :class:`ServiceJobs`, and the
+service (``cdp.service``) exits non-zero.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass, field
 
 import duckdb
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from cdp.ingest.consumer import EventConsumer, IngestStats
+from cdp.errors import CdpError
 from cdp.processing.export import run_export
 from cdp.processing.pipeline import build_and_publish
 from cdp.processing.segment_config import SegmentConfig, load_segment_config
@@ -37,16 +45,53 @@ from cdp.settings import Settings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    """How the last build or export went, for ``/metrics``."""
+
+    succeeded: bool
+    seconds: float
+    finished_at: float  # time.time()
+
+
+@dataclass
+class ServiceJobs:
+    """What the jobs tell the service, and the handle it has on them.
+
+    ``fatal`` is set (once) by a job that failed in a way cdp does not expect; the
+    service then stops. ``interrupt()`` cancels the query of a running build, so that
+    a failing service exits within seconds instead of after a long build.
+    """
+
+    last_build: JobOutcome | None = None
+    last_export: JobOutcome | None = None
+    fatal: str | None = None
+    failed: threading.Event = field(default_factory=threading.Event)
+    _running: duckdb.DuckDBPyConnection | None = None
+
+    def fail(self, reason: str) -> None:
+        if self.fatal is None:
+            self.fatal = reason
+        self.failed.set()
+
+    def interrupt(self) -> None:
+        running = self._running
+        if running is not None:
+            running.interrupt()
+
+
 def make_scheduler(
     settings: Settings,
     con: duckdb.DuckDBPyConnection,
     segments: SegmentConfig | None = None,
     caught_up: threading.Event | None = None,
     stop: threading.Event | None = None,
+    jobs: ServiceJobs | None = None,
 ) -> BackgroundScheduler:
     """The service's jobs; with ``caught_up``, also a first build once it is set."""
     schedule = settings.schedule
     segments = segments or load_segment_config(settings)
+    jobs = jobs if jobs is not None else ServiceJobs()
     scheduler = BackgroundScheduler(
         timezone=schedule.timezone,
         job_defaults={
@@ -59,9 +104,15 @@ def make_scheduler(
 
     def build(kind: str) -> None:
         with one_at_a_time:
+            if jobs.failed.is_set():
+                return
             cursor = con.cursor()
+            jobs._running = cursor
+            started = time.monotonic()
+            step = "build"
             try:
                 published = build_and_publish(cursor, settings, segments)
+                jobs.last_build = JobOutcome(True, time.monotonic() - started, time.time())
                 report = published.build
                 log.info(
                     "%s build %d succeeded: %d customers in %.1f s; analyst database %s",
@@ -69,14 +120,26 @@ def make_scheduler(
                     published.analyst.path if published.analyst else "unchanged",
                 )  # fmt: skip
                 if kind == "nightly":
+                    step, started = "export", time.monotonic()
                     exported = run_export(cursor, settings, segments)
+                    jobs.last_export = JobOutcome(
+                        not exported.failed, time.monotonic() - started, time.time()
+                    )
                     log.info(
                         "nightly export as of %s: %d deliveries, %d failed",
                         exported.as_of, len(exported.results), len(exported.failed),
                     )  # fmt: skip
-            except Exception:
-                log.exception("%s job failed (recorded in builds / export_runs)", kind)
+            except CdpError as exc:
+                _record_failure(jobs, step, started)
+                log.error("%s %s failed (recorded in builds / export_runs): %s", kind, step, exc)
+            except Exception as exc:
+                _record_failure(jobs, step, started)
+                if jobs.failed.is_set():  # cancelled by interrupt(): the service is stopping
+                    return
+                log.exception("%s %s failed unexpectedly", kind, step)
+                jobs.fail(f"the {kind} {step} job failed unexpectedly: {type(exc).__name__}: {exc}")
             finally:
+                jobs._running = None
                 cursor.close()
 
     scheduler.add_job(
@@ -91,7 +154,7 @@ def make_scheduler(
 
         def first_build() -> None:
             while not caught_up.wait(timeout=1.0):
-                if stop is not None and stop.is_set():
+                if (stop is not None and stop.is_set()) or jobs.failed.is_set():
                     return
             build("first")
 
@@ -99,16 +162,9 @@ def make_scheduler(
     return scheduler
 
 
-def run_service(
-    settings: Settings, con: duckdb.DuckDBPyConnection, stop: threading.Event
-) -> IngestStats:
-    """Ingest until ``stop`` is set, with the build jobs running alongside."""
-    segments = load_segment_config(settings)
-    consumer = EventConsumer(settings, con, stop=stop)
-    scheduler = make_scheduler(settings, con, segments, consumer.caught_up, stop)
-    scheduler.start()
-    try:
-        return consumer.run()
-    finally:
-        # Wait for a running build to finish rather than abandon its work.
-        scheduler.shutdown(wait=True)
+def _record_failure(jobs: ServiceJobs, step: str, started: float) -> None:
+    outcome = JobOutcome(False, time.monotonic() - started, time.time())
+    if step == "export":
+        jobs.last_export = outcome
+    else:
+        jobs.last_build = outcome

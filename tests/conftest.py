@@ -72,6 +72,9 @@ idle_timeout_s = 1.5
 
 [storage]
 db_path = "{tmp_path / "cdp.duckdb"}"
+
+[service]
+listen = ""
 """
     )
     return path

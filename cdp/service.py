@@ -1,0 +1,105 @@
+"""``cdp run``: ingest, the scheduled builds and the health endpoint, in one process
+that fails loudly or not at all.
+
+One process is the database's only writer (DuckDB allows no other), so ingest and
+the scheduled builds share it: the consumer runs on the main thread, APScheduler's
+jobs on a background thread (``cdp.processing.scheduler``), each through its own
+cursor; ``/healthz`` and ``/metrics`` are served on a third (``cdp.monitoring``).
+
+A service that is half-alive is worse than one that is down: a supervisor (systemd,
+Docker, Kubernetes) restarts a process that exits, not one that idles. So if any
+part dies — the consumer, its validator process, the scheduler, a job with an
+unexpected error, the monitoring server — the others are stopped, a running build is
+cancelled (it commits nothing: builds write in one transaction at their end), and
+``run_service`` raises :class:`~cdp.errors.ServiceError` naming the part and why,
+within seconds. On SIGTERM, by contrast, a running build is allowed to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import duckdb
+
+from cdp.errors import ServiceError
+from cdp.ingest.consumer import EventConsumer, IngestStats
+from cdp.monitoring import MonitoringServer
+from cdp.processing.export import clean_up_interrupted_exports
+from cdp.processing.pipeline import clean_up_interrupted_builds
+from cdp.processing.scheduler import ServiceJobs, make_scheduler
+from cdp.processing.segment_config import load_segment_config
+from cdp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How often the watchdog looks at the scheduler and the monitoring thread.
+WATCH_EVERY_S = 1.0
+
+
+def run_service(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    stop: threading.Event,
+    say: Callable[[str], None] = lambda line: None,
+) -> IngestStats:
+    """Ingest until ``stop`` is set, with the build jobs running alongside."""
+    segments = load_segment_config(settings)
+    # Whatever a killed predecessor left (builds and exports marked running, staging
+    # copies holding personal data) is dealt with now, not at the first nightly job.
+    clean_up_interrupted_builds(con, settings)
+    clean_up_interrupted_exports(con, settings, segments)
+    jobs = ServiceJobs()
+    monitoring: MonitoringServer | None = None
+    consumer = EventConsumer(settings, con, stop=stop)
+    try:
+        if settings.service.listen:
+            monitoring = MonitoringServer(settings, consumer, jobs)
+            consumer.on_batch = monitoring.observe_batch
+    except BaseException:
+        consumer.close()
+        raise
+    scheduler = make_scheduler(settings, con, segments, consumer.caught_up, stop, jobs)
+    scheduler.start()
+    if monitoring is not None:
+        monitoring.start()
+        say(f"health on http://{monitoring.address}/healthz, metrics on /metrics")
+    watchdog = threading.Thread(
+        target=_watch, args=(scheduler, monitoring, jobs, stop), name="cdp-watchdog", daemon=True
+    )
+    watchdog.start()
+    try:
+        stats = consumer.run()
+    except BaseException as exc:
+        jobs.fail(f"ingest stopped: {exc}")
+        raise
+    finally:
+        stop.set()
+        if jobs.failed.is_set():
+            jobs.interrupt()  # a failing service does not wait for a long build
+        scheduler.shutdown(wait=True)
+        if monitoring is not None:
+            monitoring.stop()
+    if jobs.fatal:
+        raise ServiceError(f"cdp run stopped: {jobs.fatal}")
+    return stats
+
+
+def _watch(
+    scheduler: object,
+    monitoring: MonitoringServer | None,
+    jobs: ServiceJobs,
+    stop: threading.Event,
+) -> None:
+    """Stop the service when a background part is gone or a job failed unexpectedly."""
+    while not stop.wait(WATCH_EVERY_S):
+        if not getattr(scheduler, "running", True):
+            jobs.fail("the scheduler stopped")
+        elif monitoring is not None and not monitoring.thread.is_alive():
+            jobs.fail("the health and metrics server stopped")
+        if jobs.failed.is_set():
+            log.error("%s; stopping the service", jobs.fatal)
+            jobs.interrupt()
+            stop.set()
+            return

@@ -1,0 +1,354 @@
+"""`cdp ingest` and `cdp run` as real processes against a broker that goes away.
+
+Each test runs its own bundled broker, so that pausing it (SIGSTOP: connections hang,
+as in a network partition) or replacing it affects no other test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from cdp.ingest.broker import LocalBroker, free_port, start_local_broker
+from cdp.ingest.generator import generate_store
+from cdp.ingest.producer import produce_file
+from cdp.ingest.topics import create_topics
+from cdp.settings import Settings, load_settings
+from cdp.storage.database import connect
+from tests.helpers import offsets_accounted
+
+pytestmark = pytest.mark.kafka
+
+# Longer than kafka-python's 30 s request timeout: requests sent before or during the
+# pause fail rather than being answered late (the failure observed in the field).
+LONG_PAUSE_S = 35
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    broker = start_local_broker()
+    try:
+        yield broker
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker.process.pid, signal.SIGCONT)
+        broker.stop()
+
+
+def _config(tmp_path: Path, bootstrap: str, name: str, **sections: dict) -> Path:
+    """A config file for one process: its own database and group, shared topics."""
+    lines = [
+        "[kafka]",
+        f'bootstrap_servers = "{bootstrap}"',
+        f'group_id = "{name}"',
+        "[topics]",
+        'purchase = "o.purchases"\nbrowse = "o.browse"\ncart = "o.cart"\nidentify = "o.identify"',
+        "[storage]",
+        f'db_path = "{tmp_path / (name + ".duckdb")}"',
+    ]
+    sections.setdefault("ingest", {}).setdefault("idle_timeout_s", 1.5)
+    sections.setdefault("service", {}).setdefault("listen", "")
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    path = tmp_path / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start(config: Path, log: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "CDP_INGEST__MAX_BATCH_RECORDS": "300"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdp", "--config", str(config), *args],
+        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
+    )  # fmt: skip
+
+
+def _produce(settings: Settings, tmp_path: Path, customers: int, seed: int) -> int:
+    source = tmp_path / f"store-{seed}.jsonl"
+    generate_store(source, customers=customers, seed=seed, end=date(2026, 11, 1))
+    create_topics(settings)
+    return produce_file(settings, source).sent
+
+
+def _messages(log: Path, start: str) -> list[str]:
+    """cdp's own log messages (JSON lines) that start so."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry["logger"].startswith("cdp") and entry["message"].startswith(start):
+                found.append(entry["message"])
+    return found
+
+
+def _printed(log: Path) -> str:
+    """What reached the user's terminal: stderr lines that are not log records."""
+    lines = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _wait(condition, process: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+        time.sleep(0.1)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
+
+
+def _assert_each_offset_once(db: Path, sent: int) -> None:
+    with connect(db) as con:
+        accounted = offsets_accounted(con)
+        next_offsets = dict(
+            ((topic, partition), offset)
+            for topic, partition, offset in con.execute(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+            ).fetchall()
+        )
+    assert sum(rows for _, _, rows, _ in accounted) == sent
+    for topic, partition, rows, distinct in accounted:
+        assert rows == distinct == next_offsets[(topic, partition)], (topic, partition)
+
+
+def _pause(broker: LocalBroker, seconds: float) -> None:
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(broker.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.slow
+def test_broker_outage_mid_backlog_and_when_idle_ingest_and_run_stay_up_and_count_exactly(
+    own_broker, tmp_path
+):
+    bootstrap = own_broker.bootstrap_servers
+    metrics_port = free_port()
+    ingest_config = _config(tmp_path, bootstrap, "ingest")
+    run_config = _config(
+        tmp_path, bootstrap, "run", service={"listen": f"127.0.0.1:{metrics_port}"}
+    )
+    settings = load_settings(ingest_config)
+    sent = _produce(settings, tmp_path, customers=1500, seed=3)
+    ingest_log, run_log = tmp_path / "ingest.log", tmp_path / "run.log"
+    ingest = _start(ingest_config, ingest_log, "-v", "ingest", "--until-idle")
+    run = _start(run_config, run_log, "-v", "run")
+    metrics = f"http://127.0.0.1:{metrics_port}"
+    try:
+        # Mid-backlog for `cdp ingest --until-idle`: some batches stored, not all.
+        _wait(lambda: _messages(ingest_log, "partitions assigned"), ingest, ingest_log)
+        time.sleep(1.0)
+        paused = threading.Thread(target=_pause, args=(own_broker, LONG_PAUSE_S))
+        paused.start()
+        time.sleep(LONG_PAUSE_S / 2)
+        # The service says it is waiting for the broker, and is still healthy.
+        status, body = _get(f"{metrics}/healthz")
+        assert (status, json.loads(body)["status"]) == (200, "broker unreachable"), body
+        paused.join()
+        out, _ = ingest.communicate(timeout=180)
+        assert ingest.returncode == 0, ingest_log.read_text()[-3000:]
+        assert f"consumed {sent:,}".encode() in out
+        _assert_each_offset_once(tmp_path / "ingest.duckdb", sent)
+        assert "Traceback" not in _printed(ingest_log)
+        # Said once when it went, once when it came back: no flood.
+        assert len(_messages(ingest_log, "Kafka broker")) == 2, _messages(ingest_log, "Kafka")
+        assert "unreachable" in _messages(ingest_log, "Kafka broker")[0]
+
+        # `cdp run`, caught up and idle, through a second outage; then more events.
+        _wait(lambda: "first build" in run_log.read_text(errors="replace"), run, run_log, 120)
+        _pause(own_broker, LONG_PAUSE_S)
+        more = _produce(settings, tmp_path, customers=300, seed=4)
+        consumed = lambda: _metric(_get(f"{metrics}/metrics")[1], "cdp_ingest_consumed_total")  # noqa: E731
+        _wait(lambda: consumed() >= sent + more, run, run_log, 120)
+        time.sleep(3)  # idle checks: lag known, Kafka's committed offsets retried
+        status, body = _get(f"{metrics}/healthz")
+        assert (status, json.loads(body)["status"]) == (200, "ok"), body
+        scraped = _get(f"{metrics}/metrics")[1]
+        assert _metric(scraped, "cdp_ingest_lag") == 0
+        assert _metric(scraped, "cdp_broker_reachable") == 1
+        assert _metric(scraped, "cdp_ingest_dead_lettered_total") > 0
+        assert _metric(scraped, "cdp_last_build_success") == 1
+        assert _metric(scraped, "cdp_ingest_batch_latency_seconds_count") > 0
+        # Kafka's courtesy copy of the offsets caught up too (lag tools read it).
+        reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id="run")
+        committed = {
+            (topic, partition): reader.committed(TopicPartition(topic, partition))
+            for topic in settings.topics.by_family().values()
+            for partition in range(settings.topics.partitions)
+        }
+        reader.close(autocommit=False)
+    finally:
+        for process in (ingest, run):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        run.communicate(timeout=60)
+    assert run.returncode == 0, run_log.read_text()[-3000:]
+    assert "Traceback" not in _printed(run_log)
+    _assert_each_offset_once(tmp_path / "run.duckdb", sent + more)
+    with connect(tmp_path / "run.duckdb") as con:
+        stored = dict(
+            ((topic, partition), offset)
+            for topic, partition, offset in con.execute(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+            ).fetchall()
+        )
+    assert committed == stored
+
+
+def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_traceback(
+    own_broker, tmp_path
+):
+    config = _config(
+        tmp_path, own_broker.bootstrap_servers, "gives-up",
+        ingest={"broker_unreachable_timeout_s": 8},
+    )  # fmt: skip
+    sent = _produce(load_settings(config), tmp_path, customers=100, seed=5)
+    log = tmp_path / "ingest.log"
+    process = _start(config, log, "ingest", "--until-idle")
+    time.sleep(2)  # joining, or reading: either way the broker goes silent mid-way
+    os.kill(own_broker.process.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    _, _ = process.communicate(timeout=90)
+    waited = time.monotonic() - started
+    errors = log.read_text()
+    assert process.returncode == 1, errors[-3000:]
+    assert "Traceback" not in errors
+    assert "error: the Kafka broker at" in errors
+    assert "broker_unreachable_timeout_s = 8 s" in errors
+    assert 8 <= waited < 60
+    with connect(tmp_path / "gives-up.duckdb") as con:
+        accounted = offsets_accounted(con)
+    assert sum(rows for _, _, rows, _ in accounted) <= sent
+
+
+def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections (the kernel does), never answers
+    port = silent.getsockname()[1]
+    config = _config(
+        tmp_path, f"127.0.0.1:{port}", "silent", ingest={"broker_unreachable_timeout_s": 5}
+    )
+    log = tmp_path / "ingest.log"
+    try:
+        process = _start(config, log, "ingest", "--until-idle")
+        process.communicate(timeout=90)
+    finally:
+        silent.close()
+    errors = log.read_text()
+    assert process.returncode == 1, errors[-3000:]
+    assert "Traceback" not in errors
+    assert f"error: the Kafka broker at 127.0.0.1:{port} has not answered" in errors
+
+
+def test_cdp_run_exits_non_zero_within_seconds_when_its_validator_process_dies(
+    own_broker, tmp_path
+):
+    config = _config(tmp_path, own_broker.bootstrap_servers, "dies")
+    _produce(load_settings(config), tmp_path, customers=100, seed=6)
+    log = tmp_path / "run.log"
+    run = _start(config, log, "-v", "run")
+    try:
+        # Caught up and idle: nothing would ever submit another batch to the validator.
+        _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
+        children = subprocess.run(
+            ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
+        ).stdout.split()
+        validators = [
+            int(child)
+            for child in children
+            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+        assert len(validators) == 1, children
+        os.kill(validators[0], signal.SIGKILL)
+        started = time.monotonic()
+        run.communicate(timeout=60)
+        assert time.monotonic() - started < 20
+    finally:
+        if run.poll() is None:
+            run.kill()
+    printed = _printed(log)
+    assert run.returncode not in (0, None), log.read_text()[-3000:]
+    assert "error:" in printed and "validator process died" in printed
+    assert "Traceback" not in printed
+
+
+def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skipped(tmp_path):
+    port = free_port()
+    first = start_local_broker(port=port)
+    config = _config(tmp_path, first.bootstrap_servers, "lost")
+    settings = load_settings(config)
+    try:
+        _produce(settings, tmp_path, customers=200, seed=7)
+        ingest = subprocess.run(
+            [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert ingest.returncode == 0, ingest.stderr[-3000:]
+    finally:
+        first.stop()
+    # The in-memory broker restarted: same address, topics recreated, their data gone.
+    second = start_local_broker(port=port)
+    try:
+        new = _produce(settings, tmp_path, customers=20, seed=8)
+        refused = subprocess.run(
+            [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert "Traceback" not in refused.stderr
+        assert "past the partition's end" in refused.stderr
+        assert "topic 'o.purchases' partition" in refused.stderr
+        assert "--offset-reset earliest" in refused.stderr
+        with connect(tmp_path / "lost.duckdb") as con:
+            before = con.execute("SELECT count(*) FROM events").fetchone()[0]
+
+        reset = subprocess.run(
+            [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle",
+             "--offset-reset", "earliest"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr[-3000:]
+        assert f"consumed {new:,}" in reset.stdout
+    finally:
+        second.stop()
+    stored = int(re.search(r"stored ([\d,]+), ", reset.stdout).group(1).replace(",", ""))
+    with connect(tmp_path / "lost.duckdb") as con:
+        after = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    # The new broker's events were read from its start: none skipped.
+    assert stored > 0 and after == before + stored
