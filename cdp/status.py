@@ -144,9 +144,12 @@ def format_status(status: Status) -> str:
     if status.last_build:
         build_id, as_of, started, finished, outcome, customers, message = status.last_build
         took = f"{(finished - started).total_seconds():.1f} s" if finished else "running"
+        # Every outcome but success has a message saying what went wrong (failed,
+        # publish_failed, interrupted).
         lines.append(
             f"last build: #{build_id} {outcome} as of {as_of:%Y-%m-%d %H:%M} in {took}, "
-            f"{customers or 0:,} customers" + (f" ({message})" if outcome == "failed" else "")
+            f"{customers or 0:,} customers"
+            + (f" ({message})" if message and outcome != "succeeded" else "")
         )
     else:
         lines.append("last build: none yet")
