@@ -19,10 +19,9 @@ import pyarrow as pa
 from cdp.storage.database import transaction
 
 # Typed property columns come from the validated payload in one pass per row
-# (json_transform parses each payload once, not once per column). They must read what
-# validation read (cdp.ingest.validation rejects JSON the two parsers could read
-# differently), so identifiers are trimmed of exactly the characters that pydantic's
-# strip_whitespace removes (Unicode White_Space; DuckDB's trim() removes spaces only).
+# (json_transform parses each payload once, not once per column). They must hold what
+# validation read; cdp.ingest.validation rejects the JSON the two parsers could read
+# differently (repeated keys, NaN, values that do not fit their column).
 _PAYLOAD_SHAPE = """{
     "context": {"channel": "VARCHAR", "locale": "VARCHAR", "device": {"type": "VARCHAR"},
                 "campaign": {"source": "VARCHAR", "medium": "VARCHAR", "name": "VARCHAR"}},
@@ -33,6 +32,19 @@ _PAYLOAD_SHAPE = """{
                    "coupon": "VARCHAR", "currency": "VARCHAR", "query": "VARCHAR"},
     "traits": {"email": "VARCHAR", "phone": "VARCHAR"}
 }"""
+
+
+def _identifier(name: str) -> str:
+    """``properties.<name>`` stripped as validation strips identifiers. Plain trim()
+    first; only a value still starting or ending with whitespace (a tab, a line
+    break) is trimmed of the whole set, which costs ~15x a plain trim()."""
+    trimmed = f"{name}_trimmed"
+    return (
+        f"CASE WHEN list_contains($edge_whitespace, ascii({trimmed}))"
+        f" OR list_contains($edge_whitespace, ascii(right({trimmed}, 1)))"
+        f" THEN trim({trimmed}, $whitespace) ELSE {trimmed} END"
+    )
+
 
 INSERT_EVENTS = f"""
 INSERT OR IGNORE INTO events (
@@ -45,24 +57,31 @@ SELECT
     event_id, type, family, occurred_at, user_id, anonymous_id,
     p.context.channel, p.context.locale, p.context.device.type,
     p.context.campaign.source, p.context.campaign.medium, p.context.campaign.name,
-    trim(p.properties.product_id, $whitespace), p.properties.sku, p.properties.name,
-    p.properties.category, p.properties.price, p.properties.quantity,
-    trim(p.properties.cart_id, $whitespace), trim(p.properties.order_id, $whitespace),
+    {_identifier("product_id")}, p.properties.sku, p.properties.name, p.properties.category,
+    p.properties.price, p.properties.quantity,
+    {_identifier("cart_id")}, {_identifier("order_id")},
     CASE WHEN family = 'purchase' THEN coalesce(p.properties.total, p.properties.revenue) END,
     p.properties.discount, p.properties.coupon,
     upper(coalesce(p.properties.currency, 'USD')),
     p.properties.query, p.traits.email, p.traits.phone,
     source_topic, source_partition, source_offset, payload
 FROM (
-    SELECT *, json_transform(payload, '{_PAYLOAD_SHAPE}') AS p FROM incoming_events
+    SELECT *, trim(p.properties.product_id) AS product_id_trimmed,
+           trim(p.properties.cart_id) AS cart_id_trimmed,
+           trim(p.properties.order_id) AS order_id_trimmed
+    FROM (SELECT *, json_transform(payload, '{_PAYLOAD_SHAPE}') AS p FROM incoming_events)
 )
 """
 
-_WHITESPACE = "".join(
-    chr(code)
-    for code in (0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-                 0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
-)  # fmt: skip
+_TRIM_PARAMETERS = {
+    # Unicode White_Space: what pydantic's strip_whitespace strips from identifiers.
+    "whitespace": (
+        "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+        "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+    ),
+    # Those of them that DuckDB's trim() leaves (it removes spaces, Unicode Zs).
+    "edge_whitespace": [0x9, 0xA, 0xB, 0xC, 0xD, 0x85, 0x2028, 0x2029],
+}
 
 # Only on the rare path where some ids were already stored: record where the extra
 # copies came from (an identical re-delivery of the stored row itself is not a copy).
@@ -153,7 +172,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, events: pa.Table) -> tuple[int
         return 0, 0
     con.register("incoming_events", events)
     try:
-        stored = _count(con.execute(INSERT_EVENTS, {"whitespace": _WHITESPACE}))
+        stored = _count(con.execute(INSERT_EVENTS, _TRIM_PARAMETERS))
         duplicates = _count(con.execute(INSERT_DUPLICATES)) if stored < events.num_rows else 0
     finally:
         con.unregister("incoming_events")

@@ -90,7 +90,7 @@ def test_typed_columns_hold_the_values_validation_read(memory_db):
     bodies = [
         event(
             "product_added", "lax-1",
-            properties={"product_id": "\tp-1\u00a0", "cart_id": "\u3000c-1\n", "price": 19.99,
+            properties={"product_id": " \t p-1\u00a0\n ", "cart_id": "\u3000c-1\n", "price": 19.99,
                         "quantity": "3", "currency": "eur"},
         ),
         event(
