@@ -151,8 +151,6 @@ def validate_batch(
     Sources not in the mapping (files) accept every family. Event times are bounded
     by ``limits`` relative to now, the moment the batch is validated.
     """
-    if isinstance(limits, int):  # transition: ingest/consumer.py passes max_event_bytes
-        limits = ValidationLimits(max_event_bytes=limits)
     max_event_bytes = limits.max_event_bytes
     received = datetime.now(UTC)
     # This loop runs once per message on the ingest hot path: one tuple per accepted
