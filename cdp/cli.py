@@ -45,6 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Point stdout at /dev/null so that flushing it at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # The storage layer raises DiskError itself (above); this is the last resort for
+        # a full disk or an I/O error met where no layer of cdp's expected to write.
+        # Anything else is a bug, and its traceback is wanted.
+        from cdp.storage.database import disk_error
+
+        disk = disk_error(exc)
+        if disk is None:
+            raise
+        print(f"error: {disk}", file=sys.stderr)
+        return 1
 
 
 # -- commands -----------------------------------------------------------------------

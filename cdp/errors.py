@@ -72,4 +72,12 @@ class TransientError(CdpError):
 
 
 class DiskError(TransientError):
-    """Writing a file failed for lack of space or an I/O error; nothing was half-written."""
+    """Writing a file failed for lack of space or an I/O error; nothing was half-written.
+
+    Raised by the storage layer (``cdp.storage.database.storage_errors``: transactions,
+    opening and migrating the database, the analyst publish, the report) in place of
+    DuckDB's ``IOException`` / ``TransactionException`` / ``FatalException`` or an
+    ``OSError`` with errno ENOSPC, EDQUOT or EIO. The message starts with the file
+    (the database, the analyst database, the report), then says "disk full", "disk
+    quota exceeded" or "I/O error" and what DuckDB or the OS said in brackets.
+    """

@@ -3,6 +3,9 @@ report for it. Used by ``cdp build``, ``cdp run``'s jobs and ``cdp demo`` alike.
 
 The build's row stays ``publishing`` until both are written, then says
 ``succeeded``, or ``publish_failed`` with the error (which still reaches the caller).
+A full disk anywhere is a :class:`~cdp.errors.DiskError` naming the file that did not
+fit (the live database, the analyst database or the report); the build's row says
+``failed`` or ``publish_failed`` whenever there was room left to say so.
 Each build first clears what a killed one left: see :func:`clean_up_interrupted_builds`.
 """
 
@@ -31,6 +34,7 @@ from cdp.storage.analyst import (
     publish_analyst_database,
     remove_publish_leftovers,
 )
+from cdp.storage.database import storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,12 @@ def build_and_publish(
 ) -> PublishedBuild:
     """``progress`` hears the name of each of the ``STAGES`` stages as it starts."""
     say = progress or (lambda stage: None)
-    clean_up_interrupted_builds(con, settings)
-    build = run_build(con, settings, as_of, segments, progress=say, analyst_publish_follows=True)
+    live = settings.storage.db_path
+    with storage_errors(live):  # a full disk: DiskError naming the live database
+        clean_up_interrupted_builds(con, settings)
+        build = run_build(
+            con, settings, as_of, segments, progress=say, analyst_publish_follows=True
+        )
     if not build.published_current:  # a backfill changes history tables only
         return PublishedBuild(build, None, None)
     try:
@@ -88,9 +96,16 @@ def build_and_publish(
         report = write_report(analyst.path, report_path(settings))
     except BaseException as exc:
         try:
-            finish_publishing(con, build.build_id, exc)
-        except Exception:  # the publish's error is the one to raise; the row stays
-            log.exception("could not record build %d as publish_failed", build.build_id)
+            with storage_errors(live):
+                finish_publishing(con, build.build_id, exc)
+        except Exception as failure:  # the publish's error is the one to raise
+            # No traceback: on a full disk this is expected, and the caller prints the
+            # publish's error. The row stays "publishing"; the next build marks it.
+            log.warning(
+                "could not record build %d as publish_failed (%s); the next build will",
+                build.build_id, failure,
+            )  # fmt: skip
         raise
-    finish_publishing(con, build.build_id)
+    with storage_errors(live):
+        finish_publishing(con, build.build_id)
     return PublishedBuild(build, analyst, report)

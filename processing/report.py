@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from cdp.processing import charts
-from cdp.storage.database import connect
+from cdp.storage.database import connect, storage_errors
 
 # Each customer's CLV is shared equally among the distinct products they bought.
 _PRODUCT_CONTRIBUTION = """
@@ -88,12 +88,19 @@ document.querySelectorAll('.chart').forEach(function (chart) {
 
 
 def write_report(analyst_db: Path, out: Path) -> Path:
-    """Render the report from ``analyst_db`` into ``out`` (replaced atomically)."""
+    """Render the report from ``analyst_db`` into ``out`` (replaced atomically). A
+    full disk is a :class:`~cdp.errors.DiskError` naming ``out``, and leaves the
+    previous report in place and no half-written staging file."""
     with connect(analyst_db, read_only=True) as con:
         page = render(con)
     staging = out.with_name(f".{out.name}.tmp")
-    staging.write_text(page, encoding="utf-8")
-    staging.replace(out)
+    try:
+        with storage_errors(out):
+            staging.write_text(page, encoding="utf-8")
+            staging.replace(out)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     return out
 
 

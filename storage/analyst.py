@@ -22,6 +22,7 @@ previous snapshot, personal data included) and events parts no snapshot names;
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -42,7 +43,15 @@ from cdp.storage.analyst_events import (
     retire_parts,
     write_event_parts,
 )
-from cdp.storage.database import execute_script, oldest_uncommitted, sql_string, transaction
+from cdp.storage.database import (
+    execute_script,
+    oldest_uncommitted,
+    sql_string,
+    storage_errors,
+    transaction,
+)
+
+log = logging.getLogger(__name__)
 
 # The tables analysts get, in the order the dictionary lists them. Internals —
 # consumer offsets, duplicate records, export state, suppressed identifiers — stay
@@ -164,28 +173,37 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
     by ``cdp forget``), and ``profile_history`` for the dates builds wrote since. The
     other tables are small and rewritten. A row count that does not match the live
     table afterwards (a forgotten customer's events were deleted, say) makes that
-    table a full copy."""
-    started = time.monotonic()
+    table a full copy.
+
+    A full disk (or an I/O error) is a :class:`~cdp.errors.DiskError` naming the
+    analyst database; the staging file and the parts this publish wrote are deleted,
+    and the previous snapshot stays in place."""
     target = analyst_path(settings)
+    with storage_errors(target):
+        return _publish(con, settings, target)
+
+
+def _publish(con: duckdb.DuckDBPyConnection, settings: Settings, target: Path) -> AnalystPublish:
+    started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = events_folder(target)
     remove_publish_leftovers(settings)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     previous = _previous_snapshot(target, _schema_version(con))
-    if previous is not None:
-        shutil.copyfile(target, staging)
-        con.execute(f"ATTACH {sql_string(str(staging))} AS analyst_snapshot")
-    else:
-        # Written in DuckDB 1.0's storage format, so that analysts' clients — the stock
-        # CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
-        con.execute(
-            f"ATTACH {sql_string(str(staging))} AS analyst_snapshot "
-            f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
-        )
     existing = part_names(folder)  # a failed publish removes only what it wrote
-    events_through = oldest_uncommitted()  # read before this snapshot's transaction starts
     incremental: list[str] = []
     try:
+        if previous is not None:
+            shutil.copyfile(target, staging)
+            con.execute(f"ATTACH {sql_string(str(staging))} AS analyst_snapshot")
+        else:
+            # Written in DuckDB 1.0's storage format, so that analysts' clients — the
+            # stock CLI, BI tools' drivers, notebooks — need not be as new as cdp's DuckDB.
+            con.execute(
+                f"ATTACH {sql_string(str(staging))} AS analyst_snapshot "
+                f"(STORAGE_VERSION '{ANALYST_STORAGE_VERSION}')"
+            )
+        events_through = oldest_uncommitted()  # read before this snapshot's transaction
         # One transaction on the live database: every table comes from the same
         # snapshot, even while ingest commits alongside.
         with transaction(con):
@@ -215,10 +233,15 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
                  "incremental": incremental, "events_through": events_through,
                  "event_parts": list(parts.files)},
             )  # fmt: skip
+        # Detaching checkpoints the copy: on a full disk this is where it fails.
         con.execute("DETACH analyst_snapshot")
     except BaseException:
-        con.execute("DETACH DATABASE IF EXISTS analyst_snapshot")
+        try:
+            con.execute("DETACH DATABASE IF EXISTS analyst_snapshot")
+        except duckdb.Error as exc:  # the live database was invalidated; the error says why
+            log.debug("could not detach the analyst snapshot after a failed publish: %s", exc)
         staging.unlink(missing_ok=True)
+        staging.with_name(f"{staging.name}.wal").unlink(missing_ok=True)
         retire_parts(folder, keep=existing)
         raise
     os.replace(staging, target)
