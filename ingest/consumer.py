@@ -572,7 +572,11 @@ class EventConsumer:
     def close(self) -> None:
         if self._consumer is not None:
             try:
-                self._consumer.close(autocommit=False)
+                # Leaving the group is a courtesy (it speeds up the next rebalance);
+                # bounded, so that a stop during an outage is not held up for
+                # kafka-python's 30 s request timeout.
+                leave_within = PROBE_TIMEOUT_MS if self.broker.reachable else 1000
+                self._consumer.close(autocommit=False, timeout_ms=leave_within)
             except Exception as exc:  # closing must not mask the loop's own outcome
                 log.debug("error while closing the consumer: %s", exc)
         self._validator.shutdown(cancel_futures=True)

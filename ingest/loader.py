@@ -34,20 +34,12 @@ def load_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
     *,
-    limits: ValidationLimits | None = None,
+    limits: ValidationLimits,
     progress: Callable[[IngestStats], None] | None = None,
-    max_event_bytes: int | None = None,
 ) -> IngestStats:
     """Load ``path``; the next batch is validated (in the validator process) while the
-    current one is written, as in ``cdp ingest``.
-
-    ``limits`` are ``ValidationLimits.from_settings(settings.ingest)``. (Transition:
-    a caller not yet changed passes ``max_event_bytes`` alone, with default bounds.)
-    """
-    if limits is None:
-        if max_event_bytes is None:
-            raise TypeError("load_file() needs limits=ValidationLimits(...)")
-        limits = ValidationLimits(max_event_bytes=max_event_bytes)
+    current one is written, as in ``cdp ingest``. ``limits`` are usually
+    ``ValidationLimits.from_settings(settings.ingest)``."""
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:

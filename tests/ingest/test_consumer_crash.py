@@ -19,6 +19,7 @@ from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
 from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
+from cdp.ingest.validation import ValidationLimits
 from cdp.storage.database import connect
 from tests.helpers import offsets_accounted
 
@@ -127,7 +128,7 @@ def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
 
     # The same file loaded without Kafka yields exactly the same events.
     with connect(tmp_path / "reference.duckdb") as reference:
-        load_file(reference, source, max_event_bytes=kafka_settings.ingest.max_event_bytes)
+        load_file(reference, source, limits=ValidationLimits.from_settings(kafka_settings.ingest))
         expected_ids = {
             row[0] for row in reference.execute("SELECT event_id FROM events").fetchall()
         }

@@ -250,7 +250,7 @@ def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_tra
     assert "Traceback" not in errors
     assert "error: the Kafka broker at" in errors
     assert "broker_unreachable_timeout_s = 8 s" in errors
-    assert 8 <= waited < 60
+    assert 8 <= waited < 30  # the limit, plus a probe timeout and a bounded close
     with connect(tmp_path / "gives-up.duckdb") as con:
         accounted = offsets_accounted(con)
     assert sum(rows for _, _, rows, _ in accounted) <= sent

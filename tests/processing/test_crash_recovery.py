@@ -23,6 +23,7 @@ import pytest
 
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
+from cdp.ingest.validation import ValidationLimits
 from cdp.processing.pipeline import build_and_publish
 from cdp.processing.segment_config import load_segment_config
 from cdp.settings import load_settings
@@ -50,7 +51,9 @@ def _store(folder: Path, segments: str = "") -> Path:
     settings = load_settings(config)
     generate_store(folder / "store.jsonl", customers=400, seed=11, end=date(2026, 11, 1))
     with connect(settings.storage.db_path) as con:
-        load_file(con, folder / "store.jsonl", max_event_bytes=settings.ingest.max_event_bytes)
+        load_file(
+            con, folder / "store.jsonl", limits=ValidationLimits.from_settings(settings.ingest)
+        )
         build_and_publish(con, settings, load_segment_config(settings))
     (folder / "store.jsonl").unlink()
     return config
