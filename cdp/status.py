@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from cdp.errors import CdpError
+from cdp.ingest.broker import describe_kafka_error
 from cdp.processing.pipeline import report_path
 from cdp.settings import Settings
 from cdp.storage.analyst import analyst_path
@@ -69,7 +70,7 @@ def gather_status(settings: Settings) -> Status:
         except CdpError as exc:
             status.lag_error = str(exc)
         except Exception as exc:  # a broker that answers oddly: report, don't fail
-            status.lag_error = f"{type(exc).__name__}: {exc}"
+            status.lag_error = describe_kafka_error(exc)
     return status
 
 
@@ -113,13 +114,14 @@ def _read_tables(con: duckdb.DuckDBPyConnection, status: Status) -> None:
 def consumer_lag(settings: Settings) -> list[PartitionLag]:
     from kafka import KafkaConsumer, TopicPartition
 
-    from cdp.ingest.broker import bootstrap_list
+    from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
         group_id=settings.kafka.group_id,
         enable_auto_commit=False,
         client_id=f"{settings.kafka.client_id}-status",
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
     )
     try:
         partitions = [

@@ -17,7 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from cdp.errors import BrokerError, TransientError
+
+# How long a Kafka client may take to fetch the cluster's metadata when it starts:
+# a port that accepts connections but does not speak Kafka fails in this time, not
+# in kafka-python's default 30 s.
+BOOTSTRAP_TIMEOUT_MS = 10_000
 
 
 def free_port() -> int:
@@ -71,6 +78,31 @@ def bootstrap_list(bootstrap_servers: str, *, timeout_s: float = 5.0) -> list[st
         f"no Kafka broker answers at {bootstrap_servers} "
         "(kafka.bootstrap_servers / --bootstrap-servers)"
     )
+
+
+def describe_kafka_error(exc: BaseException) -> str:
+    """A kafka-python error as a person would say it (its messages repeat the class)."""
+    text = str(exc).strip()
+    name = type(exc).__name__
+    if text.startswith(f"{name}: "):
+        text = text[len(name) + 2 :]
+    if name == "KafkaTimeoutError":
+        return f"no answer in time: {text}" if text else "no answer in time"
+    return f"{name}: {text}" if text else name
+
+
+@contextlib.contextmanager
+def broker_errors(bootstrap_servers: str, doing: str) -> Iterator[None]:
+    """Turn a kafka-python error of a short-lived client (admin, producer, status)
+    into a ``TransientError`` saying what was being done: a broker that accepts
+    connections but does not answer would otherwise end in a traceback."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise TransientError(
+            f"{doing}: the Kafka broker at {bootstrap_servers} did not answer as expected "
+            f"({describe_kafka_error(exc)})"
+        ) from None
 
 
 @dataclass

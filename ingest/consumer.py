@@ -48,7 +48,7 @@ from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from cdp.errors import IngestError, OffsetOutOfRange, TransientError
-from cdp.ingest.broker import bootstrap_list
+from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
 from cdp.ingest.events import Family
 from cdp.ingest.validation import (
     PartitionSlice,
@@ -202,7 +202,7 @@ class EventConsumer:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             # A port that accepts connections but does not speak Kafka: fail this
             # attempt in seconds (the caller retries) rather than kafka-python's 30 s.
-            bootstrap_timeout_ms=PROBE_TIMEOUT_MS * 2,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         )
         consumer.subscribe(topics=list(self._family_by_topic), listener=_SeekToStoredOffsets(self))
         return consumer
@@ -231,7 +231,7 @@ class EventConsumer:
 
     def _broker_unreachable(self, exc: BaseException, give_up: bool) -> None:
         now = time.monotonic()
-        reason = _kafka_reason(exc)
+        reason = describe_kafka_error(exc)
         if self.broker.reachable:
             self.broker.unreachable_since = now
             self.broker.reachable = False
@@ -605,17 +605,6 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
 
 def _names(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"
-
-
-def _kafka_reason(exc: BaseException) -> str:
-    """A kafka-python error as a person would say it (its messages repeat the class)."""
-    text = str(exc).strip()
-    name = type(exc).__name__
-    if text.startswith(f"{name}: "):
-        text = text[len(name) + 2 :]
-    if name == "KafkaTimeoutError":
-        return f"no answer in time: {text}" if text else "no answer in time"
-    return f"{name}: {text}" if text else name
 
 
 def _out_of_range_offsets(exc: OffsetOutOfRangeError) -> dict[TopicPartition, tuple[int, None]]:

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from cdp.errors import ConfigError, IngestError
-from cdp.ingest.broker import bootstrap_list
+from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, broker_errors
 from cdp.ingest.events import FAMILY_OF_TYPE, UnknownEventType, canonical_type
 from cdp.settings import Settings
 
@@ -65,15 +65,17 @@ def produce_file(
 ) -> ProduceReport:
     topic_by_family = settings.topics.by_family()
     fallback = settings.topics.browse
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
-        client_id=settings.kafka.client_id,
-        acks="all",
-        linger_ms=20,
-        batch_size=512 * 1024,
-        max_request_size=max(1024 * 1024, settings.ingest.max_event_bytes * 4),
-        retries=10,
-    )
+    with broker_errors(settings.kafka.bootstrap_servers, "connecting the producer"):
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
+            client_id=settings.kafka.client_id,
+            acks="all",
+            linger_ms=20,
+            batch_size=512 * 1024,
+            max_request_size=max(1024 * 1024, settings.ingest.max_event_bytes * 4),
+            retries=10,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        )
     report = ProduceReport()
     failures: list[BaseException] = []
     try:

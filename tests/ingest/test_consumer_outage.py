@@ -264,16 +264,28 @@ def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path
     config = _config(
         tmp_path, f"127.0.0.1:{port}", "silent", ingest={"broker_unreachable_timeout_s": 5}
     )
-    log = tmp_path / "ingest.log"
+    source = tmp_path / "one.jsonl"
+    source.write_text('{"event_id": "e-1"}\n')
+    outcomes = {}
     try:
-        process = _start(config, log, "ingest", "--until-idle")
-        process.communicate(timeout=90)
+        for name, args in (
+            ("ingest", ("ingest", "--until-idle")),
+            ("topics", ("topics", "create")),
+            ("produce", ("produce", str(source))),
+        ):
+            log = tmp_path / f"{name}.log"
+            process = _start(config, log, *args)
+            process.communicate(timeout=90)
+            outcomes[name] = (process.returncode, _printed(log))
     finally:
         silent.close()
-    errors = log.read_text()
-    assert process.returncode == 1, errors[-3000:]
-    assert "Traceback" not in errors
-    assert f"error: the Kafka broker at 127.0.0.1:{port} has not answered" in errors
+    for name, (returncode, printed) in outcomes.items():
+        assert returncode == 1, (name, printed)
+        assert "Traceback" not in printed, (name, printed)
+        assert f"the Kafka broker at 127.0.0.1:{port}" in printed, (name, printed)
+    assert "has not answered" in outcomes["ingest"][1]
+    assert outcomes["topics"][1].startswith("error: creating the topics:")
+    assert outcomes["produce"][1].startswith("error: connecting the producer:")
 
 
 def test_cdp_run_exits_non_zero_within_seconds_when_its_validator_process_dies(
