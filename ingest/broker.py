@@ -9,11 +9,12 @@ loses its topics, which is what a demo and a test want.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,8 +141,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         pass  # not Linux: stop() still runs on every normal exit
 
 
-def start_local_broker(port: int | None = None, log_path: Path | None = None) -> LocalBroker:
-    """Start the bundled broker on 127.0.0.1 and return once it accepts connections."""
+def start_local_broker(
+    port: int | None = None,
+    log_path: Path | None = None,
+    *,
+    storage_engine: str = "memory://tansu/",
+    env: Mapping[str, str] | None = None,
+) -> LocalBroker:
+    """Start the bundled broker on 127.0.0.1 and return once it accepts connections.
+
+    Its data lives in memory unless ``storage_engine`` says otherwise: the tests use
+    ``s3://bucket/`` (with ``AWS_ENDPOINT`` etc. in ``env``) against a local S3 to
+    restart a broker without losing its topics."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -154,10 +165,13 @@ def start_local_broker(port: int | None = None, log_path: Path | None = None) ->
                 url,
                 "--advertised-listener-url",
                 url,
+                "--storage-engine",
+                storage_engine,
             ],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     finally:

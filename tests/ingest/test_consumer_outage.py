@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from cdp.ingest.broker import LocalBroker, free_port, start_local_broker
+from cdp.ingest.broker import LocalBroker, free_port, start_local_broker, wait_for_port
 from cdp.ingest.generator import generate_store
 from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
@@ -228,6 +228,62 @@ def test_broker_outage_mid_backlog_and_when_idle_ingest_and_run_stay_up_and_coun
             ).fetchall()
         )
     assert committed == stored
+
+
+@pytest.fixture
+def local_s3(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A local S3 (moto) with a bucket for the broker: what a broker needs to keep its
+    topics across a restart. Yields the environment the broker reads it from."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "moto.log").open("wb"),
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port)
+        bucket = urllib.request.Request(f"http://127.0.0.1:{port}/tansu", method="PUT")
+        urllib.request.urlopen(bucket, timeout=10).close()
+        yield {
+            "AWS_ENDPOINT": f"http://127.0.0.1:{port}",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_cdp_run_rides_out_a_broker_restart_and_resumes_exactly(local_s3, tmp_path):
+    port = free_port()
+    persisted = {"storage_engine": "s3://tansu/", "env": local_s3}
+    broker = start_local_broker(port=port, **persisted)
+    config = _config(tmp_path, broker.bootstrap_servers, "restart")
+    settings = load_settings(config)
+    log = tmp_path / "run.log"
+    run = None
+    try:
+        sent = _produce(settings, tmp_path, customers=300, seed=9)
+        run = _start(config, log, "-v", "run")
+        _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
+        broker.stop()  # a restart: down for a while, then back with its data
+        time.sleep(12)
+        broker = start_local_broker(port=port, **persisted)
+        more = _produce(settings, tmp_path, customers=100, seed=10)
+        _wait(lambda: _messages(log, "Kafka broker reachable again"), run, log, 120)
+        time.sleep(8)  # the new events are read
+    finally:
+        if run is not None and run.poll() is None:
+            run.send_signal(signal.SIGTERM)
+            out, _ = run.communicate(timeout=60)
+        broker.stop()
+    assert run.returncode == 0, log.read_text()[-3000:]
+    assert f"consumed {sent + more:,}".encode() in out
+    assert "Traceback" not in _printed(log)
+    assert len(_messages(log, "Kafka broker")) == 2, _messages(log, "Kafka broker")
+    _assert_each_offset_once(tmp_path / "restart.duckdb", sent + more)
 
 
 def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_traceback(
