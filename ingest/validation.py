@@ -283,28 +283,22 @@ _WHITESPACE = b" \t\n\r"
 _NESTED = frozenset((dict, list, float))
 
 
-def _count_keys(obj: dict) -> int:
-    """Keys in ``obj`` and in every object in it; -1 if it holds a non-finite float
-    (pydantic reads ``NaN``, ``Infinity`` and ``1e999`` into untyped fields)."""
-    count = len(obj)
-    for item in obj.values():
-        if type(item) in _NESTED:
-            inner = _count_keys_in(item)
-            if inner < 0:
-                return -1
-            count += inner
-    return count
-
-
-def _count_keys_in(item: dict | list | float) -> int:
-    if type(item) is dict:
-        return _count_keys(item)
-    if type(item) is float:
+def _count_keys(item: dict | list | float) -> int:
+    """Keys in ``item`` (an object, an array or a number) and in every object in it;
+    -1 if it holds a non-finite float (pydantic reads ``NaN``, ``Infinity`` and
+    ``1e999`` into untyped fields)."""
+    kind = type(item)
+    if kind is dict:
+        count = len(item)
+        values = item.values()
+    elif kind is float:
         return 0 if math.isfinite(item) else -1
-    count = 0
-    for element in item:
-        if type(element) in _NESTED:
-            inner = _count_keys_in(element)
+    else:
+        count = 0
+        values = item
+    for value in values:
+        if type(value) in _NESTED:
+            inner = _count_keys(value)
             if inner < 0:
                 return -1
             count += inner
