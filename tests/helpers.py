@@ -66,3 +66,9 @@ def offsets_accounted(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, in
         GROUP BY ALL ORDER BY ALL
         """
     ).fetchall()
+
+
+def stored_next_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
+    """``consumer_offsets`` as {(topic, partition): next offset to read}."""
+    rows = con.execute("SELECT topic, partition, next_offset FROM consumer_offsets").fetchall()
+    return {(topic, partition): offset for topic, partition, offset in rows}

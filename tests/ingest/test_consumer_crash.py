@@ -21,7 +21,7 @@ from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
 from cdp.ingest.validation import ValidationLimits
 from cdp.storage.database import connect
-from tests.helpers import offsets_accounted
+from tests.helpers import offsets_accounted, stored_next_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -94,9 +94,7 @@ def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
             process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         with connect(kafka_settings.storage.db_path) as con:
-            stored_after_each_kill.append(
-                con.execute("SELECT sum(next_offset) FROM consumer_offsets").fetchone()[0] or 0
-            )
+            stored_after_each_kill.append(sum(stored_next_offsets(con).values()))
     # The kills must have landed mid-stream, not before the first or after the last batch.
     mid_stream = [n for n in stored_after_each_kill if 0 < n < sent]
     assert len(set(mid_stream)) >= 2, stored_after_each_kill
@@ -111,12 +109,7 @@ def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
             " (SELECT count(*) FROM duplicate_events)"
         ).fetchone()
         accounted = offsets_accounted(con)
-        next_offsets = dict(
-            ((topic, partition), offset)
-            for topic, partition, offset in con.execute(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-            ).fetchall()
-        )
+        next_offsets = stored_next_offsets(con)
         ingested_ids = {row[0] for row in con.execute("SELECT event_id FROM events").fetchall()}
 
     # Every produced message is in exactly one table, once.
@@ -150,12 +143,7 @@ def test_sigterm_finishes_the_batch_stores_it_and_exits_zero(
 
     with connect(kafka_settings.storage.db_path) as con:
         accounted = offsets_accounted(con)
-        next_offsets = {
-            (topic, partition): offset
-            for topic, partition, offset in con.execute(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-            ).fetchall()
-        }
+        next_offsets = stored_next_offsets(con)
     # What was stored is exactly what the stored offsets say was consumed.
     assert sum(rows for _, _, rows, _ in accounted) == sum(next_offsets.values())
     for topic, partition, rows, distinct in accounted:
