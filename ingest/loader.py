@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Future
 from pathlib import Path
 from typing import BinaryIO
 
 import duckdb
 
-from cdp.errors import ConfigError
+from cdp.errors import ConfigError, IngestError
 from cdp.ingest.consumer import IngestStats
 from cdp.ingest.validation import (
     PartitionSlice,
@@ -39,21 +39,30 @@ def load_file(
 ) -> IngestStats:
     """Load ``path``; the next batch is validated (in the validator process) while the
     current one is written, as in ``cdp ingest``. ``limits`` are usually
-    ``ValidationLimits.from_settings(settings.ingest)``."""
+    ``ValidationLimits.from_settings(settings.ingest)``. A validator process that dies
+    (killed, out of memory) is an :class:`IngestError`; the batches stored stay."""
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"input file {str(path)!r} does not exist") from None
-    with handle, start_validator_process() as validator:
-        in_flight: deque[Future[ValidatedBatch]] = deque()
-        for chunk in _chunks(handle, source):
-            in_flight.append(validator.submit(validate_slices, [chunk], {}, limits))
-            if len(in_flight) > 1:
-                _store(con, in_flight.popleft().result(), stats, progress)
-        while in_flight:
-            _store(con, in_flight.popleft().result(), stats, progress)
+    with handle:
+        try:
+            with start_validator_process() as validator:
+                in_flight: deque[Future[ValidatedBatch]] = deque()
+                for chunk in _chunks(handle, source):
+                    in_flight.append(validator.submit(validate_slices, [chunk], {}, limits))
+                    if len(in_flight) > 1:
+                        _store(con, in_flight.popleft().result(), stats, progress)
+                while in_flight:
+                    _store(con, in_flight.popleft().result(), stats, progress)
+        except BrokenExecutor as exc:  # killed, or out of memory
+            # Each batch is stored in one transaction with its line numbers: a re-run
+            # stores the rest, and nothing twice.
+            raise IngestError(
+                f"the validator process died ({exc}); load the file again to store the rest"
+            ) from None
     return stats
 
 
