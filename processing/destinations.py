@@ -68,6 +68,7 @@ from cdp.processing.segment_config import (
 )
 from cdp.processing.segment_rules import quote_identifier
 from cdp.settings import Settings
+from cdp.storage.database import storage_errors
 
 # Called with the customer ids whose entry and exit the destination confirmed.
 Confirm = Callable[[list[str], list[str]], None]
@@ -258,7 +259,15 @@ def _json_lines(con: duckdb.DuckDBPyConnection, table: pa.Table) -> str:
 
 def _publish_folder(target: Path, delivery: Delivery, write: Callable[[Path], None]) -> None:
     """Write into a temporary sibling folder, add the manifest, then rename into place:
-    a reader sees the previous folder or the complete new one, never a partial one."""
+    a reader sees the previous folder or the complete new one, never a partial one.
+
+    A full disk (or an I/O error) is a :class:`~cdp.errors.DiskError` naming
+    ``target``; the temporary folder is deleted and the previous folder stays."""
+    with storage_errors(target):
+        _write_folder(target, delivery, write)
+
+
+def _write_folder(target: Path, delivery: Delivery, write: Callable[[Path], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
         tempfile.mkdtemp(prefix=_STAGING_PREFIX.format(name=target.name), dir=target.parent)

@@ -8,8 +8,9 @@ A full disk, an exceeded quota or an I/O error while the storage layer writes
 becomes :class:`~cdp.errors.DiskError` naming the file and the problem
 (:func:`storage_errors`): in :func:`transaction` (so every batch of events, every
 build and publish), in :func:`connect` (creating the file, migrations), and around the
-analyst publish and the report. A transaction that fails so is rolled back, so
-nothing is half-written and the command can simply be run again once space is freed.
+analyst publish, the report and the folders of file destinations. A transaction that
+fails so is rolled back, so nothing is half-written and the command can simply be run
+again once space is freed.
 """
 
 from __future__ import annotations
@@ -197,7 +198,9 @@ def disk_error(exc: BaseException, path: Path | str | None = None) -> DiskError 
         kind = _DISK_ERRNOS.get(exc.errno) if exc.errno is not None else None
         if kind is None:
             return None
-        reason = exc.strerror or os.strerror(exc.errno)
+        # The system's words: pyarrow's strerror wraps them ("Error writing bytes to
+        # file. Detail: [errno 28] No space left on device").
+        reason = os.strerror(exc.errno)
         file = None if exc.filename is None else os.fsdecode(exc.filename)
         detail = f"{file}: {reason}" if file else reason
     elif isinstance(exc, _DUCKDB_FILE_ERRORS):

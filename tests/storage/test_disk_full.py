@@ -1,6 +1,7 @@
 """A full disk under the database: `cdp load`, `cdp ingest` and `cdp build` say so in
 one line (exit 1, no traceback), write nothing by halves, and a run after space is
-freed is exact.
+freed is exact. Under the file destinations, `cdp export` records each delivery that
+did not fit as a disk error naming its folder.
 
 The disk is a small tmpfs mounted for the test (root only: skipped elsewhere), filled
 with a filler file; the commands run as real processes, as a user runs them.
@@ -12,6 +13,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -205,6 +207,44 @@ def test_ingest_on_a_full_disk_fails_in_one_line_and_a_rerun_stores_everything_o
     assert sum(rows for _, _, rows, _ in accounted) == sent
 
 
+# -- cdp export ------------------------------------------------------------------------
+
+
+def test_export_to_a_full_disk_records_each_file_delivery_as_disk_full_and_leaves_nothing_half(
+    small_disk, published_store, tmp_path
+):
+    # The live database off the small disk (a copy: the store is shared); the file
+    # destinations (files, ad audiences) on it.
+    db = tmp_path / "cdp.duckdb"
+    shutil.copyfile(published_store.storage.db_path, db)
+    out = small_disk / "out"
+    args = ("export", "--db", str(db), "--out", str(out))
+    filler = fill(small_disk, 0)
+
+    failed = cdp(*args, cwd=tmp_path)
+
+    assert "Traceback" not in failed.stderr, failed.stderr
+    assert failed.returncode == 1, failed.stderr  # what a failed delivery exits with
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.execute(
+            "SELECT destination, segment, as_of, status, message FROM export_runs"
+        ).fetchall()
+    assert runs and {status for *_, status, _ in runs} == {"failed"}
+    for destination, segment, as_of, _, message in runs:
+        root = out / ("segments" if destination == "files" else "audiences")
+        folder = root / segment / as_of.isoformat()
+        assert message.startswith(f"DiskError: {folder}: disk full (No space left on device)")
+        assert message in failed.stdout
+    assert "Errno" not in failed.stdout and "OSError" not in failed.stdout, failed.stdout
+    # No staging folder, no file of a delivery that did not fit.
+    assert [p for p in out.rglob("*") if p.is_file() or p.name.startswith(".")] == []
+
+    filler.unlink()
+    again = cdp(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(list(out.rglob("manifest.json"))) == len(runs)
+
+
 # -- the report ----------------------------------------------------------------------
 
 
@@ -299,6 +339,16 @@ def test_other_errors_are_left_as_they_are(exc):
     assert disk_error(exc) is None
     with pytest.raises(type(exc)), storage_errors(Path("/d/x.duckdb")):
         raise exc
+
+
+def test_an_os_error_is_worded_with_the_systems_words_whoever_raised_it():
+    # pyarrow's, writing an export file: strerror wraps the system's words.
+    pyarrow = OSError(
+        errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    )
+    assert str(disk_error(pyarrow, Path("/out/seg/2026-06-30"))) == (
+        "/out/seg/2026-06-30: disk full (No space left on device); free some space and run it again"
+    )
 
 
 def test_the_outermost_storage_layer_names_the_file_the_user_knows():
