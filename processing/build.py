@@ -17,9 +17,11 @@ database and report are still to be written (:mod:`cdp.processing.pipeline`), wh
 ends ``succeeded`` or ``publish_failed``. ``failed`` means nothing of it was written.
 A process killed mid-build leaves ``running`` or ``publishing`` behind; only one
 process can hold the database for writing and ``cdp run`` builds one at a time, so
-a build that finds such a row when it starts marks it (:func:`mark_interrupted_builds`):
-``running`` becomes ``interrupted`` (nothing written), ``publishing`` becomes
-``publish_failed`` (its tables are live, its analyst copy is not). The builds whose
+such a row found before a build starts is a dead process's, and
+:func:`mark_interrupted_builds` marks it (every build and the service's start run it,
+through :func:`cdp.processing.pipeline.clean_up_interrupted_builds`): ``running``
+becomes ``interrupted`` (nothing written), ``publishing`` becomes ``publish_failed``
+(its tables are live, its analyst copy is not). The builds whose
 tables the live database holds are those in ``LIVE_BUILD_STATUSES``: the latest of
 them is "the latest build" for later builds and for exports.
 """
@@ -138,8 +140,9 @@ def end_of_day(day: date) -> datetime:
 
 def mark_interrupted_builds(con: duckdb.DuckDBPyConnection) -> int:
     """Record the builds a killed process left unfinished (see the module's docstring);
-    return how many. Every build starts with it; it must never run while a build of
-    this process is under way."""
+    return how many. It must never run while a build of this process is under way;
+    :func:`cdp.processing.pipeline.clean_up_interrupted_builds` runs it before each
+    build."""
     marked = con.execute(
         _MARK_INTERRUPTED,
         {
@@ -170,11 +173,11 @@ def run_build(
     configured segments file, loaded (and so checked) before any work starts;
     ``progress`` is told the name of each stage as it starts. With
     ``analyst_publish_follows`` a build that becomes current is left ``publishing``,
-    for the caller to finish with :func:`finish_publishing`."""
+    for the caller to finish with :func:`finish_publishing`. Rows a killed build left
+    are the caller's to mark first (:func:`mark_interrupted_builds`)."""
     say = progress or (lambda stage: None)
     started = time.monotonic()
     segments = segments or load_segment_config(settings)
-    mark_interrupted_builds(con)
     now = datetime.now(UTC)
     as_of = as_of or now
     build_id = con.execute(

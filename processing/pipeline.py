@@ -59,9 +59,9 @@ def clean_up_interrupted_builds(con: duckdb.DuckDBPyConnection, settings: Settin
     publish left (a partial analyst snapshot copy — personal data — events parts no
     snapshot names, a half-written report); return the files and folders deleted.
 
-    Every build starts with it; the service can call it once when it starts. It must
-    run only in the process that holds the live database for writing, and never while
-    a build or publish of that process is under way."""
+    Every build starts with it (the one place it happens); the service can call it
+    once when it starts. It must run only in the process that holds the live database
+    for writing, and never while a build or publish of that process is under way."""
     mark_interrupted_builds(con)
     removed = remove_publish_leftovers(settings)
     report = report_path(settings)

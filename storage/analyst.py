@@ -16,8 +16,9 @@ file, each publish adding a part with the events received since the previous one
 
 A publish killed midway leaves its hidden ``.<name>.tmp-<pid>`` file (a copy of the
 previous snapshot, personal data included) and events parts no snapshot names;
-:func:`remove_publish_leftovers` deletes them when the next publish (or build, or
-``cdp forget``) starts.
+:func:`remove_publish_leftovers` deletes them before the next build (from
+:func:`cdp.processing.pipeline.clean_up_interrupted_builds`, which the service also
+runs when it starts) and before ``cdp forget``.
 """
 
 from __future__ import annotations
@@ -177,18 +178,22 @@ def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings)
 
     A full disk (or an I/O error) is a :class:`~cdp.errors.DiskError` naming the
     analyst database; the staging file and the parts this publish wrote are deleted,
-    and the previous snapshot stays in place."""
+    and the previous snapshot stays in place. What killed publishes left is for the
+    caller to delete first (:func:`remove_publish_leftovers`)."""
     target = analyst_path(settings)
     with storage_errors(target):
-        return _publish(con, settings, target)
+        return _publish(con, target)
 
 
-def _publish(con: duckdb.DuckDBPyConnection, settings: Settings, target: Path) -> AnalystPublish:
+def _publish(con: duckdb.DuckDBPyConnection, target: Path) -> AnalystPublish:
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     folder = events_folder(target)
-    remove_publish_leftovers(settings)
     staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    # Other processes' leftovers are remove_publish_leftovers' (run by the caller);
+    # a file of this name would be a dead process's with the same id, never a base.
+    staging.unlink(missing_ok=True)
+    staging.with_name(f"{staging.name}.wal").unlink(missing_ok=True)
     previous = _previous_snapshot(target, _schema_version(con))
     existing = part_names(folder)  # a failed publish removes only what it wrote
     incremental: list[str] = []
@@ -262,7 +267,7 @@ def remove_publish_leftovers(settings: Settings) -> list[Path]:
     alone (the next publish rewrites them all and deletes the rest).
 
     Only the process that holds the live database for writing publishes, so when it
-    starts a publish, build or forget, nothing else is writing them."""
+    starts a build or forget (which run it first), nothing else is writing them."""
     target = analyst_path(settings)
     if not target.parent.is_dir():
         return []

@@ -101,3 +101,28 @@ def test_files_a_killed_publish_left_are_removed(tmp_path):
         report.write_text("<html>half a report")
         assert clean_up_interrupted_builds(con, settings) == [staging, report]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_build_clears_what_killed_ones_left_once(tmp_path, monkeypatch):
+    from cdp.processing import build
+    from cdp.storage import analyst
+
+    calls = []
+    for module, name in (
+        (build, "mark_interrupted_builds"),
+        (analyst, "remove_publish_leftovers"),
+        (pipeline, "mark_interrupted_builds"),
+        (pipeline, "remove_publish_leftovers"),
+    ):
+        original = getattr(module, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, counted)
+    settings = _settings(tmp_path)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
+    assert sorted(calls) == ["mark_interrupted_builds", "remove_publish_leftovers"]
