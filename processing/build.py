@@ -21,7 +21,8 @@ such a row found before a build starts is a dead process's, and
 :func:`mark_interrupted_builds` marks it (every build and the service's start run it,
 through :func:`cdp.processing.pipeline.clean_up_interrupted_builds`): ``running``
 becomes ``interrupted`` (nothing written), ``publishing`` becomes ``publish_failed``
-(its tables are live, its analyst copy is not). The builds whose
+(its tables are live, its analyst copy or its report is not) — or ``succeeded`` when
+both were written and only recording it did not happen. The builds whose
 tables the live database holds are those in ``LIVE_BUILD_STATUSES``: the latest of
 them is "the latest build" for later builds and for exports.
 """
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -67,15 +68,25 @@ log = logging.getLogger(__name__)
 # Statuses of builds whose tables were written to the live database.
 LIVE_BUILD_STATUSES = ("succeeded", "publishing", "publish_failed")
 
-# How builds.message ends when the analyst database was not published.
+# How builds.message ends when the analyst database was not published, or it was and
+# the report was not.
 _NOT_PUBLISHED = "analyst database not published: "
+_REPORT_NOT_WRITTEN = "analyst database published, report not written: "
 
+# (The CASEs read each row's status as it was before this UPDATE.)
 _MARK_INTERRUPTED = """
 UPDATE builds
-SET status = CASE status WHEN 'running' THEN 'interrupted' ELSE 'publish_failed' END,
+SET status = CASE
+        WHEN status = 'running' THEN 'interrupted'
+        WHEN list_contains($report_written, build_id) THEN 'succeeded'
+        ELSE 'publish_failed'
+    END,
     finished_at = $now,
-    message = CASE status
-        WHEN 'running' THEN $interrupted
+    message = CASE
+        WHEN status = 'running' THEN $interrupted
+        WHEN list_contains($report_written, build_id) THEN concat_ws('; ', message, $recorded)
+        WHEN list_contains($analyst_published, build_id)
+            THEN concat_ws('; ', message, $report_not_written)
         ELSE concat_ws('; ', message, $not_published)
     END
 WHERE status IN ('running', 'publishing')
@@ -138,19 +149,36 @@ def end_of_day(day: date) -> datetime:
     )
 
 
-def mark_interrupted_builds(con: duckdb.DuckDBPyConnection) -> int:
+def mark_interrupted_builds(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    analyst_published: Collection[int] = (),
+    report_written: Collection[int] = (),
+) -> int:
     """Record the builds a killed process left unfinished (see the module's docstring);
     return how many. It must never run while a build of this process is under way;
     :func:`cdp.processing.pipeline.clean_up_interrupted_builds` runs it before each
-    build."""
+    build.
+
+    A process can also end, or fail to write the outcome, after publishing: the
+    ``publishing`` builds in ``analyst_published`` had their analyst database
+    published, those also in ``report_written`` their report too. The latter end
+    ``succeeded``, the former ``publish_failed`` saying only the report is missing."""
+    noticed = "(finished_at is when a later build noticed)"
     marked = con.execute(
         _MARK_INTERRUPTED,
         {
             "now": datetime.now(UTC),
+            "analyst_published": list(analyst_published),
+            "report_written": list(report_written),
             "interrupted": "interrupted: its process ended before the build was written "
-            "(finished_at is when a later build noticed); nothing of it was kept",
+            f"{noticed}; nothing of it was kept",
             "not_published": f"{_NOT_PUBLISHED}interrupted: its process ended while "
-            "writing it (finished_at is when a later build noticed)",
+            f"writing it {noticed}",
+            "report_not_written": f"{_REPORT_NOT_WRITTEN}interrupted: its process ended "
+            f"while writing it {noticed}",
+            "recorded": "analyst database and report published; recorded by a later build "
+            f"(its process ended, or could not write, before recording it) {noticed}",
         },
     ).fetchall()
     for build_id, status in marked:
@@ -239,11 +267,19 @@ def run_build(
 
 
 def finish_publishing(
-    con: duckdb.DuckDBPyConnection, build_id: int, error: BaseException | None = None
+    con: duckdb.DuckDBPyConnection,
+    build_id: int,
+    error: BaseException | None = None,
+    *,
+    analyst_published: bool = False,
 ) -> None:
     """End a ``publishing`` build: ``succeeded``, or ``publish_failed`` with ``error``
-    added to its message."""
-    failure = None if error is None else f"{_NOT_PUBLISHED}{type(error).__name__}: {error}"
+    added to its message (which says whether the analyst database was published, and
+    so only the report was not)."""
+    failure = None
+    if error is not None:
+        stage = _REPORT_NOT_WRITTEN if analyst_published else _NOT_PUBLISHED
+        failure = f"{stage}{type(error).__name__}: {error}"
     con.execute(
         "UPDATE builds SET finished_at = current_timestamp,"
         " status = CASE WHEN $failure IS NULL THEN 'succeeded' ELSE 'publish_failed' END,"

@@ -284,6 +284,20 @@ def remove_publish_leftovers(settings: Settings) -> list[Path]:
     return removed
 
 
+def builds_in_snapshot(settings: Settings) -> set[int]:
+    """The builds the analyst database in place holds in its copy of ``builds``: a
+    build still ``publishing`` there had its analyst database published. Empty
+    without a readable snapshot."""
+    target = analyst_path(settings)
+    if not target.exists():
+        return set()
+    try:
+        with duckdb.connect(str(target), read_only=True) as snapshot:
+            return {row[0] for row in snapshot.execute("SELECT build_id FROM builds").fetchall()}
+    except duckdb.Error:
+        return set()
+
+
 def _snapshot_parts(path: Path) -> tuple[tuple[str, ...], bool] | None:
     """The events parts the snapshot at ``path`` names, and whether it added them to
     its predecessor's; no parts without a snapshot; None when it cannot be read."""

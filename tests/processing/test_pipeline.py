@@ -3,6 +3,7 @@ fails or a process died mid-build, and what a killed publish leaves behind."""
 
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from cdp.processing import pipeline
@@ -116,9 +117,9 @@ def test_a_build_clears_what_killed_ones_left_once(tmp_path, monkeypatch):
     ):
         original = getattr(module, name)
 
-        def counted(*args, _original=original, _name=name):
+        def counted(*args, _original=original, _name=name, **kwargs):
             calls.append(_name)
-            return _original(*args)
+            return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counted)
     settings = _settings(tmp_path)
@@ -126,3 +127,56 @@ def test_a_build_clears_what_killed_ones_left_once(tmp_path, monkeypatch):
         store(con, order("ann", days_ago(5), "10"))
         build_and_publish(con, settings, load_segment_config(settings), AS_OF)
     assert sorted(calls) == ["mark_interrupted_builds", "remove_publish_leftovers"]
+
+
+def _never_recorded(con, build_id, error=None):
+    """finish_publishing of a process that died (or whose database write failed) just
+    before it could record the outcome."""
+    raise duckdb.IOException('IO Error: Could not write file "live.duckdb.wal": disk is gone')
+
+
+def test_a_build_published_but_not_recorded_so_is_recorded_succeeded_by_the_next(
+    tmp_path, monkeypatch
+):
+    settings = _settings(tmp_path)
+    segments = load_segment_config(settings)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "finish_publishing", _never_recorded)
+            with pytest.raises(duckdb.IOException):
+                build_and_publish(con, settings, segments, AS_OF)
+        assert _builds(con)[0][0] == "publishing"
+        build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+        builds = _builds(con)
+    assert [(status, finished) for status, finished, _ in builds] == [
+        ("succeeded", True), ("succeeded", True),
+    ]  # fmt: skip
+    assert "not published" not in builds[0][2]
+    assert "recorded by a later build" in builds[0][2]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "process died"])
+def test_a_build_whose_report_was_not_written_says_so_not_that_the_analyst_copy_was_not(
+    tmp_path, monkeypatch, recorded
+):
+    settings = _settings(tmp_path)
+    segments = load_segment_config(settings)
+
+    def fail(analyst_db, out):
+        raise RuntimeError("disk full")
+
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "write_report", fail)
+            if not recorded:
+                patch.setattr(pipeline, "finish_publishing", _never_recorded)
+            with pytest.raises(RuntimeError, match="disk full"):
+                build_and_publish(con, settings, segments, AS_OF)
+        build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+        status, finished, message = _builds(con)[0]
+    assert status == "publish_failed" and finished
+    assert "analyst database not published" not in message
+    reason = "RuntimeError: disk full" if recorded else "interrupted"
+    assert f"analyst database published, report not written: {reason}" in message
