@@ -1,6 +1,7 @@
 """A build as the service runs it: what ``builds`` records when the analyst publish
 fails or a process died mid-build, and what a killed publish leaves behind."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import duckdb
@@ -9,7 +10,7 @@ import pytest
 from cdp.processing import pipeline
 from cdp.processing.export import run_export
 from cdp.processing.pipeline import build_and_publish, clean_up_interrupted_builds
-from cdp.processing.segment_config import load_segment_config
+from cdp.processing.segment_config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
 from cdp.storage.analyst_events import events_folder
 from cdp.storage.database import connect
@@ -20,36 +21,39 @@ def _settings(tmp_path) -> Settings:
     return Settings(storage={"db_path": tmp_path / "live.duckdb"}, export={"out_dir": tmp_path})
 
 
+@pytest.fixture
+def live(tmp_path) -> Iterator[tuple[duckdb.DuckDBPyConnection, Settings, SegmentConfig]]:
+    """The live database with one order in it, its settings and the shipped segments."""
+    settings = _settings(tmp_path)
+    with connect(settings.storage.db_path) as con:
+        store(con, order("ann", days_ago(5), "10"))
+        yield con, settings, load_segment_config(settings)
+
+
 def _builds(con) -> list[tuple]:
     return con.execute(
         "SELECT status, finished_at IS NOT NULL, message FROM builds ORDER BY build_id"
     ).fetchall()
 
 
-def test_a_build_whose_analyst_publish_fails_is_recorded_so_and_stays_the_latest(
-    tmp_path, monkeypatch
-):
-    settings = _settings(tmp_path)
-    segments = load_segment_config(settings)
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        build_and_publish(con, settings, segments, AS_OF)
-        store(con, order("bob", days_ago(1), "10"))
+def test_a_build_whose_analyst_publish_fails_is_recorded_so_and_stays_the_latest(live, monkeypatch):
+    con, settings, segments = live
+    build_and_publish(con, settings, segments, AS_OF)
+    store(con, order("bob", days_ago(1), "10"))
 
-        def fail(con, settings):
-            raise RuntimeError("disk full")
+    def fail(con, settings):
+        raise RuntimeError("disk full")
 
-        with monkeypatch.context() as patch:
-            patch.setattr(pipeline, "publish_analyst_database", fail)
-            with pytest.raises(RuntimeError, match="disk full"):
-                build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
-        recorded = _builds(con)[1]
-        # Its profiles are in the live database: a backfill of an earlier date must not
-        # replace them, and exports take its memberships.
-        backfill = build_and_publish(con, settings, segments, AS_OF - timedelta(days=1))
-        exported = run_export(con, settings, segments)
-        profiles = con.execute("SELECT count(*) FROM customer_profiles").fetchall()
-    status, finished, message = recorded
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "publish_analyst_database", fail)
+        with pytest.raises(RuntimeError, match="disk full"):
+            build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+    status, finished, message = _builds(con)[1]
+    # Its profiles are in the live database: a backfill of an earlier date must not
+    # replace them, and exports take its memberships.
+    backfill = build_and_publish(con, settings, segments, AS_OF - timedelta(days=1))
+    exported = run_export(con, settings, segments)
+    profiles = con.execute("SELECT count(*) FROM customer_profiles").fetchall()
     assert status == "publish_failed" and finished
     assert "analyst database not published: RuntimeError: disk full" in message
     assert not backfill.build.published_current
@@ -57,20 +61,18 @@ def test_a_build_whose_analyst_publish_fails_is_recorded_so_and_stays_the_latest
     assert exported.as_of == (AS_OF + timedelta(days=1)).date()
 
 
-def test_builds_a_killed_process_left_unfinished_are_marked_at_the_next_build(tmp_path):
-    settings = _settings(tmp_path)
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        # A process killed while computing leaves 'running'; one killed while writing the
-        # analyst database, after the build's own tables were written, 'publishing'.
-        for status in ("running", "publishing"):
-            con.execute(
-                "INSERT INTO builds (as_of, started_at, status, message) "
-                "VALUES ($at, $at, $status, '2 merges')",
-                {"at": AS_OF, "status": status},
-            )
-        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
-        builds = _builds(con)
+def test_builds_a_killed_process_left_unfinished_are_marked_at_the_next_build(live):
+    con, settings, segments = live
+    # A process killed while computing leaves 'running'; one killed while writing the
+    # analyst database, after the build's own tables were written, 'publishing'.
+    for status in ("running", "publishing"):
+        con.execute(
+            "INSERT INTO builds (as_of, started_at, status, message) "
+            "VALUES ($at, $at, $status, '2 merges')",
+            {"at": AS_OF, "status": status},
+        )
+    build_and_publish(con, settings, segments, AS_OF)
+    builds = _builds(con)
     assert [(status, finished) for status, finished, _ in builds] == [
         ("interrupted", True), ("publish_failed", True), ("succeeded", True),
     ]  # fmt: skip
@@ -78,33 +80,31 @@ def test_builds_a_killed_process_left_unfinished_are_marked_at_the_next_build(tm
     assert builds[1][2].startswith("2 merges; analyst database not published: interrupted")
 
 
-def test_files_a_killed_publish_left_are_removed(tmp_path):
-    settings = _settings(tmp_path)
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        first = build_and_publish(con, settings, load_segment_config(settings), AS_OF)
-        target = first.analyst.path
-        parts = sorted(p.name for p in events_folder(target).iterdir())
-        # A publish killed by another process (pid 999999): its snapshot file and WAL,
-        # and an events part newer than any the snapshot names.
-        staging = target.with_name(f".{target.name}.tmp-999999")
-        for leftover in (staging, staging.with_name(staging.name + ".wal")):
-            leftover.write_bytes(b"half a snapshot, with personal data")
-        orphan = events_folder(target) / "part-000009"
-        orphan.mkdir()
-        (orphan / "data_0.parquet").write_bytes(b"events")
-        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-        assert sorted(p.name for p in events_folder(target).iterdir()) == parts
-        # The same, on its own: what the service calls when it starts.
-        staging.write_bytes(b"half a snapshot")
-        report = tmp_path / ".live.report.html.tmp"
-        report.write_text("<html>half a report")
-        assert clean_up_interrupted_builds(con, settings) == [staging, report]
+def test_files_a_killed_publish_left_are_removed(live, tmp_path):
+    con, settings, segments = live
+    first = build_and_publish(con, settings, segments, AS_OF)
+    target = first.analyst.path
+    parts = sorted(p.name for p in events_folder(target).iterdir())
+    # A publish killed by another process (pid 999999): its snapshot file and WAL,
+    # and an events part newer than any the snapshot names.
+    staging = target.with_name(f".{target.name}.tmp-999999")
+    for leftover in (staging, staging.with_name(staging.name + ".wal")):
+        leftover.write_bytes(b"half a snapshot, with personal data")
+    orphan = events_folder(target) / "part-000009"
+    orphan.mkdir()
+    (orphan / "data_0.parquet").write_bytes(b"events")
+    build_and_publish(con, settings, segments, AS_OF)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert sorted(p.name for p in events_folder(target).iterdir()) == parts
+    # The same, on its own: what the service calls when it starts.
+    staging.write_bytes(b"half a snapshot")
+    report = tmp_path / ".live.report.html.tmp"
+    report.write_text("<html>half a report")
+    assert clean_up_interrupted_builds(con, settings) == [staging, report]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_a_build_clears_what_killed_ones_left_once(tmp_path, monkeypatch):
+def test_a_build_clears_what_killed_ones_left_once(live, monkeypatch):
     from cdp.processing import build
     from cdp.storage import analyst
 
@@ -122,10 +122,8 @@ def test_a_build_clears_what_killed_ones_left_once(tmp_path, monkeypatch):
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, counted)
-    settings = _settings(tmp_path)
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        build_and_publish(con, settings, load_segment_config(settings), AS_OF)
+    con, settings, segments = live
+    build_and_publish(con, settings, segments, AS_OF)
     assert sorted(calls) == ["mark_interrupted_builds", "remove_publish_leftovers"]
 
 
@@ -135,20 +133,15 @@ def _never_recorded(con, build_id, error=None):
     raise duckdb.IOException('IO Error: Could not write file "live.duckdb.wal": disk is gone')
 
 
-def test_a_build_published_but_not_recorded_so_is_recorded_succeeded_by_the_next(
-    tmp_path, monkeypatch
-):
-    settings = _settings(tmp_path)
-    segments = load_segment_config(settings)
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        with monkeypatch.context() as patch:
-            patch.setattr(pipeline, "finish_publishing", _never_recorded)
-            with pytest.raises(duckdb.IOException):
-                build_and_publish(con, settings, segments, AS_OF)
-        assert _builds(con)[0][0] == "publishing"
-        build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
-        builds = _builds(con)
+def test_a_build_published_but_not_recorded_so_is_recorded_succeeded_by_the_next(live, monkeypatch):
+    con, settings, segments = live
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "finish_publishing", _never_recorded)
+        with pytest.raises(duckdb.IOException):
+            build_and_publish(con, settings, segments, AS_OF)
+    assert _builds(con)[0][0] == "publishing"
+    build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+    builds = _builds(con)
     assert [(status, finished) for status, finished, _ in builds] == [
         ("succeeded", True), ("succeeded", True),
     ]  # fmt: skip
@@ -158,24 +151,21 @@ def test_a_build_published_but_not_recorded_so_is_recorded_succeeded_by_the_next
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "process died"])
 def test_a_build_whose_report_was_not_written_says_so_not_that_the_analyst_copy_was_not(
-    tmp_path, monkeypatch, recorded
+    live, monkeypatch, recorded
 ):
-    settings = _settings(tmp_path)
-    segments = load_segment_config(settings)
+    con, settings, segments = live
 
     def fail(analyst_db, out):
         raise RuntimeError("disk full")
 
-    with connect(settings.storage.db_path) as con:
-        store(con, order("ann", days_ago(5), "10"))
-        with monkeypatch.context() as patch:
-            patch.setattr(pipeline, "write_report", fail)
-            if not recorded:
-                patch.setattr(pipeline, "finish_publishing", _never_recorded)
-            with pytest.raises(RuntimeError, match="disk full"):
-                build_and_publish(con, settings, segments, AS_OF)
-        build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
-        status, finished, message = _builds(con)[0]
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "write_report", fail)
+        if not recorded:
+            patch.setattr(pipeline, "finish_publishing", _never_recorded)
+        with pytest.raises(RuntimeError, match="disk full"):
+            build_and_publish(con, settings, segments, AS_OF)
+    build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
+    status, finished, message = _builds(con)[0]
     assert status == "publish_failed" and finished
     assert "analyst database not published" not in message
     reason = "RuntimeError: disk full" if recorded else "interrupted"
