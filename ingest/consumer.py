@@ -33,8 +33,11 @@ what to do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 import duckdb
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, OffsetOutOfRangeError
+from kafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from cdp.errors import IngestError, OffsetOutOfRange, TransientError
@@ -58,7 +61,12 @@ from cdp.ingest.validation import (
     validate_slices,
 )
 from cdp.settings import Settings
-from cdp.storage.event_store import WriteResult, stored_offsets, write_batch
+from cdp.storage.event_store import (
+    WriteResult,
+    reset_stored_offsets,
+    stored_offsets,
+    write_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,9 @@ PROBE_TIMEOUT_MS = 5000
 # and once idle for ingest.idle_timeout_s (then whether we caught up, too).
 CHECK_EVERY_S = 5.0
 IDLE_CHECK_EVERY_S = 1.0
+# A courtesy commit to Kafka with no answer after this long is sent again (its answer
+# may never come, e.g. when the coordinator moved during an outage).
+COMMIT_ANSWER_S = 10.0
 
 
 @dataclass
@@ -173,15 +184,30 @@ class EventConsumer:
         # Offsets Kafka confirmed (set by commit callbacks on kafka-python's IO thread)
         # and those sent but not answered yet.
         self._committed_to_kafka: dict[tuple[str, int], int] = {}
-        self._commits_in_flight: dict[tuple[str, int], int] = {}
-        # Partitions assigned with a stored offset whose range is not checked yet.
+        self._commits_in_flight: dict[tuple[str, int], tuple[int, float]] = {}
+        # Partitions assigned with a stored offset whose range is not checked yet
+        # (replaced by rebalance callbacks on kafka-python's IO thread, hence the lock).
         self._unverified: dict[TopicPartition, int] = {}
+        self._unverified_lock = threading.Lock()
+        # Log ends seen at the previous check (caught up under steady traffic).
+        self._previous_ends: dict[TopicPartition, int] = {}
+        # When the poll loop last went round: /healthz tells a wedged consumer by it.
+        self.loop_turned_at = time.monotonic()
         self.stats = IngestStats()
         self.broker = BrokerHealth()
         # Started before the Kafka client, so its start-up is not paid while holding
         # partitions.
         self._validator = start_validator_process()
+        # Its pid, to kill it when it hangs: a pool cannot be shut down around a worker
+        # that never answers.
+        self._validator_pid = self._validator.submit(os.getpid).result()
+        self._validator_failed = False
         self._consumer: KafkaConsumer | None = None
+
+    @property
+    def batches_in_flight(self) -> int:
+        """Batches polled but not yet stored (queued, being validated or written)."""
+        return self._queue.unfinished_tasks
 
     def _connect(self) -> KafkaConsumer:
         kafka = self._settings.kafka
@@ -207,20 +233,18 @@ class EventConsumer:
         consumer.subscribe(topics=list(self._family_by_topic), listener=_SeekToStoredOffsets(self))
         return consumer
 
-    def _connect_patiently(self) -> KafkaConsumer | None:
+    def _connect_patiently(self, until_idle: bool) -> KafkaConsumer | None:
         """The Kafka client, once the broker answers; None if stopped meanwhile.
 
-        Start-up needs a broker: nothing listening at the address (most likely a
-        wrong address) fails at once, and one that accepts connections but does not
-        answer is given ``ingest.broker_unreachable_timeout_s``. Either way the exit
-        status is 1, so a supervisor starting cdp before Kafka simply retries. Once
-        connected, outages are waited out (bounded only with ``--until-idle``).
+        A service waits for the broker as long as it takes, at start as later (it
+        says so once); ``--until-idle`` gives up after
+        ``ingest.broker_unreachable_timeout_s`` with exit status 1.
         """
         while not self._stop.is_set():
             try:
                 consumer = self._connect()
-            except KafkaError as exc:
-                self._broker_unreachable(exc, give_up=True)
+            except (KafkaError, TransientError) as exc:
+                self._broker_unreachable(exc, until_idle)
                 self._stop.wait(CHECK_EVERY_S)
                 continue
             self._broker_reachable()
@@ -231,7 +255,7 @@ class EventConsumer:
 
     def _broker_unreachable(self, exc: BaseException, give_up: bool) -> None:
         now = time.monotonic()
-        reason = describe_kafka_error(exc)
+        reason = describe_kafka_error(exc) if isinstance(exc, KafkaError) else str(exc)
         if self.broker.reachable:
             self.broker.unreachable_since = now
             self.broker.reachable = False
@@ -246,10 +270,9 @@ class EventConsumer:
         if give_up and now - since >= limit:
             raise TransientError(
                 f"the Kafka broker at {self._settings.kafka.bootstrap_servers} has not answered "
-                f"for {now - since:.0f} s ({reason}); cdp gives up after "
-                f"ingest.broker_unreachable_timeout_s = {limit:g} s at start and with "
-                "--until-idle. Everything read before is stored; run it again once the "
-                "broker is back"
+                f"for {now - since:.0f} s ({reason}); --until-idle gives up after "
+                f"ingest.broker_unreachable_timeout_s = {limit:g} s. Everything read before "
+                "is stored; run it again once the broker is back"
             )
 
     def _broker_reachable(self) -> None:
@@ -287,7 +310,8 @@ class EventConsumer:
             else:
                 self._consumer.seek(partition, stored)
                 unverified[partition] = stored
-        self._unverified = unverified
+        with self._unverified_lock:
+            self._unverified = unverified
 
     # -- the poll thread -------------------------------------------------------------
 
@@ -298,11 +322,14 @@ class EventConsumer:
         writer = threading.Thread(target=self._write_loop, name="cdp-writer", daemon=True)
         writer.start()
         try:
-            self._consumer = self._connect_patiently()
+            self._consumer = self._connect_patiently(until_idle)
             if self._consumer is not None:
                 self._poll_loop(until_idle)
         finally:
-            self._queue.put(_STOP)
+            while writer.is_alive():  # a writer that failed has stopped reading the queue
+                with contextlib.suppress(queue.Full):
+                    self._queue.put(_STOP, timeout=0.5)
+                    break
             writer.join()
             if self._consumer is not None:
                 self._commit_to_kafka()
@@ -316,6 +343,7 @@ class EventConsumer:
         ingest = self._settings.ingest
         last_activity = last_check = time.monotonic()
         while not self._stop.is_set() and self._writer_error is None:
+            self.loop_turned_at = time.monotonic()
             if self._rewind_needed.is_set():
                 self._rewind()
             self._commit_to_kafka()
@@ -328,6 +356,12 @@ class EventConsumer:
                 self._offsets_out_of_range(_out_of_range_offsets(exc))
                 continue
             except KafkaError as exc:
+                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                    # Not an outage: waiting would not help (no authorization, a
+                    # corrupt record, our rebalance callback failing).
+                    raise IngestError(
+                        f"Kafka refused to serve ingest: {describe_kafka_error(exc)}"
+                    ) from None
                 self._broker_unreachable(exc, until_idle)
                 self._stop.wait(1.0)
                 continue
@@ -335,19 +369,19 @@ class EventConsumer:
                 self._broker_reachable()
                 self._enqueue(polled, generation)
                 last_activity = time.monotonic()
-                continue
             self._check_stored_offsets_in_range()
             now = time.monotonic()
-            idle = now - last_activity >= ingest.idle_timeout_s
+            idle = not polled and now - last_activity >= ingest.idle_timeout_s
             if now - last_check < (IDLE_CHECK_EVERY_S if idle else CHECK_EVERY_S):
                 continue
-            # Idle for a while (or due for a check): is everything stored, is the
-            # broker there, is the validator alive, have we caught up?
+            # Due for a check, busy or idle: is the broker there, what is the lag, have
+            # we caught up? Once idle, also: is everything stored, is the validator
+            # alive (a busy validator shows it with every batch)?
             last_check = now
-            self._queue.join()
-            self._check_validator()
-            caught_up = self._caught_up(until_idle)
-            if caught_up:
+            if idle:
+                self._queue.join()
+                self._check_validator()
+            if self._caught_up(until_idle, exact=idle):
                 self.caught_up.set()
                 if until_idle and idle:
                     return
@@ -363,9 +397,7 @@ class EventConsumer:
             for tp, records in polled.items()
         ]
         polled_at = time.monotonic()
-        validated = self._validator.submit(
-            validate_slices, slices, self._family_by_topic, self._limits
-        )
+        validated = self._submit(slices)
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
@@ -391,29 +423,34 @@ class EventConsumer:
     def _commit_to_kafka(self) -> None:
         # Only so that standard tools (and `cdp status`) show the group's lag; never
         # read back. Done on the poll thread because kafka-python's consumer is not
-        # thread-safe. An offset counts as committed when Kafka confirms it (the
-        # callback); one that failed, e.g. during an outage, is sent again.
+        # thread-safe (its callbacks run on this thread too, inside poll()). An offset
+        # counts as committed when Kafka confirms it; one that failed, e.g. during an
+        # outage, or that got no answer within COMMIT_ANSWER_S, is sent again.
         # The writer thread adds to _stored_offsets; dict() copies it in one step under
         # the GIL, where iterating it directly could see it change size.
         assert self._consumer is not None
+        now = time.monotonic()
         stored = dict(self._stored_offsets)
-        pending = {
-            key: offset
-            for key, offset in stored.items()
-            if self._committed_to_kafka.get(key) != offset
-            and self._commits_in_flight.get(key) != offset
-        }
+        pending = {}
+        for key, offset in stored.items():
+            if self._committed_to_kafka.get(key) == offset:
+                continue
+            in_flight = self._commits_in_flight.get(key)
+            if in_flight and in_flight[0] == offset and now - in_flight[1] < COMMIT_ANSWER_S:
+                continue
+            pending[key] = offset
         if not pending:
             return
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
             for (topic, partition), offset in pending.items()
         }
-        self._commits_in_flight.update(pending)
+        self._commits_in_flight.update({key: (offset, now) for key, offset in pending.items()})
 
         def confirmed(_offsets: object, response: object) -> None:
             for key, offset in pending.items():
-                if self._commits_in_flight.get(key) == offset:
+                in_flight = self._commits_in_flight.get(key)
+                if in_flight and in_flight[0] == offset:
                     del self._commits_in_flight[key]
             if isinstance(response, BaseException):
                 log.debug("courtesy commit to Kafka failed (sent again later): %s", response)
@@ -425,8 +462,13 @@ class EventConsumer:
         except KafkaError as exc:  # a rebalance in progress, a broker hiccup: retried
             confirmed(offsets, exc)
 
-    def _caught_up(self, until_idle: bool) -> bool:
-        """Whether every owned partition is read to its end; also the broker probe."""
+    def _caught_up(self, until_idle: bool, *, exact: bool) -> bool:
+        """Whether every owned partition is read to its end; also the broker probe
+        and the lag for /metrics.
+
+        ``exact`` (idle, everything stored): the position equals the end. Under
+        steady traffic the end moves on, so there it means the position reached the
+        end seen at the previous check: the backlog that was there is read."""
         assert self._consumer is not None
         if not self._joined.is_set() or self._rewind_needed.is_set():
             self._probe(until_idle, [])
@@ -435,16 +477,22 @@ class EventConsumer:
         ends = self._probe(until_idle, assignment)
         if ends is None:
             return False
-        lag = {}
+        lag, reached, previous = {}, True, self._previous_ends
+        self._previous_ends = {}
         for tp in assignment:
-            position = self._consumer.position(tp, timeout_ms=0)
-            highwater = self._consumer.highwater(tp)
+            try:
+                position = self._consumer.position(tp, timeout_ms=0)
+                highwater = self._consumer.highwater(tp)
+            except KafkaError:  # revoked meanwhile: the next check sees the new assignment
+                return False
             if position is None or highwater is None:
                 return False  # no fetch answered for it yet: its end is not known
             end = max(ends.get(tp) or 0, highwater)
+            self._previous_ends[tp] = end
             lag[(tp.topic, tp.partition)] = max(end - position, 0)
+            reached = reached and tp in previous and position >= previous[tp]
         self.broker.lag = lag
-        return not any(lag.values())
+        return not any(lag.values()) or (not exact and reached)
 
     def _probe(
         self, until_idle: bool, assignment: list[TopicPartition]
@@ -467,10 +515,16 @@ class EventConsumer:
     def _check_validator(self) -> None:
         """Fail now, not at the next batch, if the validator process died: a service
         that is idle must still notice (the pool marks itself broken at once)."""
+        self._validator_answer(self._submit([]))
+
+    def _submit(self, slices: list[PartitionSlice]) -> Future[ValidatedBatch]:
         try:
-            self._validator.submit(validate_slices, [], {}, self._limits).result(timeout=30)
-        except Exception as exc:
-            raise IngestError(f"the validator process died ({type(exc).__name__}: {exc})") from None
+            return self._validator.submit(
+                validate_slices, slices, self._family_by_topic, self._limits
+            )
+        except BrokenExecutor as exc:
+            self._validator_failed = True
+            raise IngestError(f"the validator process died ({exc})") from None
 
     # -- offsets outside the log -------------------------------------------------------
 
@@ -483,17 +537,18 @@ class EventConsumer:
             return
         assert self._consumer is not None
         beyond = {}
-        for tp, stored in list(self._unverified.items()):
-            try:
-                end = self._consumer.highwater(tp)
-            except KafkaError:  # no longer assigned: checked again at its next assignment
-                self._unverified.pop(tp, None)
-                continue
-            if end is None:
-                continue  # no fetch answered for it yet
-            del self._unverified[tp]
-            if stored > end:
-                beyond[tp] = (stored, end)
+        with self._unverified_lock:
+            for tp, stored in list(self._unverified.items()):
+                try:
+                    end = self._consumer.highwater(tp)
+                except KafkaError:  # no longer assigned: checked at its next assignment
+                    del self._unverified[tp]
+                    continue
+                if end is None:
+                    continue  # no fetch answered for it yet
+                del self._unverified[tp]
+                if stored > end:
+                    beyond[tp] = (stored, end)
         if beyond:
             self._offsets_out_of_range(beyond)
 
@@ -513,12 +568,25 @@ class EventConsumer:
                 "their start, run once with --offset-reset earliest (or "
                 "CDP_INGEST__OFFSET_RESET=earliest); 'latest' skips to their end"
             )
+        # The new position is stored at once, in the database that is the truth for
+        # where to read: a reset applies once and for all, not only until a restart.
+        new_offsets: dict[tuple[str, int], int | None] = {}
         with self._write_lock:
             for tp in found:
-                if policy == "earliest":
-                    self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek_to_end(tp)
+                try:
+                    if policy == "earliest":
+                        self._consumer.seek_to_beginning(tp)
+                        new_offsets[(tp.topic, tp.partition)] = None  # its start, whatever it is
+                    else:
+                        end = self._consumer.highwater(tp)
+                        if end is None:
+                            end = self._consumer.end_offsets([tp], timeout_ms=PROBE_TIMEOUT_MS)[tp]
+                        self._consumer.seek(tp, end)
+                        new_offsets[(tp.topic, tp.partition)] = end
+                except KafkaError as exc:  # revoked meanwhile: its next owner checks it
+                    log.info("offset reset of %s skipped: %s", _names([tp]), exc)
+            with self._db.cursor() as cursor:
+                reset_stored_offsets(cursor, self._group_id, new_offsets)
         log.warning("%s; ingest.offset_reset = %r: reading from there", described, policy)
 
     # -- the writer thread -----------------------------------------------------------
@@ -543,6 +611,8 @@ class EventConsumer:
             con.close()
 
     def _store(self, con: duckdb.DuckDBPyConnection, pending: _PendingBatch) -> None:
+        # Waited for outside the lock, so that a rebalance is not held up by validation.
+        validated = self._validated(pending)
         with self._write_lock:
             if self._rewind_needed.is_set() or pending.generation != self._generation:
                 # Polled across a rebalance: we may no longer own some partitions, and
@@ -550,10 +620,6 @@ class EventConsumer:
                 # all that follow until the poll thread rewinds to the stored offsets.
                 self._rewind_needed.set()
                 return
-            try:
-                validated = pending.validated.result()
-            except BrokenExecutor as exc:
-                raise IngestError(f"the validator process died ({exc})") from None
             result = write_batch(
                 con,
                 validated.events,
@@ -569,6 +635,25 @@ class EventConsumer:
         if self.on_batch:
             self.on_batch(self.stats)
 
+    def _validated(self, pending: _PendingBatch) -> ValidatedBatch:
+        return self._validator_answer(pending.validated)
+
+    def _validator_answer(self, future: Future[ValidatedBatch]) -> ValidatedBatch:
+        """The validator's answer, or an error if it died or hangs: a consumer waiting
+        forever on it would look alive and store nothing."""
+        limit = self._settings.kafka.max_poll_interval_ms / 1000
+        try:
+            return future.result(timeout=limit)
+        except BrokenExecutor as exc:
+            self._validator_failed = True
+            raise IngestError(f"the validator process died ({exc})") from None
+        except TimeoutError:
+            self._validator_failed = True
+            raise IngestError(
+                f"the validator process did not answer within {limit:g} s "
+                "(kafka.max_poll_interval_ms): stuck or starved of CPU"
+            ) from None
+
     def close(self) -> None:
         if self._consumer is not None:
             try:
@@ -579,7 +664,10 @@ class EventConsumer:
                 self._consumer.close(autocommit=False, timeout_ms=leave_within)
             except Exception as exc:  # closing must not mask the loop's own outcome
                 log.debug("error while closing the consumer: %s", exc)
-        self._validator.shutdown(cancel_futures=True)
+        if self._validator_failed:  # hung or dead: waiting for it would never end
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._validator_pid, signal.SIGKILL)
+        self._validator.shutdown(wait=not self._validator_failed, cancel_futures=True)
 
 
 def _drain(pending: queue.Queue) -> None:

@@ -213,6 +213,31 @@ def stored_offsets(con: duckdb.DuckDBPyConnection, group_id: str) -> dict[tuple[
     return {(topic, partition): offset for topic, partition, offset in rows}
 
 
+def reset_stored_offsets(
+    con: duckdb.DuckDBPyConnection,
+    group_id: str,
+    offsets: Mapping[tuple[str, int], int | None],
+) -> None:
+    """Set where the group reads next in these partitions, in one transaction; None
+    forgets the partition's offset, so it is read from its start (ingest.offset_reset)."""
+    if not offsets:
+        return
+    with transaction(con):
+        for (topic, partition), offset in offsets.items():
+            key = {"group": group_id, "topic": topic, "partition": partition}
+            con.execute(
+                "DELETE FROM consumer_offsets"
+                " WHERE group_id = $group AND topic = $topic AND partition = $partition",
+                key,
+            )
+            if offset is not None:
+                con.execute(
+                    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset,"
+                    " updated_at) VALUES ($group, $topic, $partition, $offset, current_timestamp)",
+                    {**key, "offset": offset},
+                )
+
+
 def _count(result: duckdb.DuckDBPyConnection) -> int:
     row = result.fetchall()[0]
     return int(row[0]) if row else 0

@@ -27,9 +27,13 @@ def test_ingest_without_kafka_configured_says_which_key_to_set(tmp_path):
 
 
 def test_unreachable_broker_is_a_clear_error_not_a_timeout_traceback(tmp_path):
+    # A service waits for its broker (saying so once); --until-idle gives up in time.
+    config = tmp_path / "c.toml"
+    config.write_text("[ingest]\nbroker_unreachable_timeout_s = 2\n")
     result = _cdp(
-        "ingest", "--bootstrap-servers", "127.0.0.1:1", "--db", str(tmp_path / "x.duckdb")
-    )
+        "--config", str(config), "ingest", "--until-idle",
+        "--bootstrap-servers", "127.0.0.1:1", "--db", str(tmp_path / "x.duckdb"),
+    )  # fmt: skip
     assert result.returncode == 1
     assert "no Kafka broker answers at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr

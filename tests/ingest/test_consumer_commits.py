@@ -24,7 +24,7 @@ class _RecordingKafka:
         self.waiting.append((offsets, callback))
 
     def answer_all(self) -> None:
-        """What kafka-python's IO thread does when responses (or timeouts) arrive."""
+        """What kafka-python does inside poll() once responses (or timeouts) arrived."""
         for offsets, callback in self.waiting:
             outcome = self.outcomes.pop(0)
             callback(offsets, outcome if outcome is not None else object())
@@ -69,5 +69,22 @@ def test_a_newer_offset_stored_while_a_commit_is_in_flight_is_committed_after_it
         consumer._commit_to_kafka()
         assert kafka.sent == [{("store.cart", 1): 10}, {("store.cart", 1): 25}]
         assert consumer._committed_to_kafka == {("store.cart", 1): 25}
+    finally:
+        consumer.close()
+
+
+def test_a_commit_never_answered_is_sent_again_after_a_while(memory_db):
+    consumer = EventConsumer(Settings(), memory_db)
+    kafka = _RecordingKafka([])
+    consumer._consumer = kafka
+    try:
+        consumer._stored_offsets[("store.identify", 3)] = 7
+        consumer._commit_to_kafka()
+        consumer._commit_to_kafka()
+        assert len(kafka.sent) == 1  # waiting for its answer
+        offset, sent_at = consumer._commits_in_flight[("store.identify", 3)]
+        consumer._commits_in_flight[("store.identify", 3)] = (offset, sent_at - 11)
+        consumer._commit_to_kafka()  # the answer is not coming: the coordinator moved
+        assert kafka.sent == [{("store.identify", 3): 7}] * 2
     finally:
         consumer.close()

@@ -31,7 +31,7 @@ from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
 from cdp.settings import Settings, load_settings
 from cdp.storage.database import connect
-from tests.helpers import offsets_accounted
+from tests.helpers import offsets_accounted, stored_next_offsets
 
 pytestmark = pytest.mark.kafka
 
@@ -53,18 +53,20 @@ def own_broker() -> Iterator[LocalBroker]:
 
 def _config(tmp_path: Path, bootstrap: str, name: str, **sections: dict) -> Path:
     """A config file for one process: its own database and group, shared topics."""
-    lines = [
-        "[kafka]",
-        f'bootstrap_servers = "{bootstrap}"',
-        f'group_id = "{name}"',
-        "[topics]",
-        'purchase = "o.purchases"\nbrowse = "o.browse"\ncart = "o.cart"\nidentify = "o.identify"',
-        "[storage]",
-        f'db_path = "{tmp_path / (name + ".duckdb")}"',
-    ]
-    sections.setdefault("ingest", {}).setdefault("idle_timeout_s", 1.5)
-    sections.setdefault("service", {}).setdefault("listen", "")
+    settings: dict[str, dict] = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": name},
+        "topics": {
+            "purchase": "o.purchases", "browse": "o.browse",
+            "cart": "o.cart", "identify": "o.identify",
+        },
+        "storage": {"db_path": str(tmp_path / f"{name}.duckdb")},
+        "ingest": {"idle_timeout_s": 1.5},
+        "service": {"listen": ""},
+    }  # fmt: skip
     for section, values in sections.items():
+        settings.setdefault(section, {}).update(values)
+    lines = []
+    for section, values in settings.items():
         lines.append(f"[{section}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
     path = tmp_path / f"{name}.toml"
@@ -96,6 +98,12 @@ def _messages(log: Path, start: str) -> list[str]:
             if entry["logger"].startswith("cdp") and entry["message"].startswith(start):
                 found.append(entry["message"])
     return found
+
+
+def _consumed_so_far(log: Path) -> int:
+    """What the last stored batch's log line says was consumed so far (-v)."""
+    last = _messages(log, "stored a batch")[-1]
+    return int(re.search(r"(\d+) consumed so far", last).group(1))
 
 
 def _printed(log: Path) -> str:
@@ -136,15 +144,31 @@ def _metric(text: str, name: str) -> float:
 def _assert_each_offset_once(db: Path, sent: int) -> None:
     with connect(db) as con:
         accounted = offsets_accounted(con)
-        next_offsets = dict(
-            ((topic, partition), offset)
-            for topic, partition, offset in con.execute(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-            ).fetchall()
-        )
+        next_offsets = stored_next_offsets(con)
     assert sum(rows for _, _, rows, _ in accounted) == sent
     for topic, partition, rows, distinct in accounted:
         assert rows == distinct == next_offsets[(topic, partition)], (topic, partition)
+
+
+def _settled_commits(bootstrap: str, group: str, settings: Settings) -> dict:
+    """The group's offsets as committed in Kafka, once they stop changing."""
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:
+        previous: dict = {}
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            current = {
+                (topic, partition): reader.committed(TopicPartition(topic, partition))
+                for topic in settings.topics.by_family().values()
+                for partition in range(settings.topics.partitions)
+            }
+            if current == previous:
+                return current
+            previous = current
+            time.sleep(3)
+        return previous
+    finally:
+        reader.close(autocommit=False)
 
 
 def _pause(broker: LocalBroker, seconds: float) -> None:
@@ -171,10 +195,12 @@ def test_broker_outage_mid_backlog_and_when_idle_ingest_and_run_stay_up_and_coun
     metrics = f"http://127.0.0.1:{metrics_port}"
     try:
         # Mid-backlog for `cdp ingest --until-idle`: some batches stored, not all.
-        _wait(lambda: _messages(ingest_log, "partitions assigned"), ingest, ingest_log)
-        time.sleep(1.0)
+        _wait(lambda: _messages(ingest_log, "stored a batch"), ingest, ingest_log)
         paused = threading.Thread(target=_pause, args=(own_broker, LONG_PAUSE_S))
         paused.start()
+        time.sleep(0.5)
+        stored_before = _consumed_so_far(ingest_log)
+        assert 0 < stored_before < sent, "the pause did not land mid-backlog"
         time.sleep(LONG_PAUSE_S / 2)
         # The service says it is waiting for the broker, and is still healthy.
         status, body = _get(f"{metrics}/healthz")
@@ -195,23 +221,23 @@ def test_broker_outage_mid_backlog_and_when_idle_ingest_and_run_stay_up_and_coun
         more = _produce(settings, tmp_path, customers=300, seed=4)
         consumed = lambda: _metric(_get(f"{metrics}/metrics")[1], "cdp_ingest_consumed_total")  # noqa: E731
         _wait(lambda: consumed() >= sent + more, run, run_log, 120)
-        time.sleep(3)  # idle checks: lag known, Kafka's committed offsets retried
+
+        # Idle checks follow: the lag is known (one series per partition, all 0).
+        def lag_series() -> list[str]:
+            scraped = _get(f"{metrics}/metrics")[1]
+            return re.findall(r"^cdp_ingest_lag\{.*\} (\S+)$", scraped, re.M)
+
+        _wait(lambda: len(lag_series()) == 16, run, run_log, 30)
+        assert {float(value) for value in lag_series()} == {0.0}
         status, body = _get(f"{metrics}/healthz")
         assert (status, json.loads(body)["status"]) == (200, "ok"), body
         scraped = _get(f"{metrics}/metrics")[1]
-        assert _metric(scraped, "cdp_ingest_lag") == 0
         assert _metric(scraped, "cdp_broker_reachable") == 1
         assert _metric(scraped, "cdp_ingest_dead_lettered_total") > 0
         assert _metric(scraped, "cdp_last_build_success") == 1
         assert _metric(scraped, "cdp_ingest_batch_latency_seconds_count") > 0
-        # Kafka's courtesy copy of the offsets caught up too (lag tools read it).
-        reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id="run")
-        committed = {
-            (topic, partition): reader.committed(TopicPartition(topic, partition))
-            for topic in settings.topics.by_family().values()
-            for partition in range(settings.topics.partitions)
-        }
-        reader.close(autocommit=False)
+        # Kafka's courtesy copy of the offsets catches up too (lag tools read it).
+        committed = _settled_commits(bootstrap, "run", settings)
     finally:
         for process in (ingest, run):
             if process.poll() is None:
@@ -221,12 +247,7 @@ def test_broker_outage_mid_backlog_and_when_idle_ingest_and_run_stay_up_and_coun
     assert "Traceback" not in _printed(run_log)
     _assert_each_offset_once(tmp_path / "run.duckdb", sent + more)
     with connect(tmp_path / "run.duckdb") as con:
-        stored = dict(
-            ((topic, partition), offset)
-            for topic, partition, offset in con.execute(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-            ).fetchall()
-        )
+        stored = stored_next_offsets(con)
     assert committed == stored
 
 
@@ -286,6 +307,7 @@ def test_cdp_run_rides_out_a_broker_restart_and_resumes_exactly(local_s3, tmp_pa
     _assert_each_offset_once(tmp_path / "restart.duckdb", sent + more)
 
 
+@pytest.mark.slow
 def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_traceback(
     own_broker, tmp_path
 ):
@@ -295,23 +317,24 @@ def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_tra
     )  # fmt: skip
     sent = _produce(load_settings(config), tmp_path, customers=100, seed=5)
     log = tmp_path / "ingest.log"
-    process = _start(config, log, "ingest", "--until-idle")
-    time.sleep(2)  # joining, or reading: either way the broker goes silent mid-way
+    process = _start(config, log, "-v", "ingest", "--until-idle")
+    _wait(lambda: _messages(log, "partitions assigned"), process, log)
     os.kill(own_broker.process.pid, signal.SIGSTOP)
     started = time.monotonic()
     _, _ = process.communicate(timeout=90)
     waited = time.monotonic() - started
-    errors = log.read_text()
-    assert process.returncode == 1, errors[-3000:]
-    assert "Traceback" not in errors
-    assert "error: the Kafka broker at" in errors
-    assert "broker_unreachable_timeout_s = 8 s" in errors
+    printed = _printed(log)
+    assert process.returncode == 1, log.read_text()[-3000:]
+    assert "Traceback" not in printed
+    assert "error: the Kafka broker at" in printed
+    assert "broker_unreachable_timeout_s = 8 s" in printed
     assert 8 <= waited < 30  # the limit, plus a probe timeout and a bounded close
     with connect(tmp_path / "gives-up.duckdb") as con:
         accounted = offsets_accounted(con)
     assert sum(rows for _, _, rows, _ in accounted) <= sent
 
 
+@pytest.mark.slow
 def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path):
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
@@ -354,16 +377,7 @@ def test_cdp_run_exits_non_zero_within_seconds_when_its_validator_process_dies(
     try:
         # Caught up and idle: nothing would ever submit another batch to the validator.
         _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
-        children = subprocess.run(
-            ["pgrep", "-P", str(run.pid)], capture_output=True, text=True
-        ).stdout.split()
-        validators = [
-            int(child)
-            for child in children
-            if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
-        ]
-        assert len(validators) == 1, children
-        os.kill(validators[0], signal.SIGKILL)
+        os.kill(_validator_of(run), signal.SIGKILL)
         started = time.monotonic()
         run.communicate(timeout=60)
         assert time.monotonic() - started < 20
@@ -376,6 +390,7 @@ def test_cdp_run_exits_non_zero_within_seconds_when_its_validator_process_dies(
     assert "Traceback" not in printed
 
 
+@pytest.mark.slow
 def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skipped(tmp_path):
     port = free_port()
     first = start_local_broker(port=port)
@@ -413,6 +428,13 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
         )  # fmt: skip
         assert reset.returncode == 0, reset.stderr[-3000:]
         assert f"consumed {new:,}" in reset.stdout
+        # The reset was stored: a plain run goes on from there, with nothing to refuse.
+        again = subprocess.run(
+            [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "consumed 0:" in again.stdout
     finally:
         second.stop()
     stored = int(re.search(r"stored ([\d,]+), ", reset.stdout).group(1).replace(",", ""))
@@ -420,3 +442,53 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
         after = con.execute("SELECT count(*) FROM events").fetchone()[0]
     # The new broker's events were read from its start: none skipped.
     assert stored > 0 and after == before + stored
+
+
+@pytest.mark.slow
+def test_a_wedged_validator_turns_healthz_503_and_cdp_run_exits_non_zero(own_broker, tmp_path):
+    port = free_port()
+    config = _config(
+        tmp_path, own_broker.bootstrap_servers, "wedged",
+        service={"listen": f"127.0.0.1:{port}", "stuck_after_s": 3},
+        kafka={"max_poll_interval_ms": 12000},
+    )  # fmt: skip
+    settings = load_settings(config)
+    _produce(settings, tmp_path, customers=50, seed=11)
+    log = tmp_path / "run.log"
+    run = _start(config, log, "-v", "run")
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    try:
+        _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
+        assert _get(healthz)[0] == 200
+        validator = _validator_of(run)
+        os.kill(validator, signal.SIGSTOP)  # alive, answering nothing
+        _produce(settings, tmp_path, customers=200, seed=12)
+        statuses = []
+        deadline = time.monotonic() + 60
+        while run.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                statuses.append(_get(healthz))
+            time.sleep(0.5)
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert (503, "stuck") in {(code, json.loads(body)["status"]) for code, body in statuses}
+    printed = _printed(log)
+    assert run.returncode not in (0, None), log.read_text()[-3000:]
+    assert "validator process did not answer within 12 s" in printed
+    assert "Traceback" not in printed
+
+
+def _validator_of(process: subprocess.Popen) -> int:
+    """The validator child of a cdp process (not multiprocessing's resource tracker)."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    validators = [
+        int(child)
+        for child in children
+        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+    assert len(validators) == 1, children
+    return validators[0]
