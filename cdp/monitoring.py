@@ -6,10 +6,11 @@ so the ingest hot path pays nothing for them; only the batch latency histogram i
 observed per batch.
 
 ``/healthz`` tells "live and ingesting" from "stuck", for a supervisor's liveness
-probe: 200 while the consumer works (or waits out a short broker outage), 503 once
-it has gone ``service.stuck_after_s`` without reaching the broker, or without storing
-a batch while the broker holds records for it, or once a part of the service failed.
-The body is a small JSON object saying which.
+probe: 200 while the consumer works, also while it waits out a broker outage (a
+restart would not bring the broker back); 503 once the consumer's poll loop has not
+turned for ``service.stuck_after_s``, or records wait and no batch was stored for
+that long, or a part of the service failed. The body is a small JSON object saying
+which (``status``, ``detail``).
 
 Served by the standard library's WSGI server on its own thread (a handful of
 requests a minute from a scraper do not need more), on ``service.listen``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,22 +52,30 @@ class Health:
 def assess_health(
     consumer: EventConsumer, jobs: ServiceJobs, stuck_after_s: float, now: float | None = None
 ) -> Health:
-    """Healthy unless a part failed or ingest made no progress for ``stuck_after_s``."""
+    """Unhealthy (503) only for what a restart may cure: a part failed, or the
+    consumer is wedged. A broker outage is not one of them (a restarted cdp would
+    wait for the broker all the same), so it is reported, with 200."""
     now = time.monotonic() if now is None else now
     if jobs.fatal:
         return Health(False, "failed", jobs.fatal)
+    stats = consumer.stats
+    since_turn = now - consumer.loop_turned_at
+    if since_turn >= stuck_after_s:
+        detail = f"the consumer's poll loop has not turned for {since_turn:.0f} s"
+        return Health(False, "stuck", detail)
     broker = consumer.broker
     if not broker.reachable and broker.unreachable_since is not None:
         down = now - broker.unreachable_since
         detail = f"Kafka broker unreachable for {down:.0f} s ({broker.last_reason})"
-        stuck = down >= stuck_after_s
-        return Health(not stuck, "stuck" if stuck else "broker unreachable", detail)
-    stats = consumer.stats
+        return Health(True, "broker unreachable", detail)
     waiting = sum(broker.lag.values())
     since_progress = now - (stats.last_stored_at or stats.started_at)
-    if waiting and since_progress >= stuck_after_s:
+    if (waiting or consumer.batches_in_flight) and since_progress >= stuck_after_s:
         return Health(
-            False, "stuck", f"{waiting:,} records waiting, none stored for {since_progress:.0f} s"
+            False,
+            "stuck",
+            f"records are waiting ({waiting:,} in Kafka, {consumer.batches_in_flight} batches "
+            f"polled) and none was stored for {since_progress:.0f} s",
         )
     if not consumer.caught_up.is_set():
         return Health(True, "starting", f"reading the backlog: {stats.consumed:,} consumed so far")
@@ -142,6 +152,10 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+class _ThreadingWSGIServerIPv6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class MonitoringServer:
     """``/healthz`` and ``/metrics`` on a background thread."""
 
@@ -170,11 +184,12 @@ class MonitoringServer:
             return [b"not found: try /healthz or /metrics\n"]
 
         host, _, port = settings.service.listen.rpartition(":")
+        host = host.strip("[]")
+        server_class = _ThreadingWSGIServerIPv6 if ":" in host else _ThreadingWSGIServer
         try:
             self._server = make_server(
-                host.strip("[]"), int(port), app,
-                server_class=_ThreadingWSGIServer, handler_class=_QuietHandler,
-            )  # fmt: skip
+                host, int(port), app, server_class=server_class, handler_class=_QuietHandler
+            )
         except OSError as exc:
             raise ConfigError(
                 f"service.listen: cannot serve /healthz and /metrics on "

@@ -17,9 +17,11 @@ within seconds. On SIGTERM, by contrast, a running build is allowed to finish.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import duckdb
 
@@ -34,8 +36,11 @@ from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# How often the watchdog looks at the scheduler and the monitoring thread.
+# How often the watchdog looks at the scheduler and the monitoring thread, and how
+# long the scheduler may go without running its heartbeat job (it runs every 5 s;
+# a busy machine may delay it, a dead scheduler thread stops it).
 WATCH_EVERY_S = 1.0
+SCHEDULER_SILENT_S = 60.0
 
 
 def run_service(
@@ -66,7 +71,7 @@ def run_service(
         monitoring.start()
         say(f"health on http://{monitoring.address}/healthz, metrics on /metrics")
     watchdog = threading.Thread(
-        target=_watch, args=(scheduler, monitoring, jobs, stop), name="cdp-watchdog", daemon=True
+        target=_watch, args=(monitoring, jobs, stop), name="cdp-watchdog", daemon=True
     )
     watchdog.start()
     try:
@@ -76,9 +81,8 @@ def run_service(
         raise
     finally:
         stop.set()
-        if jobs.failed.is_set():
-            jobs.interrupt()  # a failing service does not wait for a long build
-        scheduler.shutdown(wait=True)
+        with _cancelling_jobs(jobs):  # a failing service does not wait for a long build
+            scheduler.shutdown(wait=True)
         if monitoring is not None:
             monitoring.stop()
     if jobs.fatal:
@@ -87,19 +91,40 @@ def run_service(
 
 
 def _watch(
-    scheduler: object,
     monitoring: MonitoringServer | None,
     jobs: ServiceJobs,
     stop: threading.Event,
 ) -> None:
     """Stop the service when a background part is gone or a job failed unexpectedly."""
     while not stop.wait(WATCH_EVERY_S):
-        if not getattr(scheduler, "running", True):
-            jobs.fail("the scheduler stopped")
+        silent = time.monotonic() - jobs.scheduler_beat
+        if silent > SCHEDULER_SILENT_S:
+            jobs.fail(f"the scheduler has run no job for {silent:.0f} s (its thread died)")
         elif monitoring is not None and not monitoring.thread.is_alive():
             jobs.fail("the health and metrics server stopped")
         if jobs.failed.is_set():
             log.error("%s; stopping the service", jobs.fatal)
-            jobs.interrupt()
             stop.set()
             return
+
+
+@contextlib.contextmanager
+def _cancelling_jobs(jobs: ServiceJobs) -> Iterator[None]:
+    """While the body waits for the jobs to end: if the service is failing, cancel
+    the running job's queries, again and again (DuckDB forgets an interrupt that
+    arrives between two queries) until the body is done."""
+    done = threading.Event()
+
+    def cancel() -> None:
+        while not done.is_set():
+            if jobs.failed.is_set():
+                jobs.interrupt()
+            done.wait(0.2)
+
+    canceller = threading.Thread(target=cancel, name="cdp-cancel-jobs", daemon=True)
+    canceller.start()
+    try:
+        yield
+    finally:
+        done.set()
+        canceller.join()

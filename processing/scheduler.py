@@ -18,7 +18,8 @@ runs are coalesced into one, and a run may start up to ``misfire_grace_s`` late
 (APScheduler's default of 1 s would skip a nightly build after any hiccup).
 
 A job that fails for a reason cdp knows (a ``CdpError``: the disk is full, a
-destination did not confirm) is recorded and logged, and the next run tries again;
+destination did not confirm; or the environment: a file it may not write, memory
+running out) is recorded and logged, and the next run tries again;
 the service goes on ingesting. Anything else is a bug, and a service that carries on
 after one is half-alive: the job reports it through :class:`ServiceJobs`, and the
 service (``cdp.service``) exits non-zero.
@@ -26,9 +27,11 @@ service (``cdp.service``) exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -43,6 +46,14 @@ from cdp.processing.segment_config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Failures a job records and the next run retries: cdp's own errors (a full disk, a
+# destination that did not confirm) and what the environment does to files and
+# memory. Anything else is a bug, and stops the service.
+_EXPECTED_FAILURES = (CdpError, OSError, duckdb.IOException, duckdb.OutOfMemoryException)
+
+# The scheduler runs a heartbeat job this often; the service watches it.
+HEARTBEAT_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,9 @@ class ServiceJobs:
     last_export: JobOutcome | None = None
     fatal: str | None = None
     failed: threading.Event = field(default_factory=threading.Event)
+    # When the scheduler last ran its heartbeat job: a scheduler whose thread died
+    # runs nothing, and nothing else would tell.
+    scheduler_beat: float = field(default_factory=time.monotonic)
     _running: duckdb.DuckDBPyConnection | None = None
 
     def fail(self, reason: str) -> None:
@@ -74,10 +88,25 @@ class ServiceJobs:
             self.fatal = reason
         self.failed.set()
 
+    @contextlib.contextmanager
+    def running(self, cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """While a job's queries run on ``cursor``, ``interrupt()`` cancels them."""
+        self._running = cursor
+        try:
+            yield
+        finally:
+            self._running = None
+
     def interrupt(self) -> None:
+        """Cancel the query running now (DuckDB forgets an interrupt sent between
+        queries, so a caller that wants the job gone repeats it until it is)."""
         running = self._running
         if running is not None:
             running.interrupt()
+
+    @property
+    def job_running(self) -> bool:
+        return self._running is not None
 
 
 def make_scheduler(
@@ -107,29 +136,29 @@ def make_scheduler(
             if jobs.failed.is_set():
                 return
             cursor = con.cursor()
-            jobs._running = cursor
             started = time.monotonic()
             step = "build"
             try:
-                published = build_and_publish(cursor, settings, segments)
-                jobs.last_build = JobOutcome(True, time.monotonic() - started, time.time())
-                report = published.build
-                log.info(
-                    "%s build %d succeeded: %d customers in %.1f s; analyst database %s",
-                    kind, report.build_id, report.customers, report.seconds,
-                    published.analyst.path if published.analyst else "unchanged",
-                )  # fmt: skip
-                if kind == "nightly":
-                    step, started = "export", time.monotonic()
-                    exported = run_export(cursor, settings, segments)
-                    jobs.last_export = JobOutcome(
-                        not exported.failed, time.monotonic() - started, time.time()
-                    )
+                with jobs.running(cursor):
+                    published = build_and_publish(cursor, settings, segments)
+                    jobs.last_build = JobOutcome(True, time.monotonic() - started, time.time())
+                    report = published.build
                     log.info(
-                        "nightly export as of %s: %d deliveries, %d failed",
-                        exported.as_of, len(exported.results), len(exported.failed),
+                        "%s build %d succeeded: %d customers in %.1f s; analyst database %s",
+                        kind, report.build_id, report.customers, report.seconds,
+                        published.analyst.path if published.analyst else "unchanged",
                     )  # fmt: skip
-            except CdpError as exc:
+                    if kind == "nightly" and not jobs.failed.is_set():
+                        step, started = "export", time.monotonic()
+                        exported = run_export(cursor, settings, segments)
+                        jobs.last_export = JobOutcome(
+                            not exported.failed, time.monotonic() - started, time.time()
+                        )
+                        log.info(
+                            "nightly export as of %s: %d deliveries, %d failed",
+                            exported.as_of, len(exported.results), len(exported.failed),
+                        )  # fmt: skip
+            except _EXPECTED_FAILURES as exc:
                 _record_failure(jobs, step, started)
                 log.error("%s %s failed (recorded in builds / export_runs): %s", kind, step, exc)
             except Exception as exc:
@@ -139,9 +168,14 @@ def make_scheduler(
                 log.exception("%s %s failed unexpectedly", kind, step)
                 jobs.fail(f"the {kind} {step} job failed unexpectedly: {type(exc).__name__}: {exc}")
             finally:
-                jobs._running = None
                 cursor.close()
 
+    def heartbeat() -> None:
+        jobs.scheduler_beat = time.monotonic()
+
+    scheduler.add_job(
+        heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY_S), id="heartbeat", name="heartbeat"
+    )
     scheduler.add_job(
         build, IntervalTrigger(seconds=schedule.refresh_minutes * 60),
         id="profile-refresh", name="profile refresh", args=["refresh"],

@@ -24,7 +24,7 @@ def test_jobs_have_ids_never_overlap_coalesce_and_tolerate_late_starts():
     scheduler.start(paused=True)  # job defaults apply once jobs are added to a started scheduler
     jobs = {job.id: job for job in scheduler.get_jobs()}
     scheduler.shutdown(wait=False)
-    assert set(jobs) == {"profile-refresh", "nightly-build"}
+    assert set(jobs) == {"profile-refresh", "nightly-build", "heartbeat"}
     for job in jobs.values():
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 900)
     assert str(jobs["nightly-build"].trigger.timezone) == "Europe/Paris"
