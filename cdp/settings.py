@@ -128,8 +128,9 @@ class ServiceSettings(_Section):
     # HOST:PORT of the /healthz and /metrics (Prometheus) endpoint of `cdp run`;
     # empty turns it off. Port 0 picks a free port (logged at start).
     listen: str = "127.0.0.1:9464"
-    # /healthz answers 503 once the consumer has gone this long without reaching the
-    # broker or storing a batch while the broker has records for it.
+    # /healthz answers 503 "stuck" once the consumer's poll loop has not turned for this
+    # long, or records wait and no batch was stored for this long (a broker outage is
+    # reported with 200: a restart would not end it).
     stuck_after_s: float = Field(default=300.0, gt=0)
 
     @field_validator("listen")
