@@ -367,7 +367,13 @@ class EventConsumer:
                 continue
             if polled:
                 self._broker_reachable()
-                self._enqueue(polled, generation)
+                if self._generation != generation:
+                    # Polled across a rebalance (the first join too): the writer would
+                    # discard it, after validating it, and all polled until a rewind.
+                    # Skip both and rewind at the top of the next turn.
+                    self._rewind_needed.set()
+                else:
+                    self._enqueue(polled, generation)
                 last_activity = time.monotonic()
             self._check_stored_offsets_in_range()
             now = time.monotonic()
@@ -611,14 +617,14 @@ class EventConsumer:
             con.close()
 
     def _store(self, con: duckdb.DuckDBPyConnection, pending: _PendingBatch) -> None:
+        # A batch already doomed is discarded without waiting for its validation (the
+        # generation only grows), so that the poll thread rewinds at once.
+        if self._discard(pending):
+            return
         # Waited for outside the lock, so that a rebalance is not held up by validation.
         validated = self._validated(pending)
         with self._write_lock:
-            if self._rewind_needed.is_set() or pending.generation != self._generation:
-                # Polled across a rebalance: we may no longer own some partitions, and
-                # later batches continue from positions past this one. Discard it and
-                # all that follow until the poll thread rewinds to the stored offsets.
-                self._rewind_needed.set()
+            if self._discard(pending):
                 return
             result = write_batch(
                 con,
@@ -634,6 +640,17 @@ class EventConsumer:
         log.debug("stored a batch: %d consumed so far", self.stats.consumed)
         if self.on_batch:
             self.on_batch(self.stats)
+
+    def _discard(self, pending: _PendingBatch) -> bool:
+        if not self._rewind_needed.is_set() and pending.generation == self._generation:
+            return False
+        # Polled across a rebalance: we may no longer own some partitions, and later
+        # batches continue from positions past this one. Discard it and all that
+        # follow until the poll thread rewinds to the stored offsets; its validation
+        # is not needed (cancelled unless the validator has started it).
+        self._rewind_needed.set()
+        pending.validated.cancel()
+        return True
 
     def _validated(self, pending: _PendingBatch) -> ValidatedBatch:
         return self._validator_answer(pending.validated)
