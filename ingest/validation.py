@@ -30,6 +30,7 @@ path. Event times are checked once per batch, on the Arrow column.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import multiprocessing
@@ -482,11 +483,22 @@ def start_validator_process() -> ProcessPoolExecutor:
         initargs=(os.getpid(),),
     )
     try:
-        pool.submit(validate_slices, [], {}, DEFAULT_LIMITS).result()
+        pool.submit(_warm_up).result()
     except BaseException:
         pool.shutdown(cancel_futures=True)
         raise
     return pool
+
+
+def _warm_up() -> None:
+    """The validator process's first call: import and build all that validation uses,
+    then move it out of the garbage collector's sight. It lives as long as the process
+    (~64k objects: pydantic's, pyarrow's, kafka-python's modules), and every full
+    collection, which the objects of each batch set off a few times per 100k
+    messages, walked all of it: ~9% of validation's time (8.9 -> 8.1 us/message)."""
+    validate_slices([], {}, DEFAULT_LIMITS)
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -1,3 +1,4 @@
+import gc
 import json
 import os
 import subprocess
@@ -321,3 +322,23 @@ def _running(pid: int) -> bool:
     # An exited orphan is reaped by init; until then it shows as a zombie.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ")[1][0] != "Z"
+
+
+def test_the_validator_process_keeps_its_start_up_heap_out_of_the_garbage_collector():
+    pool = validation.start_validator_process()
+    try:
+        # Frozen: full collections, set off by every batch, no longer walk it.
+        assert pool.submit(gc.get_freeze_count).result() > 10_000
+        batch = pool.submit(
+            validation.validate_slices,
+            [
+                validation.PartitionSlice(
+                    "t.browse", 0, [0], [None], [encode(event("page_viewed", "e"))]
+                )
+            ],
+            TOPICS,
+            DEFAULT_LIMITS,
+        ).result()
+        assert batch.events["event_id"].to_pylist() == ["e"]
+    finally:
+        pool.shutdown()
