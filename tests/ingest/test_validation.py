@@ -243,6 +243,26 @@ def test_timestamp_bounds_come_from_the_limits():
     )
 
 
+def test_a_message_rejected_for_its_time_is_dead_lettered_whole_between_stored_ones():
+    late = encode(event("page_viewed", "late", timestamp="1999-12-31T23:59:59Z"))
+    messages = [
+        RawMessage(encode(event("page_viewed", "a")), "t.browse", 2, 40, b"k-a"),
+        RawMessage(late, "t.browse", 2, 41, b"k-late"),
+        RawMessage(encode(event("page_viewed", "b")), "t.browse", 2, 42, None),
+    ]
+    batch = validate_batch(messages, TOPICS, DEFAULT_LIMITS)
+    assert batch.events["event_id"].to_pylist() == ["a", "b"]
+    assert batch.events["source_offset"].to_pylist() == [40, 42]
+    [row] = batch.dead_letters.to_pylist()
+    assert row["reason"].startswith("timestamp: 1999-12-31T23:59:59Z is before")
+    assert (row["source_topic"], row["source_partition"], row["source_offset"]) == (
+        "t.browse",
+        2,
+        41,
+    )
+    assert (row["message_key"], row["raw"]) == (b"k-late", late)
+
+
 def test_the_largest_integer_a_quantity_column_holds_is_stored():
     for body in [
         event("product_added", "e", properties={"product_id": "p", "quantity": 2_147_483_647}),
