@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -72,3 +74,17 @@ def stored_next_offsets(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, int],
     """``consumer_offsets`` as {(topic, partition): next offset to read}."""
     rows = con.execute("SELECT topic, partition, next_offset FROM consumer_offsets").fetchall()
     return {(topic, partition): offset for topic, partition, offset in rows}
+
+
+def validator_process_of(pid: int) -> int | None:
+    """The validator process a cdp process ``pid`` started, if it has: its child that
+    is not multiprocessing's resource tracker (Linux, through /proc)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    for child in found.stdout.split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            return int(child)
+    return None

@@ -31,7 +31,7 @@ from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
 from cdp.settings import Settings, load_settings
 from cdp.storage.database import connect
-from tests.helpers import offsets_accounted, stored_next_offsets
+from tests.helpers import offsets_accounted, stored_next_offsets, validator_process_of
 
 pytestmark = pytest.mark.kafka
 
@@ -377,7 +377,7 @@ def test_cdp_run_exits_non_zero_within_seconds_when_its_validator_process_dies(
     try:
         # Caught up and idle: nothing would ever submit another batch to the validator.
         _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
-        os.kill(_validator_of(run), signal.SIGKILL)
+        os.kill(_validator(run), signal.SIGKILL)
         started = time.monotonic()
         run.communicate(timeout=60)
         assert time.monotonic() - started < 20
@@ -460,7 +460,7 @@ def test_a_wedged_validator_turns_healthz_503_and_cdp_run_exits_non_zero(own_bro
     try:
         _wait(lambda: "first build" in log.read_text(errors="replace"), run, log, 120)
         assert _get(healthz)[0] == 200
-        validator = _validator_of(run)
+        validator = _validator(run)
         os.kill(validator, signal.SIGSTOP)  # alive, answering nothing
         _produce(settings, tmp_path, customers=200, seed=12)
         statuses = []
@@ -480,15 +480,7 @@ def test_a_wedged_validator_turns_healthz_503_and_cdp_run_exits_non_zero(own_bro
     assert "Traceback" not in printed
 
 
-def _validator_of(process: subprocess.Popen) -> int:
-    """The validator child of a cdp process (not multiprocessing's resource tracker)."""
-    children = subprocess.run(
-        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
-    ).stdout.split()
-    validators = [
-        int(child)
-        for child in children
-        if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-    assert len(validators) == 1, children
-    return validators[0]
+def _validator(process: subprocess.Popen) -> int:
+    validator = validator_process_of(process.pid)
+    assert validator is not None, "the validator process was not found"
+    return validator

@@ -12,7 +12,7 @@ import pytest
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
-from tests.helpers import offsets_accounted
+from tests.helpers import offsets_accounted, validator_process_of
 
 
 def test_every_line_lands_in_exactly_one_table(tmp_path, memory_db):
@@ -40,20 +40,6 @@ def test_loading_the_same_file_twice_stores_nothing_twice(tmp_path, memory_db):
 # -- the validator process dies ---------------------------------------------------------
 
 
-def _validator_of(pid: int) -> int | None:
-    """The validator process ``pid`` started, if it has: its child that is not
-    multiprocessing's resource tracker."""
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    for child in found.stdout.split():
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"resource_tracker" not in cmdline:
-            return int(child)
-    return None
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the validator through /proc")
 def test_load_whose_validator_process_is_killed_fails_in_one_line_and_a_rerun_is_exact(
     tmp_path,
@@ -72,7 +58,7 @@ def test_load_whose_validator_process_is_killed_fails_in_one_line_and_a_rerun_is
             assert load.poll() is None, load.communicate()
             assert time.monotonic() < deadline, "the first batch was never written"
             time.sleep(0.005)
-        validator = _validator_of(load.pid)
+        validator = validator_process_of(load.pid)
         assert validator is not None
         os.kill(validator, signal.SIGKILL)
         _, stderr = load.communicate(timeout=60)
