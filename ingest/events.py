@@ -6,7 +6,9 @@ in our canonical form. Both validate into one :class:`Event`:
 - ``event_id`` (or Segment's ``messageId``) is the idempotency key;
 - ``type`` is a canonical name (``order_completed``) or a Segment Spec event name
   (``"Order Completed"``, sent as ``{"type": "track", "event": "Order Completed"}`` or
-  directly as ``"type"``); Segment's ``page`` call maps to ``page_viewed``;
+  directly as ``"type"``); Segment's ``page`` and ``screen`` calls map to
+  ``page_viewed`` and ``screen_viewed``, its ``alias`` and ``group`` calls to the
+  identify family (``alias`` needs ``previousId``, ``group`` a ``groupId``);
 - ``timestamp`` must carry a time zone: a naive time is ambiguous across stores;
 - money (``price``, ``total``, ``revenue``, ``discount``) is ``Decimal`` so that
   totals add up exactly; ``currency`` is an ISO 4217 code per event (USD when absent,
@@ -56,6 +58,7 @@ FAMILY_OF_TYPE: dict[str, Family] = {
     "product_list_viewed": Family.BROWSE,
     "products_searched": Family.BROWSE,
     "page_viewed": Family.BROWSE,
+    "screen_viewed": Family.BROWSE,
     "product_added": Family.CART,
     "product_removed": Family.CART,
     "cart_viewed": Family.CART,
@@ -64,6 +67,10 @@ FAMILY_OF_TYPE: dict[str, Family] = {
     "order_refunded": Family.PURCHASE,
     "order_cancelled": Family.PURCHASE,
     "identify": Family.IDENTIFY,
+    # Segment's alias call: previous_id and user_id are one person (identity resolution
+    # links them). Its group call ties a user to an account; stored, not yet used.
+    "alias": Family.IDENTIFY,
+    "group": Family.IDENTIFY,
 }
 CANONICAL_TYPES: tuple[str, ...] = tuple(FAMILY_OF_TYPE)
 
@@ -83,8 +90,12 @@ SEGMENT_SPEC_NAMES: dict[str, str] = {
     "Order Cancelled": "order_cancelled",
     "Order Canceled": "order_cancelled",
     "Identify": "identify",
+    "Screen Viewed": "screen_viewed",
     "page": "page_viewed",
+    "screen": "screen_viewed",
     "identify": "identify",
+    "alias": "alias",
+    "group": "group",
 }
 
 _TYPE_LOOKUP: dict[str, str] = {name: name for name in CANONICAL_TYPES}
@@ -237,6 +248,16 @@ class EventDict(TypedDict):
     context: NotRequired[Context]
     properties: NotRequired[Properties]
     traits: NotRequired[Traits | None]
+    # alias: the id the person was known by before user_id.
+    previous_id: NotRequired[
+        Annotated[
+            Identifier | None, Field(validation_alias=AliasChoices("previous_id", "previousId"))
+        ]
+    ]
+    # group: the account the user belongs to.
+    group_id: NotRequired[
+        Annotated[Identifier | None, Field(validation_alias=AliasChoices("group_id", "groupId"))]
+    ]
 
 
 def _check_envelope(event: EventDict) -> EventDict:
@@ -249,6 +270,9 @@ def _check_envelope(event: EventDict) -> EventDict:
     event["type"] = canonical_type(name)
     if event.get("user_id") is None and event.get("anonymous_id") is None:
         raise ValueError("at least one of user_id or anonymous_id is required")
+    for event_type, key in (("alias", "previous_id"), ("group", "group_id")):
+        if event["type"] == event_type and event.get(key) is None:
+            raise ValueError(f"{key} is required for {event_type} events")
     required = REQUIRED_PROPERTIES.get(event["type"])
     if required:
         props = event.get("properties") or {}

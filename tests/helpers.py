@@ -16,6 +16,7 @@ _REQUIRED = {
     "product_list_viewed": {"category": "cakes"},
     "products_searched": {"query": "chocolate"},
     "page_viewed": {"url": "https://shop.example/"},
+    "screen_viewed": {"name": "Home"},
     "product_added": {"product_id": "p-1", "price": "19.99", "quantity": 2, "cart_id": "c-1"},
     "product_removed": {"product_id": "p-1", "cart_id": "c-1"},
     "cart_viewed": {"cart_id": "c-1"},
@@ -38,6 +39,11 @@ def event(event_type: str, event_id: str, **overrides: Any) -> dict[str, Any]:
     }
     if event_type == "identify":
         body["traits"] = {"email": "Ann@Example.com", "consent": {"email": True}}
+    elif event_type == "alias":
+        body["previousId"] = "anon-1"
+    elif event_type == "group":
+        body["groupId"] = "account-1"
+        body["traits"] = {"name": "Bakery Ltd"}
     else:
         body["properties"] = dict(_REQUIRED[event_type])
     body.update(overrides)

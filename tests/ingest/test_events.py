@@ -74,3 +74,20 @@ def test_unknown_keys_are_kept_not_rejected():
 def test_unknown_type_error_lists_the_accepted_names():
     with pytest.raises(ValueError, match="Order Completed"):
         canonical_type("order_teleported")
+
+
+@pytest.mark.parametrize(("call", "missing"), [("alias", "previous_id"), ("group", "group_id")])
+def test_alias_without_previous_id_and_group_without_group_id_are_rejected_naming_it(call, missing):
+    body = {"messageId": "m-1", "type": call, "userId": "u-1", "timestamp": "2026-01-02T03:04:05Z"}
+    with pytest.raises(ValidationError, match=f"{missing} is required for {call} events"):
+        parse_event(encode(body))
+
+
+def test_segment_alias_screen_and_group_calls_map_to_their_canonical_types():
+    common = {"userId": "u-1", "timestamp": "2026-01-02T03:04:05Z"}
+    alias = parse_event(encode({"messageId": "1", "type": "alias", "previousId": "a-1", **common}))
+    screen = parse_event(encode({"messageId": "2", "type": "screen", "name": "Home", **common}))
+    group = parse_event(encode({"messageId": "3", "type": "group", "groupId": "g-1", **common}))
+    assert (alias["type"], alias["previous_id"]) == ("alias", "a-1")
+    assert screen["type"] == "screen_viewed"
+    assert (group["type"], group["group_id"]) == ("group", "g-1")
