@@ -33,6 +33,16 @@ DEFAULT_CONFIG_PATH = Path("config") / "cdp.toml"
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
+def check_listen(value: str, *, may_be_empty: bool) -> str:
+    """A HOST:PORT to listen on (port 0 picks a free one)."""
+    if value or not may_be_empty:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            also = " (or empty to turn it off)" if may_be_empty else ""
+            raise ValueError(f"{value!r} is not HOST:PORT{also}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -136,11 +146,69 @@ class ServiceSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        if value:
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"{value!r} is not HOST:PORT (or empty to turn it off)")
-        return value
+        return check_listen(value, may_be_empty=True)
+
+
+class CollectorSource(_Section):
+    """One sender of events over HTTP (a web shop, an app, a back end), known by its key."""
+
+    # Stored in each event's context.source, so a store can tell its senders apart.
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    # Segment's write key: a public identifier, not a secret (browsers ship it).
+    write_key: str = Field(min_length=8, max_length=200)
+    # Origins a browser may send from (CORS), e.g. "https://shop.example"; "*" = any.
+    # Empty: no browser may send (back ends and apps do not need CORS).
+    allowed_origins: list[str] = []
+    # Put the sender's IP address into context.ip. Personal data: off unless needed.
+    capture_ip: bool = False
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port] with no path, or '*'"
+                )
+        return [origin.lower() for origin in origins]
+
+
+class CollectorSettings(_Section):
+    """`cdp collect`: the Segment-compatible HTTP front door to the family topics."""
+
+    # `cdp run` also serves the collector, in the same process, when true.
+    enabled: bool = False
+    listen: str = "127.0.0.1:8088"
+    # Limits on what a request may carry, after gzip inflation (Segment's own).
+    max_event_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_request_bytes: int = Field(default=500 * 1024, ge=1024)
+    max_batch_events: int = Field(default=2500, ge=1)
+    # A request is answered 200 only once Kafka acknowledged all its events; when that
+    # takes longer than this, 503 with Retry-After (SDKs retry with the same messageIds).
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    retry_after_s: int = Field(default=5, ge=1)
+    # Back-pressure: events accepted but not yet acknowledged by Kafka, at most. A
+    # request that would exceed it waits (up to delivery_timeout_s), then gets 503.
+    max_in_flight_events: int = Field(default=20000, ge=100)
+    # Connections served at once; more are answered 503 at once.
+    max_connections: int = Field(default=1000, ge=1)
+    sources: list[CollectorSource] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return check_listen(value, may_be_empty=False)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_keys_and_names(cls, sources: list[CollectorSource]) -> list[CollectorSource]:
+        for attribute in ("name", "write_key"):
+            values = [getattr(source, attribute) for source in sources]
+            repeated = {value for value in values if values.count(value) > 1}
+            if repeated:
+                shown = ", ".join(sorted(repeated)) if attribute == "name" else "a write key"
+                raise ValueError(f"two sources share the {attribute} {shown}")
+        return sources
 
 
 class StorageSettings(_Section):
@@ -276,6 +344,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     ingest: IngestSettings = IngestSettings()
     service: ServiceSettings = ServiceSettings()
+    collector: CollectorSettings = CollectorSettings()
     storage: StorageSettings = StorageSettings()
     money: MoneySettings = MoneySettings()
     clv: ClvSettings = ClvSettings()
