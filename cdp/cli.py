@@ -189,6 +189,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _collect(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.collector import run_collector
+
+    settings = _require_kafka(settings)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    report = run_collector(settings, stop, say=lambda line: print(line, flush=True))
+    print(
+        f"collected {report.events:,} events in {report.requests:,} requests "
+        f"({report.unavailable:,} answered 503, {report.refused:,} refused)"
+    )
+    return 0
+
+
 def _dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from cdp.ingest.deadletters import list_dead_letters
     from cdp.storage.database import connect
@@ -460,6 +474,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         },
         "storage": {"db_path": getattr(args, "db", None)},
         "ingest": {"offset_reset": getattr(args, "offset_reset", None)},
+        "collector": {"listen": getattr(args, "listen", None)},
     }
 
 
@@ -599,6 +614,13 @@ def _parser() -> argparse.ArgumentParser:
     db_flag(run)
     run.add_argument("--group", metavar="ID", help="consumer group (kafka.group_id)")
     offset_reset_flag(run)
+
+    collect = command(
+        "collect", _collect,
+        "the HTTP collector: Segment-format events from SDKs into the family topics",
+    )  # fmt: skip
+    kafka_flags(collect)
+    collect.add_argument("--listen", metavar="HOST:PORT", help="address (collector.listen)")
 
     build = command("build", _build, "build customer profiles, CLV, RFM and store KPIs")
     db_flag(build)

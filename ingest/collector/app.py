@@ -1,0 +1,304 @@
+"""The collector's HTTP surface (Starlette): routes, authentication, CORS, answers.
+
+What a client is answered decides whether its SDK retries, drops or duplicates
+(``shared/COLLECTOR.md``), so the answers are few and exact:
+
+- ``200 {"success": true}`` once Kafka acknowledged every event of the request;
+- ``400 {"code", "message"}`` for what will never be accepted (not JSON, over a
+  limit): SDKs drop the batch;
+- ``401`` for a missing or unknown write key, ``403`` for a browser origin the source
+  does not allow;
+- ``503`` with ``Retry-After`` when Kafka cannot take the events in time: SDKs retry.
+
+CORS: a preflight is answered for any origin some source allows (a preflight carries
+no write key); other responses name the origin only if the request's source allows
+it. The origin is reflected, never with ``Access-Control-Allow-Credentials`` (SDKs
+send no cookies, and credentials with a reflected origin let any site read answers
+meant for another).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cdp.ingest.collector.delivery import KafkaDelivery, NotDelivered
+from cdp.ingest.collector.segment import (
+    CALL_OF_PATH,
+    Limits,
+    RequestRejected,
+    parse_request,
+    read_body,
+    to_messages,
+    write_key_of,
+)
+from cdp.settings import CollectorSource, Settings
+
+log = logging.getLogger(__name__)
+
+_SUCCESS = b'{"success":true}'
+_ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization, X-Retry-Count"
+_PREFLIGHT_MAX_AGE = "86400"
+
+
+def masked(write_key: str) -> str:
+    """A write key as logs show it: enough to tell keys apart, not to use one."""
+    return write_key[:4] + "…" if len(write_key) > 8 else "…"
+
+
+@dataclass(frozen=True)
+class CollectorReport:
+    requests: int
+    events: int
+    unavailable: int  # answered 503: SDKs retry them
+    refused: int  # answered 4xx: SDKs drop them
+
+
+class CollectorMetrics:
+    """Counters on the Prometheus endpoint (``/metrics``), in ``registry``, and the
+    totals the collector logs and reports when it stops."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.totals = {"requests": 0, "events": 0, "unavailable": 0, "refused": 0}
+        self.requests = Counter(
+            "cdp_collector_requests",
+            "HTTP requests answered by the collector, by call and status code.",
+            ["call", "status"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "cdp_collector_events",
+            "Events acknowledged by Kafka and answered 200, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.produce_latency = Histogram(
+            "cdp_collector_kafka_produce_seconds",
+            "From handing a request's events to the producer to Kafka's acknowledgement.",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "cdp_collector_in_flight_events",
+            "Events accepted from clients and not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+
+    def count(self, call: str, status: int, events: int = 0) -> None:
+        self.requests.labels(call, str(status)).inc()
+        totals = self.totals
+        totals["requests"] += 1
+        totals["events"] += events
+        if status == 503:
+            totals["unavailable"] += 1
+        elif 400 <= status < 500:
+            totals["refused"] += 1
+
+    def report(self) -> CollectorReport:
+        return CollectorReport(**self.totals)
+
+
+@dataclass
+class _Sources:
+    by_key: dict[str, CollectorSource]
+    any_origin: bool
+    origins: frozenset[str]
+
+    @classmethod
+    def of(cls, sources: list[CollectorSource]) -> _Sources:
+        origins = {origin for source in sources for origin in source.allowed_origins}
+        return cls({s.write_key: s for s in sources}, "*" in origins, frozenset(origins))
+
+
+def create_app(
+    settings: Settings,
+    delivery: KafkaDelivery,
+    metrics: CollectorMetrics,
+    registry: CollectorRegistry,
+) -> Starlette:
+    collector = settings.collector
+    limits = Limits(
+        collector.max_event_bytes, collector.max_request_bytes, collector.max_batch_events
+    )
+    sources = _Sources.of(collector.sources)
+    topic_by_family = settings.topics.by_family()
+    fallback_topic = settings.topics.browse
+    retry_after = str(collector.retry_after_s)
+    metrics.in_flight.set_function(lambda: delivery.in_flight)
+
+    def cors(origin: str | None, allowed: list[str] | frozenset[str]) -> dict[str, str]:
+        if origin is None:
+            return {}
+        if "*" in allowed or origin.lower() in allowed:
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+        return {"Vary": "Origin"}
+
+    def answer(
+        call: str,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        events: int = 0,
+    ) -> Response:
+        metrics.count(call, status, events)
+        return Response(body, status, headers, media_type="application/json")
+
+    def problem(call: str, status: int, code: str, message: str, headers: dict) -> Response:
+        return answer(call, status, orjson.dumps({"code": code, "message": message}), headers)
+
+    async def collect(request: Request) -> Response:
+        received_at = datetime.now(UTC)
+        deadline = time.monotonic() + collector.delivery_timeout_s
+        call_path = request.path_params["call"]
+        call = CALL_OF_PATH.get(call_path)
+        origin = request.headers.get("origin")
+        if call is None:
+            return problem(
+                call_path, 404, "not_found",
+                f"no such call /v1/{call_path}; use one of /v1/"
+                + ", /v1/".join(sorted(CALL_OF_PATH)),
+                cors(origin, sources.origins),
+            )  # fmt: skip
+        headers = cors(origin, sources.origins)
+        try:
+            raw = await _read_capped(request, limits.max_request_bytes)
+            body = read_body(raw, request.headers.get("content-encoding", ""), limits)
+            parsed = parse_request(call, body, limits)
+        except RequestRejected as rejected:
+            return problem(call, 400, rejected.code, rejected.message, headers)
+        except ClientDisconnect:
+            return answer(call, 400, b"")  # nobody is there to read it
+        write_key = write_key_of(
+            parsed, _basic_user(request.headers.get("authorization")),
+            request.query_params.get("writeKey"),
+        )  # fmt: skip
+        source = sources.by_key.get(write_key)
+        if source is None:
+            why = "no write key" if not write_key else f"unknown write key {masked(write_key)}"
+            log.info("refused a request to /v1/%s: %s", call_path, why)
+            return problem(
+                call, 401, "unauthorized",
+                f"{why}: send a source's write key as the HTTP Basic user, as 'writeKey' "
+                "in the body, or as ?writeKey=",
+                headers,
+            )  # fmt: skip
+        headers = cors(origin, source.allowed_origins)
+        if origin is not None and "Access-Control-Allow-Origin" not in headers:
+            log.info("refused origin %s for source %s", origin, source.name)
+            return problem(
+                call, 403, "origin_not_allowed",
+                f"origin {origin} may not send to source {source.name!r} "
+                "(collector.sources.allowed_origins)",
+                headers,
+            )  # fmt: skip
+        client_ip = request.client.host if source.capture_ip and request.client else None
+        try:
+            messages = to_messages(
+                parsed,
+                source=source.name,
+                topic_by_family=topic_by_family,
+                fallback_topic=fallback_topic,
+                received_at=received_at,
+                client_ip=client_ip,
+                limits=limits,
+                body=body,
+            )
+        except RequestRejected as rejected:
+            return problem(call, 400, rejected.code, rejected.message, headers)
+        try:
+            await delivery.deliver(messages, deadline)
+        except NotDelivered as exc:
+            log.warning("answered 503 to %d events from %s: %s", len(messages), source.name, exc)
+            return problem(
+                call, 503, "unavailable",
+                f"{exc}; nothing is lost: retry after {retry_after} s with the same messageIds",
+                {**headers, "Retry-After": retry_after},
+            )  # fmt: skip
+        metrics.events.labels(source.name).inc(len(messages))
+        return answer(call, 200, _SUCCESS, headers, events=len(messages))
+
+    async def preflight(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        call = request.path_params["call"]
+        headers = cors(origin, sources.origins)
+        if "Access-Control-Allow-Origin" not in headers:
+            return problem(
+                call, 403, "origin_not_allowed",
+                f"origin {origin} may not send to this collector "
+                "(collector.sources.allowed_origins)",
+                headers,
+            )  # fmt: skip
+        headers |= {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
+            "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
+        }
+        metrics.count(CALL_OF_PATH.get(call, call), 204)
+        return Response(status_code=204, headers=headers)
+
+    async def healthz(request: Request) -> Response:
+        return Response(
+            orjson.dumps({"status": "ok", "in_flight_events": delivery.in_flight}),
+            media_type="application/json",
+        )
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/v1/{call}", collect, methods=["POST"]),
+            Route("/v1/{call}", preflight, methods=["OPTIONS"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
+        ]
+    )
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, refusing one over ``limit`` without reading it all: a compressed
+    body is never larger than what it inflates to, so it is over the limit too."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestRejected(
+            "request_too_large",
+            f"the request is {int(declared):,} bytes, over the limit of {limit:,} "
+            "(collector.max_request_bytes); send smaller batches",
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(
+                "request_too_large",
+                f"the request is over the limit of {limit:,} bytes "
+                "(collector.max_request_bytes); send smaller batches",
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _basic_user(authorization: str | None) -> str | None:
+    """The user of HTTP Basic credentials: the write key (the colon is optional)."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None

@@ -1,0 +1,177 @@
+"""Kafka delivery for the collector: a request is done when Kafka has all its events.
+
+The HTTP side runs on an asyncio loop; kafka-python's producer is threaded. A request
+hands its messages to one sender thread (``producer.send`` may block: on metadata for a
+topic, or on a full buffer, and the loop must keep serving meanwhile) and awaits one
+asyncio future, resolved from the producer's I/O thread once every message was
+acknowledged (``acks=all``) or one failed.
+
+Back-pressure, so memory stays bounded whatever Kafka does: at most
+``max_in_flight_events`` events are between "accepted from a client" and "answered
+by Kafka". A request that would exceed it waits for room until its deadline, then
+gets 503 with ``Retry-After``. Room is given back when Kafka has answered for the
+events, not when the request gave up waiting, so events that are still in the
+producer's buffer keep counting. A request answered 503 may still reach Kafka later;
+its retry then sends the same ``messageId``s again and ingest stores each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, broker_errors
+from cdp.ingest.collector.segment import Message
+from cdp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NotDelivered(Exception):
+    """Kafka did not acknowledge a request's events in time: answer 503, try later."""
+
+
+class _Pending:
+    """One request's messages on their way: counted down on the producer's I/O thread."""
+
+    __slots__ = ("_lock", "count", "error", "future", "loop", "on_done", "remaining")
+
+    def __init__(
+        self,
+        count: int,
+        loop: asyncio.AbstractEventLoop,
+        on_done: Callable[[_Pending], None],
+    ) -> None:
+        self.count = self.remaining = count
+        self.error: BaseException | None = None
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.on_done = on_done
+        self._lock = threading.Lock()
+
+    def acknowledged(self, _metadata: object = None) -> None:
+        self._settle(None)
+
+    def failed(self, error: BaseException) -> None:
+        self._settle(error)
+
+    def _settle(self, error: BaseException | None) -> None:
+        with self._lock:
+            if error is not None and self.error is None:
+                self.error = error
+            self.remaining -= 1
+            finished = self.remaining == 0
+        if finished:
+            self.loop.call_soon_threadsafe(self.on_done, self)
+
+
+class KafkaDelivery:
+    """The collector's one producer, with the in-flight bound."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        observe_latency: Callable[[float], None] = lambda seconds: None,
+    ) -> None:
+        collector = settings.collector
+        self.max_in_flight = collector.max_in_flight_events
+        self.in_flight = 0
+        self._observe_latency = observe_latency
+        self._freed: asyncio.Event | None = None  # set whenever room was given back
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-collect-send")
+        servers = settings.kafka.bootstrap_servers
+        with broker_errors(servers, "connecting the collector's producer"):
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap_list(servers),
+                client_id=f"{settings.kafka.client_id}-collector",
+                acks="all",
+                # Requests arrive all the time: a short linger batches them without
+                # adding noticeable latency to any one.
+                linger_ms=2,
+                batch_size=256 * 1024,
+                max_request_size=max(1024 * 1024, collector.max_request_bytes * 2),
+                # Kafka's own retries stop short of the client's deadline, so a request
+                # is never left waiting on an event the producer has given up on.
+                delivery_timeout_ms=max(int(collector.delivery_timeout_s * 1000), 1000),
+                request_timeout_ms=max(int(collector.delivery_timeout_s * 1000) - 500, 500),
+                max_block_ms=max(int(collector.delivery_timeout_s * 1000), 1000),
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+            )
+        # Learn the topics' partitions now, so the first request does not wait for it.
+        for topic in settings.topics.by_family().values():
+            try:
+                self._producer.partitions_for(topic)
+            except KafkaError as exc:
+                log.warning("no metadata yet for topic %s: %s", topic, exc)
+
+    async def deliver(self, messages: list[Message], deadline: float) -> None:
+        """Return once Kafka acknowledged every message; raise :class:`NotDelivered`
+        if that has not happened by ``deadline`` (``time.monotonic()``)."""
+        if not messages:
+            return
+        loop = asyncio.get_running_loop()
+        count = len(messages)
+        await self._reserve(count, deadline)
+        started = time.monotonic()
+        pending = _Pending(count, loop, self._release)
+        loop.run_in_executor(self._sender, self._send_all, messages, pending)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.future), deadline - time.monotonic())
+        except TimeoutError:
+            raise NotDelivered(
+                f"Kafka did not acknowledge {count} events within the deadline"
+            ) from None
+        if pending.error is not None:
+            raise NotDelivered(f"Kafka refused the events: {pending.error}")
+        self._observe_latency(time.monotonic() - started)
+
+    async def _reserve(self, count: int, deadline: float) -> None:
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        # A request larger than the whole bound is let through alone.
+        while self.in_flight and self.in_flight + count > self.max_in_flight:
+            self._freed.clear()
+            try:
+                await asyncio.wait_for(self._freed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                raise NotDelivered(
+                    f"{self.in_flight:,} events are waiting for Kafka "
+                    f"(collector.max_in_flight_events = {self.max_in_flight:,})"
+                ) from None
+        self.in_flight += count
+
+    def _release(self, pending: _Pending) -> None:
+        """On the loop, once Kafka answered for all of a request's events."""
+        self.in_flight -= pending.count
+        if self._freed is not None:
+            self._freed.set()
+        if not pending.future.done():
+            pending.future.set_result(None)
+
+    def _send_all(self, messages: list[Message], pending: _Pending) -> None:
+        send = self._producer.send
+        for message in messages:
+            try:
+                future = send(message.topic, value=message.value, key=message.key)
+            except Exception as exc:  # buffer full past max_block_ms, producer closed
+                pending.failed(exc)
+                continue
+            future.add_callback(pending.acknowledged)
+            future.add_errback(pending.failed)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is buffered (bounded by ``timeout_s``), then close."""
+        self._sender.shutdown(wait=True)
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            log.warning("the collector's last events may not have reached Kafka: %s", exc)
+        self._producer.close(timeout=timeout_s)
