@@ -36,8 +36,13 @@ _IDENTIFIERS = """
 CREATE OR REPLACE TEMP TABLE identity_tuples AS
 WITH scoped AS (
     -- Identify traits are typed columns; orders may carry contact details in their
-    -- properties too, parsed once per build into build_order_payloads.
-    SELECT occurred_at, anonymous_id, user_id, email, phone FROM events
+    -- properties too, parsed once per build into build_order_payloads. A group call's
+    -- traits are its account's, not the person's: a shared billing address would merge
+    -- every member of the account into one customer.
+    SELECT occurred_at, anonymous_id, user_id,
+           CASE WHEN type <> 'group' THEN email END AS email,
+           CASE WHEN type <> 'group' THEN phone END AS phone
+    FROM events
     WHERE occurred_at <= $as_of AND type <> 'order_completed'
     UNION ALL
     SELECT occurred_at, anonymous_id, user_id, email, phone FROM build_order_payloads

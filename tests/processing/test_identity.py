@@ -153,3 +153,21 @@ def test_a_long_chain_needs_several_rounds_and_still_ends_as_one_customer(memory
     assert report.identity.rounds >= 3
     assert report.customers == 1
     assert report.identity.identifiers == 13 + 12
+
+
+def test_a_group_calls_account_traits_do_not_merge_the_accounts_members(memory_db):
+    # Segment's group call: traits are the account's (Acme's billing address), not the user's.
+    account = {"email": "billing@acme.example", "phone": "+1 555 010 9999", "name": "Acme"}
+    store(
+        memory_db,
+        event("identify", days_ago(5), user_id="u1", traits={"email": "ann@acme.example"}),
+        event("identify", days_ago(5), user_id="u2", traits={"email": "bob@acme.example"}),
+        event("group", days_ago(4), user_id="u1", groupId="acme", traits=account),
+        event("group", days_ago(4), user_id="u2", groupId="acme", traits=account),
+    )
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 2
+    profiles = memory_db.execute(
+        "SELECT user_id, emails, phones FROM customer_profiles ORDER BY user_id"
+    ).fetchall()
+    assert profiles == [("u1", ["ann@acme.example"], None), ("u2", ["bob@acme.example"], None)]
