@@ -121,3 +121,199 @@ def test_a_mixed_batch_is_acknowledged_and_ingest_stores_each_event_with_its_typ
         ("m-page", "page_viewed", "browse", None, "a-1", None, "backend", "test"),
         ("m-screen", "screen_viewed", "browse", None, "a-1", None, "backend", "test"),
     ]
+
+
+def test_the_write_key_is_accepted_as_basic_user_with_or_without_colon_in_the_body_or_query(
+    collector_factory,
+):
+    collector = collector_factory()
+    event = {"type": "track", "event": "Product Viewed", "anonymousId": "a-1",
+             "properties": {"product_id": "p-1"}}  # fmt: skip
+    no_colon = {"Authorization": "Basic " + base64.b64encode(SERVER_KEY.encode()).decode()}
+    answers = [
+        post(f"{collector.url}/v1/track", event)[:2],
+        post(f"{collector.url}/v1/track", event, key=None, headers=no_colon)[:2],
+        post(f"{collector.url}/v1/track", {**event, "writeKey": SERVER_KEY}, key=None)[:2],
+        post(f"{collector.url}/v1/batch", {"batch": [event], "writeKey": SERVER_KEY}, key=None)[:2],
+        post(f"{collector.url}/v1/t?writeKey={SERVER_KEY}", event, key=None)[:2],
+    ]
+    assert answers == [(200, {"success": True})] * 5
+
+
+def test_a_missing_or_unknown_write_key_is_401_naming_where_to_put_it(collector_factory):
+    collector = collector_factory()
+    event = {"type": "track", "event": "Product Viewed", "anonymousId": "a-1"}
+    missing = post(f"{collector.url}/v1/track", event, key=None)
+    unknown = post(f"{collector.url}/v1/track", event, key="wk_not_a_source_key")
+    assert (missing[0], missing[1]["code"]) == (401, "unauthorized")
+    assert "no write key" in missing[1]["message"]
+    assert (unknown[0], unknown[1]["code"]) == (401, "unauthorized")
+    assert "wk_n…" in unknown[1]["message"] and "wk_not_a_source_key" not in collector.log()
+
+
+def test_requests_that_will_never_be_accepted_are_400_naming_the_problem(collector_factory):
+    collector = collector_factory(max_event_bytes=2048, max_request_bytes=64 * 1024)
+    url = f"{collector.url}/v1/batch"
+    big_event = {"type": "track", "event": "Product Viewed", "anonymousId": "a-1",
+                 "properties": {"product_id": "p-1", "blob": "x" * 4000}}  # fmt: skip
+    small = {"type": "page", "anonymousId": "a-1"}
+    bomb = gzip.compress(b'{"batch": [' + b" " * (50 * 1024 * 1024) + b"]}")
+    cases = {
+        "malformed": post(url, b'{"batch": [', headers={}),
+        "not an object": post(url, b"[1, 2]"),
+        "batch not a list": post(url, {"batch": {"type": "page"}}),
+        "event over the limit": post(url, {"batch": [big_event]}),
+        "request over the limit": post(url, {"batch": [small] * 3000}),
+        "gzip bomb": post(url, bomb, headers={"Content-Encoding": "gzip"}),
+        "not gzip": post(url, b"not gzip", headers={"Content-Encoding": "gzip"}),
+    }
+    codes = {name: (status, body.get("code")) for name, (status, body, _) in cases.items()}
+    assert codes == {
+        "malformed": (400, "invalid_json"),
+        "not an object": (400, "invalid_json"),
+        "batch not a list": (400, "invalid_batch"),
+        "event over the limit": (400, "event_too_large"),
+        "request over the limit": (400, "request_too_large"),
+        "gzip bomb": (400, "request_too_large"),
+        "not gzip": (400, "invalid_encoding"),
+    }
+    assert "collector.max_event_bytes" in cases["event over the limit"][1]["message"]
+    assert "65,536" in cases["gzip bomb"][1]["message"]
+
+
+def test_gzip_and_text_plain_bodies_are_read_as_json_whatever_the_content_type(
+    collector_factory,
+):
+    collector = collector_factory()
+    event = {"type": "page", "anonymousId": "a-1", "messageId": "m-gzip"}
+    gzipped = gzip.compress(json.dumps({"batch": [event]}).encode())
+    rudder_node = {"Content-Encoding": "gzip",
+                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    analytics_js = {"Content-Type": "text/plain"}
+    assert post(f"{collector.url}/v1/batch", gzipped, headers=rudder_node)[0] == 200
+    plain = {**event, "messageId": "m-plain", "writeKey": SERVER_KEY}
+    assert post(f"{collector.url}/v1/p", plain, key=None, headers=analytics_js)[0] == 200
+    collector.ingest()
+    assert stored(collector, "SELECT event_id, type FROM events ORDER BY 1") == [
+        ("m-gzip", "page_viewed"),
+        ("m-plain", "page_viewed"),
+    ]
+
+
+def test_bad_events_in_a_good_batch_are_dead_lettered_with_a_reason_and_the_rest_stored(
+    collector_factory,
+):
+    collector = collector_factory()
+    good = {"type": "page", "messageId": "m-good", "anonymousId": "a-1"}
+    no_identity = {"type": "page", "messageId": "m-no-id"}
+    unknown_type = {"type": "track", "event": "Wished Upon A Star", "messageId": "m-unknown",
+                    "anonymousId": "a-1"}  # fmt: skip
+    body = json.dumps({"batch": [good, no_identity, unknown_type, "not an event"]})
+    repeated = (
+        '{"type": "track", "event": "Order Completed", "messageId": "m-repeat", "userId": "u-1", '
+        '"properties": {"order_id": "o-1", "total": 5, "total": 5000}}'
+    )
+    body = body[:-2] + ", " + repeated + "]}"
+    status, answer, _ = post(f"{collector.url}/v1/batch", body.encode())
+    assert (status, answer) == (200, {"success": True})
+    collector.ingest()
+    assert stored(collector, "SELECT event_id FROM events") == [("m-good",)]
+    reasons = [reason for (reason,) in stored(collector, "SELECT reason FROM dead_letters")]
+    assert len(reasons) == 4
+    assert any("user_id or anonymous_id" in reason for reason in reasons)
+    assert any("Wished Upon A Star" in reason for reason in reasons)
+    assert any("properties.total" in reason and "repeated" in reason for reason in reasons)
+    raw = stored(collector, "SELECT raw FROM dead_letters WHERE reason LIKE '%repeated%'")
+    assert b'"total": 5, "total": 5000' in raw[0][0].replace(b'":', b'": ').replace(b",", b", ")
+
+
+def test_event_time_is_corrected_for_the_client_clock_by_segments_rule(collector_factory):
+    collector = collector_factory()
+    # The client's clock runs two hours fast; it sent the event ten seconds after it
+    # happened, so the event happened ten seconds before the server received it.
+    client_now = datetime.now(UTC) + timedelta(hours=2)
+    event = {"type": "page", "messageId": "m-skewed", "anonymousId": "a-1",
+             "originalTimestamp": _iso(client_now - timedelta(seconds=10))}  # fmt: skip
+    posted_at = datetime.now(UTC)
+    assert post(f"{collector.url}/v1/batch",
+                {"batch": [event], "sentAt": _iso(client_now)})[0] == 200  # fmt: skip
+    no_sent_at = {"type": "page", "messageId": "m-own-time", "anonymousId": "a-1",
+                  "timestamp": "2026-05-01T10:00:00+02:00"}  # fmt: skip
+    assert post(f"{collector.url}/v1/page", no_sent_at)[0] == 200
+    collector.ingest()
+    rows = dict(stored(collector, "SELECT event_id, occurred_at FROM events"))
+    skew = rows["m-skewed"] - (posted_at - timedelta(seconds=10))
+    assert abs(skew.total_seconds()) < 2
+    assert rows["m-own-time"] == datetime(2026, 5, 1, 8, tzinfo=UTC)
+    kept = stored(
+        collector,
+        "SELECT payload->>'originalTimestamp', payload->>'sentAt', payload->>'receivedAt' "
+        "FROM events WHERE event_id = 'm-skewed'",
+    )[0]
+    assert kept[0] == event["originalTimestamp"] and kept[1] == _iso(client_now)
+    assert abs(datetime.fromisoformat(kept[2]) - posted_at) < timedelta(seconds=2)
+
+
+def test_cors_preflight_and_posts_name_only_allowed_origins_and_never_allow_credentials(
+    collector_factory,
+):
+    collector = collector_factory()
+    preflight_headers = {
+        "Origin": "http://shop.test",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, x-retry-count",
+    }
+    allowed = _options(f"{collector.url}/v1/t", preflight_headers)
+    refused = _options(f"{collector.url}/v1/t", {**preflight_headers, "Origin": "http://evil.test"})
+    assert allowed[0] == 204
+    assert allowed[1]["access-control-allow-origin"] == "http://shop.test"
+    assert "authorization" in allowed[1]["access-control-allow-headers"].lower()
+    assert "x-retry-count" in allowed[1]["access-control-allow-headers"].lower()
+    assert refused[0] == 403 and "access-control-allow-origin" not in refused[1]
+    event = {"type": "page", "anonymousId": "a-1"}
+    from_shop = post(f"{collector.url}/v1/p", event, key=WEB_KEY,
+                     headers={"Origin": "http://shop.test"})  # fmt: skip
+    from_evil = post(f"{collector.url}/v1/p", event, key=WEB_KEY,
+                     headers={"Origin": "http://evil.test"})  # fmt: skip
+    backend_key_in_browser = post(f"{collector.url}/v1/p", event,
+                                  headers={"Origin": "http://shop.test"})  # fmt: skip
+    assert from_shop[0] == 200
+    assert _lower(from_shop[2])["access-control-allow-origin"] == "http://shop.test"
+    assert from_evil[0] == 403 and from_evil[1]["code"] == "origin_not_allowed"
+    assert backend_key_in_browser[0] == 403
+    for answer in (allowed[1], _lower(from_shop[2]), _lower(from_evil[2])):
+        assert "access-control-allow-credentials" not in answer
+
+
+def _lower(headers: dict) -> dict:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _options(url: str, headers: dict[str, str]) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method="OPTIONS", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, _lower(dict(answer.headers))
+    except urllib.error.HTTPError as error:
+        return error.code, _lower(dict(error.headers))
+
+
+def test_a_retried_batch_is_stored_once_and_the_ip_is_kept_only_where_the_source_asks(
+    collector_factory,
+):
+    collector = collector_factory(
+        sources=[
+            {"name": "app", "write_key": SERVER_KEY, "capture_ip": True},
+            {"name": "web", "write_key": WEB_KEY},
+        ]
+    )
+    batch = {"batch": [{"type": "page", "messageId": "m-1", "anonymousId": "a-1"}]}
+    for _ in range(2):  # an SDK that did not see the first answer sends the batch again
+        assert post(f"{collector.url}/v1/batch", batch)[0] == 200
+    web = {"batch": [{"type": "page", "messageId": "m-2", "anonymousId": "a-2"}]}
+    assert post(f"{collector.url}/v1/batch", web, key=WEB_KEY)[0] == 200
+    collector.ingest()
+    assert stored(
+        collector, "SELECT event_id, payload->>'$.context.ip' FROM events ORDER BY 1"
+    ) == [("m-1", "127.0.0.1"), ("m-2", None)]
+    assert stored(collector, "SELECT count(*) FROM duplicate_events") == [(1,)]
