@@ -10,6 +10,10 @@ one event), so rounds are cheap where they can be: the first is a grouping of th
 edges alone, and whether to go on is decided by a check of the edges rather than a
 whole further round that changes nothing.
 
+Segment's ``alias`` call links one more identifier, carried only in its payload:
+``previousId``, the id the person was known by before the event's ``userId`` (see
+``_ALIASES`` for which namespace it is linked in).
+
 Ids are stable across rebuilds: ``customer_identities`` remembers every
 identifier's customer. A component takes the id its identifiers already had; a new
 component gets ``cus_`` + a hash of its smallest identifier (so a rebuild from
@@ -26,8 +30,13 @@ from datetime import datetime
 import duckdb
 
 from cdp.storage.database import execute_script
+from cdp.storage.event_store import _TRIM_PARAMETERS
 
 MAX_ROUNDS = 64
+
+# What validation strips from identifiers (pydantic's strip_whitespace), which the
+# stored payload still carries.
+WHITESPACE = _TRIM_PARAMETERS["whitespace"]
 
 # Most events repeat the same few identifiers, so the graph is built from the
 # distinct identifier tuples events carry, not from every event. Each tuple links its
@@ -77,6 +86,53 @@ SELECT identifier, anchor, first_seen_at FROM (
     UNION ALL SELECT email, anchor, first_seen_at FROM identity_tuples
     UNION ALL SELECT phone, anchor, first_seen_at FROM identity_tuples
 ) WHERE identifier IS NOT NULL;
+"""
+
+# Segment's alias call: previousId is whatever id the person was known by before the
+# event's userId — usually the anonymousId of a device, sometimes an earlier userId —
+# and the call does not say which. It is linked in the namespace events already use
+# for it: as 'anon:<id>' if an event carried it as an anonymous id, as 'user:<id>' if
+# as a user id (both, if both), and not at all if no event up to as_of carried it.
+# Why not always as both: the unused one would be an identifier no event carries,
+# published all the same (a visitor's anonymous id would become the profile's user_id
+# when it sorts first) and kept in customer_identities. Why not only 'anon:': an
+# alias from an earlier user id would merge nothing. And linking nothing loses
+# nothing: an id no event carried has no events to merge, and every build looks it up
+# again, so the link is made once its events arrive.
+# Only alias events' payloads are read (few rows); previousId is read as validation
+# read it: 'previous_id' first, then 'previousId', stripped of Unicode whitespace.
+# An alias naming a forgotten identifier (previousId in either namespace, or the
+# event's own ids) links nothing, like any event carrying one.
+_ALIASES = """
+CREATE OR REPLACE TEMP TABLE identity_alias_candidates AS
+WITH aliases AS (
+    SELECT occurred_at, anonymous_id, user_id,
+           trim(coalesce(payload ->> 'previous_id', payload ->> 'previousId'), $whitespace)
+               AS named_id
+    FROM events WHERE type = 'alias' AND occurred_at <= $as_of
+)
+SELECT occurred_at, unnest(['anon:' || named_id, 'user:' || named_id]) AS previous,
+       coalesce('user:' || user_id, 'anon:' || anonymous_id) AS target
+FROM aliases
+WHERE NOT EXISTS (
+    SELECT 1 FROM suppressed_identifiers
+    WHERE list_contains([sha256('anon:' || named_id), sha256('user:' || named_id),
+                         sha256('anon:' || anonymous_id), sha256('user:' || user_id)],
+                        identifier_sha256)
+);
+"""
+
+# Only when there are aliases: it reads every identifier of the build.
+_ALIAS_LINKS = """
+INSERT INTO tuple_identifiers BY NAME
+WITH known AS (  -- the candidates some event carried (and that are not suppressed)
+    SELECT DISTINCT identifier FROM tuple_identifiers
+    WHERE identifier IN (SELECT previous FROM identity_alias_candidates)
+)
+SELECT unnest([a.previous, a.target]) AS identifier, least(a.previous, a.target) AS anchor,
+       a.occurred_at AS first_seen_at
+FROM identity_alias_candidates a JOIN known k ON k.identifier = a.previous
+WHERE a.previous <> a.target;
 """
 
 _GRAPH = """
@@ -207,6 +263,9 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
     an event's customer through either."""
     con.execute(_MACROS)
     execute_script(con, _IDENTIFIERS, {"as_of": as_of})
+    execute_script(con, _ALIASES, {"as_of": as_of, "whitespace": WHITESPACE})
+    if con.execute("SELECT count(*) FROM identity_alias_candidates").fetchall()[0][0]:
+        execute_script(con, _ALIAS_LINKS)
     execute_script(con, _GRAPH)  # and the first round
     rounds = 1
     while con.execute(_UNSETTLED).fetchall()[0][0]:

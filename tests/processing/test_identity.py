@@ -155,6 +155,95 @@ def test_a_long_chain_needs_several_rounds_and_still_ends_as_one_customer(memory
     assert report.identity.identifiers == 13 + 12
 
 
+def _identifiers(con) -> dict[str, str]:
+    return dict(con.execute("SELECT identifier, customer_id FROM customer_identities").fetchall())
+
+
+def _visitor_and_buyer_on_two_devices(con, visitor: dict) -> None:
+    """Someone browses and fills a cart as ``visitor``; a signed-in u-42 orders on a
+    phone. No event carries ids of both, so they are two customers until an alias."""
+    store(
+        con,
+        event("product_viewed", days_ago(9), **visitor,
+              properties={"product_id": "p1", "category": "cakes"}),
+        event("product_added", days_ago(9), **visitor,
+              properties={"product_id": "p1", "cart_id": "c1", "price": "12.50", "quantity": 1}),
+        order("u-42", days_ago(3), "12.50", products=[{"product_id": "p1", "quantity": 1}])
+        | {"anonymous_id": "phone-9"},
+    )  # fmt: skip
+    assert run_build(con, settings(), AS_OF).customers == 2
+
+
+def test_an_alias_of_the_anonymous_id_merges_the_visitor_with_the_user_who_ordered_elsewhere(
+    memory_db,
+):
+    _visitor_and_buyer_on_two_devices(memory_db, {"anonymous_id": "anon-7f3c"})
+    visitor = _customer_of(memory_db, "anon:anon-7f3c")
+    # Segment's alias as a server library sends it: previousId and userId only.
+    store(memory_db, event("alias", days_ago(1), previousId="anon-7f3c", userId="u-42"))
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 1
+    assert set(_identifiers(memory_db).values()) == {visitor}  # the one first seen survives
+    profile = memory_db.execute(
+        "SELECT user_id, anonymous_ids, orders, top_products_viewed, journey_stage"
+        " FROM customer_profiles"
+    ).fetchall()
+    assert profile == [("u-42", ["anon-7f3c", "phone-9"], 1, ["p1"], "decision")]
+    # previousId named an anonymous id: it is not also taken for a user id.
+    assert "user:anon-7f3c" not in _identifiers(memory_db)
+
+
+@pytest.mark.parametrize("spelling", ["previousId", "previous_id"])
+def test_an_alias_of_an_earlier_user_id_merges_the_two_users(memory_db, spelling):
+    _visitor_and_buyer_on_two_devices(memory_db, {"user_id": "shop-1001"})
+    # Validation strips identifiers; the payload keeps them as sent.
+    store(memory_db, event("alias", days_ago(1), user_id="u-42", **{spelling: " shop-1001\t"}))
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 1
+    assert _identifiers(memory_db).keys() == {"user:shop-1001", "user:u-42", "anon:phone-9"}
+    profile = memory_db.execute(
+        "SELECT anonymous_ids, orders, top_products_viewed FROM customer_profiles"
+    ).fetchall()
+    assert profile == [(["phone-9"], 1, ["p1"])]
+
+
+def test_an_alias_of_an_id_no_event_carries_adds_no_identifier(memory_db):
+    store(
+        memory_db,
+        event("page_viewed", days_ago(2), user_id="u-42", properties={"url": "/"}),
+        event("alias", days_ago(1), previousId="never-seen", userId="u-42"),
+    )
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 1
+    assert _identifiers(memory_db).keys() == {"user:u-42"}
+
+
+@pytest.mark.parametrize(
+    ("forgotten", "alias"),
+    [
+        ("user:ann", {"previousId": "b-2", "userId": "ann"}),
+        ("anon:a-1", {"previousId": "a-1", "userId": "carl"}),
+    ],
+)
+def test_an_alias_naming_a_forgotten_identifier_links_nothing(memory_db, forgotten, alias):
+    memory_db.execute(
+        "INSERT INTO suppressed_identifiers VALUES (sha256($i), $at, 'cdp forget')",
+        {"i": forgotten, "at": days_ago(30)},
+    )
+    store(
+        memory_db,
+        event("page_viewed", days_ago(3), anonymous_id="b-2", properties={"url": "/"}),
+        event("page_viewed", days_ago(3), anonymous_id="a-1", properties={"url": "/"}),
+        event("page_viewed", days_ago(3), user_id="carl", properties={"url": "/"}),
+        event("alias", days_ago(1), **alias),
+    )
+    run_build(memory_db, settings(), AS_OF)
+    identifiers = _identifiers(memory_db)
+    assert forgotten not in identifiers
+    # Whatever the alias named besides the forgotten identifier stays a customer of its own.
+    assert len(set(identifiers.values())) == len(identifiers)
+
+
 def test_a_group_calls_account_traits_do_not_merge_the_accounts_members(memory_db):
     # Segment's group call: traits are the account's (Acme's billing address), not the user's.
     account = {"email": "billing@acme.example", "phone": "+1 555 010 9999", "name": "Acme"}
