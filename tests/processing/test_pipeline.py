@@ -14,7 +14,7 @@ from cdp.processing.segment_config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
 from cdp.storage.analyst_events import events_folder
 from cdp.storage.database import connect
-from tests.processing.store import AS_OF, days_ago, order, store
+from tests.processing.store import AS_OF, days_ago, event, order, store
 
 
 def _settings(tmp_path) -> Settings:
@@ -170,3 +170,30 @@ def test_a_build_whose_report_was_not_written_says_so_not_that_the_analyst_copy_
     assert "analyst database not published" not in message
     reason = "RuntimeError: disk full" if recorded else "interrupted"
     assert f"analyst database published, report not written: {reason}" in message
+
+
+def test_a_build_with_screen_alias_and_group_calls_publishes_the_analyst_database_and_report(
+    live,
+):
+    con, settings, segments = live
+    store(
+        con,
+        event("screen_viewed", days_ago(4), anonymous_id="a-1", properties={"name": "Home"}),
+        event("alias", days_ago(3), previousId="a-1", userId="ann"),
+        event("group", days_ago(2), user_id="ann", groupId="acme",
+              traits={"name": "Acme", "email": "billing@acme.example"}),
+    )  # fmt: skip
+    published = build_and_publish(con, settings, segments, AS_OF)
+    assert [status for status, _, _ in _builds(con)] == ["succeeded"]
+    assert published.build.customers == 1
+    assert published.report is not None and published.report.exists()
+    with duckdb.connect(str(published.analyst.path), read_only=True) as analyst:
+        types = analyst.execute("SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 1")
+        assert types.fetchall() == [
+            ("alias", 1), ("group", 1), ("order_completed", 1), ("screen_viewed", 1)
+        ]  # fmt: skip
+        profile = analyst.execute(
+            "SELECT user_id, anonymous_ids, emails, orders, rfm_score IS NOT NULL"
+            " FROM customer_profiles"
+        )
+        assert profile.fetchall() == [("ann", ["a-1"], None, 1, True)]

@@ -105,6 +105,54 @@ def test_consent_and_birthday_come_from_the_latest_identify_traits(memory_db):
     assert profile["u"] == (False, True, None, "1990-04-02")
 
 
+def test_alias_and_group_traits_are_not_the_persons_consent_or_birthday(memory_db):
+    store(
+        memory_db,
+        event(
+            "identify",
+            days_ago(10),
+            user_id="u",
+            traits={"birthday": "1990-04-02", "consent": {"email": True}},
+        ),
+        # A group call's traits are the account's; an alias carries none of the person's.
+        event(
+            "group",
+            days_ago(2),
+            user_id="u",
+            groupId="acme",
+            traits={"birthday": "2001-01-01", "consent": {"email": False, "sms": False}},
+        ),
+        event(
+            "alias",
+            days_ago(1),
+            user_id="u",
+            previousId="a-9",
+            traits={"consent": {"email": False, "ads": True}},
+        ),
+    )
+    report = run_build(memory_db, settings(), AS_OF)
+    assert report.customers == 1
+    profile = _profiles(
+        memory_db, "consent_email", "consent_sms", "consent_ads", "birthday::VARCHAR"
+    )
+    assert profile["u"] == (True, None, None, "1990-04-02")
+
+
+def test_a_screen_view_counts_as_activity_as_a_page_view_does(memory_db):
+    # Segment's screen call (apps) is the page call (web) of another platform: neither
+    # is interest in a product, both are activity.
+    store(
+        memory_db,
+        event("page_viewed", days_ago(3), user_id="web", properties={"url": "/"}),
+        {"messageId": "s-1", "type": "screen", "name": "Home", "userId": "app",
+         "timestamp": days_ago(3).isoformat(), "properties": {"name": "Home"}},
+    )  # fmt: skip
+    run_build(memory_db, settings(), AS_OF)
+    columns = ("journey_stage", "first_seen_at", "last_seen_at", "top_products_viewed")
+    profiles = _profiles(memory_db, *columns)
+    assert profiles["app"] == profiles["web"] == ("awareness", days_ago(3), days_ago(3), None)
+
+
 def test_loyalty_tier_and_funnel_stage_from_config(memory_db):
     store(
         memory_db,
