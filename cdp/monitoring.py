@@ -209,5 +209,6 @@ class MonitoringServer:
             self.batch_latency.observe(stats.last_batch_latency_s)
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for a serve loop that never ran
+            self._server.shutdown()
         self._server.server_close()

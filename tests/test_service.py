@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from datetime import date
 
 import pytest
 
 from cdp.errors import ServiceError
+from cdp.ingest.broker import free_port
 from cdp.ingest.generator import generate_store
 from cdp.ingest.producer import produce_file
 from cdp.ingest.topics import create_topics
 from cdp.service import run_service
+from cdp.settings import load_settings
 from cdp.storage.database import connect
 
 pytestmark = pytest.mark.kafka
@@ -73,3 +79,50 @@ def test_an_environmental_job_failure_is_recorded_and_the_service_goes_on(
     stop.set()
     thread.join(timeout=60)
     assert attempts and service["stats"].consumed > 0
+
+
+def test_cdp_run_with_the_collector_enabled_collects_ingests_and_shares_its_metrics(
+    isolated_config, tmp_path
+):
+    from tests.ingest.collector.conftest import (
+        DEFAULT_SOURCES,
+        SERVER_KEY,
+        collector_section,
+        wait_until_healthy,
+    )
+    from tests.ingest.collector.test_collector_http import post
+
+    web, metrics = free_port(), free_port()
+    config = tmp_path / "run.toml"
+    config.write_text(
+        isolated_config.read_text().replace('listen = ""', f'listen = "127.0.0.1:{metrics}"')
+        + collector_section(DEFAULT_SOURCES, enabled=True, listen=f"127.0.0.1:{web}")
+    )
+    settings = load_settings(config)
+    create_topics(settings)
+    log = tmp_path / "run.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cdp", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )  # fmt: skip
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{web}", process, log)
+        batch = {"batch": [{"type": "page", "messageId": f"m-{n}", "anonymousId": "a-1"}
+                           for n in range(5)]}  # fmt: skip
+        assert post(f"http://127.0.0.1:{web}/v1/batch", batch, key=SERVER_KEY)[0] == 200
+        deadline = time.monotonic() + 60
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics") as answer:
+                text = answer.read().decode()
+            stored = [line for line in text.splitlines()
+                        if line.startswith("cdp_ingest_stored_total")]  # fmt: skip
+            if stored and float(stored[0].rsplit(" ", 1)[1]) >= 5:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        assert 'cdp_collector_requests_total{call="batch",status="200"} 1.0' in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+    with connect(settings.storage.db_path) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (5,)
