@@ -1,0 +1,184 @@
+"""The Segment protocol without a server: bodies, limits, write keys, mapping, time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from datetime import UTC, datetime
+
+import pytest
+
+from cdp.ingest.collector.app import _basic_user
+from cdp.ingest.collector.segment import (
+    Limits,
+    ParsedRequest,
+    RequestRejected,
+    parse_request,
+    read_body,
+    to_messages,
+    write_key_of,
+)
+
+LIMITS = Limits(max_event_bytes=32 * 1024, max_request_bytes=500 * 1024, max_batch_events=2500)
+TOPICS = {"browse": "b", "cart": "c", "purchase": "p", "identify": "i"}
+RECEIVED = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+
+
+def messages_of(call: str, payload: dict, **overrides) -> list[dict]:
+    body = json.dumps(payload).encode()
+    request = parse_request(call, body, LIMITS)
+    options = {
+        **dict(source="web", topic_by_family=TOPICS, fallback_topic="b", received_at=RECEIVED),
+        **dict(client_ip=None, limits=LIMITS, body=body),
+    }
+    options.update(overrides)
+    return [
+        {"topic": m.topic, "key": m.key, **json.loads(m.value)}
+        for m in to_messages(request, **options)
+    ]
+
+
+def test_timestamp_is_received_at_minus_the_clients_send_delay():
+    [event] = messages_of(
+        "batch",
+        {"batch": [{"type": "page", "anonymousId": "a",
+                    "originalTimestamp": "2030-01-01T00:00:00.000Z"}],
+         "sentAt": "2030-01-01T00:00:05.500Z"},
+    )  # fmt: skip
+    assert event["timestamp"] == "2026-11-30T11:59:54.500Z"
+    assert event["receivedAt"] == "2026-11-30T12:00:00.000Z"
+    assert event["sentAt"] == "2030-01-01T00:00:05.500Z"
+    assert event["originalTimestamp"] == "2030-01-01T00:00:00.000Z"
+
+
+def test_a_per_event_sent_at_wins_over_the_envelopes_and_a_timestamp_counts_as_original():
+    [event] = messages_of(
+        "batch",
+        {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-11-30T13:00:00Z",
+                    "sentAt": "2026-11-30T13:00:01Z"}],
+         "sentAt": "2026-11-30T15:00:00Z"},
+    )  # fmt: skip
+    assert event["timestamp"] == "2026-11-30T11:59:59.000Z"
+    assert event["originalTimestamp"] == "2026-11-30T13:00:00Z"
+
+
+def test_without_sent_at_the_events_own_time_stands_and_without_any_the_server_time():
+    own, none = messages_of(
+        "batch",
+        {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-01-01T00:00:00+02:00"},
+                   {"type": "page", "anonymousId": "a"}]},
+    )  # fmt: skip
+    assert own["timestamp"] == "2026-01-01T00:00:00+02:00"
+    assert none["timestamp"] == "2026-11-30T12:00:00.000Z"
+
+
+def test_envelope_context_is_merged_under_the_events_own_and_the_source_is_named():
+    [event] = messages_of(
+        "batch",
+        {"batch": [{"type": "page", "anonymousId": "a", "writeKey": "k",
+                    "context": {"locale": "de-DE"}}],
+         "context": {"locale": "en-US", "library": {"name": "x"}}},
+    )  # fmt: skip
+    assert event["context"] == {"locale": "de-DE", "library": {"name": "x"}, "source": "web"}
+    assert "writeKey" not in event
+
+
+def test_identify_traits_sent_only_in_context_become_the_events_traits():
+    [event] = messages_of("identify", {"userId": "u", "context": {"traits": {"email": "a@b.c"}}})
+    assert (event["type"], event["traits"]) == ("identify", {"email": "a@b.c"})
+
+
+def test_each_event_goes_to_its_familys_topic_keyed_by_user_else_anonymous_id():
+    events = messages_of(
+        "batch",
+        {"batch": [
+            {"type": "track", "event": "Order Completed", "userId": "u", "anonymousId": "a"},
+            {"type": "track", "event": "Product Added", "anonymousId": "a"},
+            {"type": "alias", "userId": "u", "previousId": "a"},
+            {"type": "screen", "anonymousId": "a"},
+            {"type": "track", "event": "No Such Thing", "anonymousId": "a"},
+        ]},
+    )  # fmt: skip
+    assert [(e["topic"], e["key"]) for e in events] == [
+        ("p", b"u"), ("c", b"a"), ("i", b"u"), ("b", b"a"), ("b", b"a")
+    ]  # fmt: skip
+
+
+def test_an_event_without_message_id_gets_one_that_a_retry_of_it_gets_again():
+    payload = {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-01-01T00:00Z"}]}
+    first = messages_of("batch", payload)[0]["messageId"]
+    again = messages_of("batch", payload, received_at=datetime(2026, 12, 1, tzinfo=UTC))
+    assert first.startswith("cdp-") and again[0]["messageId"] == first
+    other_source = messages_of("batch", payload, source="app")[0]["messageId"]
+    assert other_source != first
+
+
+def test_the_ip_is_added_only_when_given():
+    [with_ip] = messages_of("page", {"anonymousId": "a"}, client_ip="203.0.113.9")
+    [without] = messages_of("page", {"anonymousId": "a"})
+    assert with_ip["context"]["ip"] == "203.0.113.9" and "ip" not in without["context"]
+
+
+def test_an_event_with_a_repeated_key_is_passed_on_as_written_for_ingest_to_dead_letter():
+    body = (b'{"batch": [{"type": "page", "anonymousId": "a"}, '
+            b'{"type": "page", "anonymousId": "a", "anonymousId": "b"}]}')  # fmt: skip
+    request = parse_request("batch", body, LIMITS)
+    good, repeated = to_messages(
+        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
+        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
+    )  # fmt: skip
+    assert json.loads(good.value)["context"]["source"] == "web"
+    assert repeated.value == b'{"type":"page","anonymousId":"a","anonymousId":"b"}'
+
+
+def test_a_single_calls_type_comes_from_its_path_without_a_repeated_key_check_misfiring():
+    body = b'{"anonymousId": "a", "type": "track", "event": "Product Viewed"}'
+    request = parse_request("page", body, LIMITS)
+    [message] = to_messages(
+        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
+        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
+    )  # fmt: skip
+    assert json.loads(message.value)["type"] == "page"
+
+
+def test_gzip_is_inflated_up_to_the_request_limit_and_no_further():
+    small = Limits(1024, 10_000, 10)
+    assert read_body(gzip.compress(b"x" * 10_000), "gzip", small) == b"x" * 10_000
+    with pytest.raises(RequestRejected, match="10,000 bytes after inflating") as bomb:
+        read_body(gzip.compress(b"x" * 10_000_000), "gzip", small)
+    assert bomb.value.code == "request_too_large"
+    assert read_body(zlib.compress(b"{}"), "deflate", small) == b"{}"
+    with pytest.raises(RequestRejected, match="truncated"):
+        read_body(gzip.compress(b"x" * 5000)[:-20], "gzip", small)
+    with pytest.raises(RequestRejected, match="'br' is not supported"):
+        read_body(b"..", "br", small)
+
+
+def test_a_batch_over_the_event_count_limit_is_rejected_naming_the_setting():
+    with pytest.raises(RequestRejected, match=r"collector\.max_batch_events"):
+        parse_request("batch", json.dumps({"batch": [{}] * 11}).encode(), Limits(1024, 10**6, 10))
+
+
+def test_the_write_key_comes_from_basic_auth_then_the_body_then_the_query():
+    request = ParsedRequest({"writeKey": "envelope"}, [{"writeKey": "event"}])
+    assert write_key_of(request, "basic", "query") == "basic"
+    assert write_key_of(request, None, "query") == "envelope"
+    assert write_key_of(ParsedRequest({}, [{"writeKey": "event"}]), None, "q") == "event"
+    assert write_key_of(ParsedRequest({}, [{}]), None, "query") == "query"
+    assert write_key_of(ParsedRequest({}, [{}]), None, None) == ""
+
+
+@pytest.mark.parametrize(
+    ("header", "user"),
+    [
+        ("Basic d2tfMTIzOg==", "wk_123"),  # "wk_123:"
+        ("Basic d2tfMTIz", "wk_123"),  # "wk_123", no colon
+        ("basic d2tfMTIzOnB3", "wk_123"),  # "wk_123:pw"
+        ("Bearer abc", None),
+        ("Basic !!!", None),
+        (None, None),
+    ],
+)
+def test_basic_auth_user_is_the_write_key_with_or_without_the_colon(header, user):
+    assert _basic_user(header) == user
