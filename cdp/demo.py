@@ -1,29 +1,39 @@
 """``cdp demo``: the whole ingest path on one machine with nothing set up.
 
 Starts the bundled broker unless Kafka is configured, creates the topics, writes a
-seeded synthetic store, streams it into the topics, ingests it into a fresh DuckDB
-file, builds the customer profiles and summarizes what landed where.
+seeded synthetic store and streams it into the topics by both front doors: its browse
+events as a browser SDK sends them, through the HTTP collector (``cdp collect``) in
+Segment batches, the rest straight to Kafka as a store's back end does. Then it
+ingests everything into a fresh DuckDB file, builds the customer profiles and
+summarizes what landed where.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from cdp.errors import IngestError
 from cdp.ingest.broker import local_broker
+from cdp.ingest.collector import CollectorServer
 from cdp.ingest.consumer import EventConsumer, IngestStats
+from cdp.ingest.events import FAMILY_OF_TYPE, Family, UnknownEventType, canonical_type
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
 from cdp.processing.export import run_export
 from cdp.processing.pipeline import build_and_publish
 from cdp.processing.segment_config import load_segment_config
-from cdp.settings import Settings
+from cdp.settings import CollectorSource, Settings
 from cdp.storage.database import connect
 
 
@@ -34,6 +44,7 @@ class DemoResult:
     used_bundled_broker: bool
     generated: GenerateReport
     produced: ProduceReport
+    collected: int  # events sent through the HTTP collector
     ingested: IngestStats
     analyst_db: Path
     report: Path
@@ -67,8 +78,12 @@ def run_demo(
         events_file = workdir / "store-events.jsonl"
         generated = generate_store(events_file, customers=customers, seed=seed, end=end)
         say(f"generated {generated.events:,} events for {customers:,} customers (seed {seed})")
-        produced = produce_file(settings, events_file)
-        say(f"produced {produced.sent:,} messages")
+        backend_file = workdir / "store-backend.jsonl"
+        browser_events = _split_browser_events(events_file, backend_file)
+        collected = _collect_over_http(settings, browser_events)
+        say(f"sent {collected:,} browse events through the HTTP collector, as browser SDKs do")
+        produced = produce_file(settings, backend_file)
+        say(f"produced {produced.sent:,} messages straight to Kafka, as a back end does")
         # A demo starts from a clean database: the bundled broker forgets its topics on
         # exit, so offsets stored by an earlier demo would point past the new topics.
         for stale in (db_path, db_path.with_name(db_path.name + ".wal")):
@@ -91,7 +106,66 @@ def run_demo(
             used_bundled_broker=bundled,
             generated=generated,
             produced=produced,
+            collected=collected,
             ingested=ingested,
             analyst_db=published.analyst.path,
             report=published.report,
         )
+
+
+DEMO_WRITE_KEY = "wk_demo_browser"
+_BATCH_EVENTS = 100  # as segment-analytics-python and rudder-sdk-python batch
+
+
+def _is_browse_event(line: bytes) -> bool:
+    try:
+        event = json.loads(line)
+        name = event.get("event") if event.get("type") == "track" else event.get("type")
+        return FAMILY_OF_TYPE[canonical_type(name)] is Family.BROWSE
+    except (ValueError, AttributeError, TypeError, UnknownEventType):
+        return False  # not an event: the back end's path dead-letters it
+
+
+def _split_browser_events(events_file: Path, backend_file: Path) -> list[bytes]:
+    """The browse events (for the collector); every other line into ``backend_file``."""
+    browser: list[bytes] = []
+    with events_file.open("rb") as lines, backend_file.open("wb") as backend:
+        for line in lines:
+            if _is_browse_event(line):
+                browser.append(line.rstrip(b"\r\n"))
+            else:
+                backend.write(line)
+    return browser
+
+
+def _collect_over_http(settings: Settings, events: list[bytes]) -> int:
+    """Post ``events`` to an in-process collector in Segment batches, as an SDK does:
+    retrying what is answered 503 after its Retry-After."""
+    source = CollectorSource(name="demo-browser", write_key=DEMO_WRITE_KEY)
+    collector_settings = settings.collector.model_copy(
+        update={"listen": "127.0.0.1:0", "sources": [source]}
+    )
+    server = CollectorServer(settings.model_copy(update={"collector": collector_settings}))
+    server.start()
+    host, _, port = server.address.rpartition(":")
+    auth = "Basic " + base64.b64encode(f"{DEMO_WRITE_KEY}:".encode()).decode()
+    headers = {"Content-Type": "application/json", "Authorization": auth}
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        for start in range(0, len(events), _BATCH_EVENTS):
+            body = b'{"batch":[' + b",".join(events[start : start + _BATCH_EVENTS]) + b"]}"
+            for _attempt in range(10):
+                connection.request("POST", "/v1/batch", body, headers)
+                answer = connection.getresponse()
+                reply = answer.read()
+                if answer.status == 200:
+                    break
+                if answer.status != 503:
+                    raise IngestError(f"the collector answered {answer.status}: {reply[:300]!r}")
+                time.sleep(float(answer.getheader("Retry-After", "1")))
+            else:
+                raise IngestError("the collector answered 503 ten times; is Kafka up?")
+    finally:
+        connection.close()
+        server.stop()
+    return len(events)

@@ -99,11 +99,19 @@ def test_demo_runs_with_nothing_configured_and_fills_all_four_families(tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert "started the bundled broker" in result.stdout
+    assert "browse events through the HTTP collector" in result.stdout
     assert "dead letters:" in result.stdout
     with duckdb.connect(str(db), read_only=True) as con:
         families = {row[0] for row in con.execute("SELECT DISTINCT family FROM events").fetchall()}
+        by_door = dict(
+            con.execute(
+                "SELECT payload->>'$.context.source' IS NOT NULL, count(DISTINCT family) "
+                "FROM events GROUP BY 1"
+            ).fetchall()
+        )
         reasons = con.execute("SELECT count(*), min(length(reason)) FROM dead_letters").fetchone()
     assert families == {"browse", "cart", "purchase", "identify"}
+    assert by_door == {True: 1, False: 3}  # browse events came through HTTP, the rest not
     assert reasons[0] > 0 and reasons[1] > 10
     assert list((tmp_path / "exports" / "segments").glob("*/*/manifest.json")), result.stdout
 
