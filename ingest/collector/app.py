@@ -95,6 +95,11 @@ class CollectorMetrics:
             "Events accepted from clients and not yet acknowledged by Kafka.",
             registry=registry,
         )
+        self.kafka_connected = Gauge(
+            "cdp_collector_kafka_connected",
+            "1 once the collector's producer has connected to Kafka.",
+            registry=registry,
+        )
 
     def count(self, call: str, status: int, events: int = 0) -> None:
         self.requests.labels(call, str(status)).inc()
@@ -137,6 +142,7 @@ def create_app(
     fallback_topic = settings.topics.browse
     retry_after = str(collector.retry_after_s)
     metrics.in_flight.set_function(lambda: delivery.in_flight)
+    metrics.kafka_connected.set_function(lambda: float(delivery.connected))
 
     def cors(origin: str | None, allowed: list[str] | frozenset[str]) -> dict[str, str]:
         if origin is None:
@@ -249,8 +255,10 @@ def create_app(
         return Response(status_code=204, headers=headers)
 
     async def healthz(request: Request) -> Response:
+        # 200 either way: restarting the collector would not bring Kafka back.
+        status = "ok" if delivery.connected else "waiting for Kafka"
         return Response(
-            orjson.dumps({"status": "ok", "in_flight_events": delivery.in_flight}),
+            orjson.dumps({"status": status, "in_flight_events": delivery.in_flight}),
             media_type="application/json",
         )
 

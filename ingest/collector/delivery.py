@@ -13,6 +13,9 @@ gets 503 with ``Retry-After``. Room is given back when Kafka has answered for th
 events, not when the request gave up waiting, so events that are still in the
 producer's buffer keep counting. A request answered 503 may still reach Kafka later;
 its retry then sends the same ``messageId``s again and ingest stores each event once.
+
+A broker that is not there when the collector starts is waited for, as ``cdp ingest``
+waits: requests are answered 503 until a producer connects.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from cdp.errors import TransientError
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, broker_errors
 from cdp.ingest.collector.segment import Message
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RECONNECT_EVERY_S = 2.0
 
 
 class NotDelivered(Exception):
@@ -87,9 +93,31 @@ class KafkaDelivery:
         self._observe_latency = observe_latency
         self._freed: asyncio.Event | None = None  # set whenever room was given back
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-collect-send")
+        self._settings = settings
+        self._producer: KafkaProducer | None = None
+        self._closing = threading.Event()
+        self._connector: threading.Thread | None = None
+        try:
+            self._producer = self._connect()
+        except TransientError as exc:
+            # Like `cdp ingest`, the collector waits for a broker that is not there
+            # yet; meanwhile it answers 503, and SDKs keep their events and retry.
+            log.warning("%s; answering 503 until it answers", exc)
+            self._connector = threading.Thread(
+                target=self._keep_connecting, name="cdp-collect-connect", daemon=True
+            )
+            self._connector.start()
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def _connect(self) -> KafkaProducer:
+        settings, collector = self._settings, self._settings.collector
         servers = settings.kafka.bootstrap_servers
+        deadline_ms = max(int(collector.delivery_timeout_s * 1000), 1000)
         with broker_errors(servers, "connecting the collector's producer"):
-            self._producer = KafkaProducer(
+            producer = KafkaProducer(
                 bootstrap_servers=bootstrap_list(servers),
                 client_id=f"{settings.kafka.client_id}-collector",
                 acks="all",
@@ -100,23 +128,41 @@ class KafkaDelivery:
                 max_request_size=max(1024 * 1024, collector.max_request_bytes * 2),
                 # Kafka's own retries stop short of the client's deadline, so a request
                 # is never left waiting on an event the producer has given up on.
-                delivery_timeout_ms=max(int(collector.delivery_timeout_s * 1000), 1000),
-                request_timeout_ms=max(int(collector.delivery_timeout_s * 1000) - 500, 500),
-                max_block_ms=max(int(collector.delivery_timeout_s * 1000), 1000),
+                delivery_timeout_ms=deadline_ms,
+                request_timeout_ms=max(deadline_ms - 500, 500),
+                max_block_ms=deadline_ms,
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             )
         # Learn the topics' partitions now, so the first request does not wait for it.
         for topic in settings.topics.by_family().values():
             try:
-                self._producer.partitions_for(topic)
+                producer.partitions_for(topic)
             except KafkaError as exc:
                 log.warning("no metadata yet for topic %s: %s", topic, exc)
+        return producer
+
+    def _keep_connecting(self) -> None:
+        while not self._closing.wait(RECONNECT_EVERY_S):
+            try:
+                producer = self._connect()
+            except TransientError:
+                continue
+            if self._closing.is_set():
+                producer.close(timeout=1)
+                return
+            self._producer = producer
+            log.info("connected to Kafka at %s", self._settings.kafka.bootstrap_servers)
+            return
 
     async def deliver(self, messages: list[Message], deadline: float) -> None:
         """Return once Kafka acknowledged every message; raise :class:`NotDelivered`
         if that has not happened by ``deadline`` (``time.monotonic()``)."""
         if not messages:
             return
+        if self._producer is None:
+            raise NotDelivered(
+                f"not connected to Kafka at {self._settings.kafka.bootstrap_servers} yet"
+            )
         loop = asyncio.get_running_loop()
         count = len(messages)
         await self._reserve(count, deadline)
@@ -157,6 +203,7 @@ class KafkaDelivery:
             pending.future.set_result(None)
 
     def _send_all(self, messages: list[Message], pending: _Pending) -> None:
+        assert self._producer is not None  # deliver() sends only once connected
         send = self._producer.send
         for message in messages:
             try:
@@ -169,7 +216,12 @@ class KafkaDelivery:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is buffered (bounded by ``timeout_s``), then close."""
+        self._closing.set()
         self._sender.shutdown(wait=True)
+        if self._connector is not None:
+            self._connector.join()
+        if self._producer is None:
+            return
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:

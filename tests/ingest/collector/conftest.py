@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from cdp.ingest.broker import free_port
-from cdp.ingest.topics import create_topics
+from cdp.ingest.topics import create_topics as make_topics
 from cdp.settings import Settings, load_settings
 
 WEB_KEY = "wk_test_web_0001"
@@ -113,6 +113,7 @@ def collector_factory(
         sources: list[dict[str, Any]] | None = None,
         *,
         config_text: str | None = None,
+        create_topics: bool = True,
         **collector_settings: Any,
     ) -> RunningCollector:
         base = config_text if config_text is not None else isolated_config.read_text()
@@ -124,7 +125,8 @@ def collector_factory(
             )
         )
         settings = load_settings(path)
-        create_topics(settings)
+        if create_topics:
+            make_topics(settings)
         port = free_port()
         log = tmp_path / f"collector-{len(started)}.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
+from cdp.ingest.broker import free_port, start_local_broker
+from cdp.ingest.topics import create_topics
 from tests.ingest.collector.conftest import SERVER_KEY, WEB_KEY
 
 pytestmark = pytest.mark.kafka
@@ -317,3 +320,34 @@ def test_a_retried_batch_is_stored_once_and_the_ip_is_kept_only_where_the_source
         collector, "SELECT event_id, payload->>'$.context.ip' FROM events ORDER BY 1"
     ) == [("m-1", "127.0.0.1"), ("m-2", None)]
     assert stored(collector, "SELECT count(*) FROM duplicate_events") == [(1,)]
+
+
+def test_a_collector_started_before_its_broker_answers_503_then_collects_once_it_is_up(
+    collector_factory, isolated_config, tmp_path
+):
+    port = free_port()
+    config = isolated_config.read_text().replace(
+        isolated_config.read_text().split('bootstrap_servers = "')[1].split('"')[0],
+        f"127.0.0.1:{port}",
+    )
+    collector = collector_factory(config_text=config, create_topics=False)
+    event = {"batch": [{"type": "page", "messageId": "m-early", "anonymousId": "a-1"}]}
+    status, answer, headers = post(f"{collector.url}/v1/batch", event)
+    assert (status, answer["code"]) == (503, "unavailable")
+    assert "not connected to Kafka" in answer["message"] and _lower(headers)["retry-after"] == "5"
+    with urllib.request.urlopen(f"{collector.url}/healthz") as health:
+        assert json.loads(health.read())["status"] == "waiting for Kafka"
+    broker = start_local_broker(port, tmp_path / "late-broker.log")
+    try:
+        create_topics(collector.settings)
+        deadline = time.monotonic() + 30
+        while (status := post(f"{collector.url}/v1/batch", event)[0]) == 503:
+            assert time.monotonic() < deadline, collector.log()[-2000:]
+            time.sleep(0.5)
+        assert status == 200
+        assert "answering 503 until it answers" in collector.log()
+        collector.ingest()
+        assert stored(collector, "SELECT event_id FROM events") == [("m-early",)]
+        assert collector.stop() == 0
+    finally:
+        broker.stop()
