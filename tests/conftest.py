@@ -20,6 +20,7 @@ import pytest
 from cdp.ingest.broker import local_broker
 from cdp.settings import Settings, load_settings
 from cdp.storage.database import memory_database
+from tests.browser import find_or_install_chromium
 
 
 def _docker_engine_answers() -> bool:
@@ -47,6 +48,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     with local_broker(log_path=log) as broker:
         yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a headless-capable Chromium (Debian's, apt-installed when missing)."""
+    return find_or_install_chromium()
 
 
 @pytest.fixture

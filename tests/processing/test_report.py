@@ -1,48 +1,23 @@
 """The HTML report, rendered by a real headless Chromium (Debian's package, which the
-``chromium`` fixture installs when it is missing)."""
+``chromium`` fixture of tests/conftest.py installs when it is missing)."""
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from cdp.processing.pipeline import report_path
+from tests.browser import run_chromium
 
 CHARTS = {
     "kpis", "clv-distribution", "rfm-heatmap", "segment-sizes", "cohort-retention", "funnel",
     "top-products",
 }  # fmt: skip
 ARTIFACTS = Path(os.environ.get("CDP_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
-_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("Chromium is missing and cannot be installed (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr[-2000:]}"
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
-    return found
 
 
 def _run(chromium: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_chromium(chromium, tmp_path / "profile", *args)
 
 
 def test_the_report_is_one_file_that_needs_no_network(published_store):

@@ -1,0 +1,46 @@
+"""A real headless Chromium for the tests: Debian's package, installed with apt-get when
+it is missing (the ``chromium`` fixture in tests/conftest.py), and run as a command
+line (``--dump-dom``, ``--screenshot``), so no browser driver is needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+# No name resolves but the machine's own: a page cannot reach the internet, and
+# Chromium's own background requests (time, accounts, updates) fail at once.
+LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"
+
+
+def find_or_install_chromium() -> str:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail("Chromium is missing and cannot be installed (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr[-2000:]}"
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium but it is not on PATH"
+    return found
+
+
+def run_chromium(
+    chromium: str, profile: Path, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """One headless Chromium run with a fresh profile directory (no state shared)."""
+    return subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
