@@ -281,14 +281,14 @@ def _cannot_differ(value: bytes, event: dict) -> bool:
     ``'":'`` occurs at least once per key in the text (more only for a string that
     holds such a pair): if it occurs as often as the output has keys, none repeats.
     """
-    return value.translate(None, _WHITESPACE).count(b'":') == _count_keys(event)
+    return value.translate(None, _WHITESPACE).count(b'":') == count_keys(event)
 
 
 _WHITESPACE = b" \t\n\r"
 _NESTED = frozenset((dict, list, float))
 
 
-def _count_keys(item: dict | list | float) -> int:
+def count_keys(item: dict | list | float) -> int:
     """Keys in ``item`` (an object, an array or a number) and in every object in it;
     -1 if it holds a non-finite float (pydantic reads ``NaN``, ``Infinity`` and
     ``1e999`` into untyped fields)."""
@@ -303,7 +303,7 @@ def _count_keys(item: dict | list | float) -> int:
         values = item
     for value in values:
         if type(value) in _NESTED:
-            inner = _count_keys(value)
+            inner = count_keys(value)
             if inner < 0:
                 return -1
             count += inner

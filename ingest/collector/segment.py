@@ -24,6 +24,7 @@ a limit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
@@ -35,6 +36,7 @@ from typing import Any
 import orjson
 
 from cdp.ingest.events import FAMILY_OF_TYPE, UnknownEventType, canonical_type
+from cdp.ingest.validation import count_keys
 
 # The calls of the Tracking API, by path: full names and analytics.js' short ones.
 CALL_OF_PATH: dict[str, str] = {
@@ -280,8 +282,11 @@ def _set_times(event: dict, received: str, received_at: datetime, envelope_sent_
 
 
 def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
+    return _parse_time_text(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=4096)  # a batch's one sentAt, and SDKs' repeated stamps
+def _parse_time_text(value: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -299,9 +304,10 @@ def _events_with_repeated_keys(body: bytes, request: ParsedRequest) -> dict[int,
     orjson keeps the last of a repeated key's values without a word, and what is sent
     on would then hide the ambiguity that ingest dead-letters (see
     ``cdp.ingest.validation``). Counting ``":`` in the body against the parsed keys
-    clears almost every request without a second parse; only when the counts differ
-    is the body parsed again keeping every pair."""
-    parsed_keys = _count_keys(request.envelope or request.events) - request.keys_added
+    (validation's own proof: each key is followed by ``":``, so equal counts mean no
+    key repeats) clears almost every request without a second parse; only when the
+    counts differ is the body parsed again keeping every pair."""
+    parsed_keys = count_keys(request.envelope or request.events) - request.keys_added
     if body.translate(None, b" \t\n\r").count(b'":') == parsed_keys:
         return {}
     pairs = json.loads(body, object_pairs_hook=_Pairs)
@@ -315,14 +321,6 @@ def _events_with_repeated_keys(body: bytes, request: ParsedRequest) -> dict[int,
 
 class _Pairs(list):
     """A JSON object as its (key, value) pairs, repeats included."""
-
-
-def _count_keys(item: Any) -> int:
-    if isinstance(item, dict):
-        return len(item) + sum(_count_keys(value) for value in item.values())
-    if isinstance(item, list):
-        return sum(_count_keys(value) for value in item)
-    return 0
 
 
 def _has_repeat(item: Any) -> bool:
