@@ -180,10 +180,22 @@ def topic_of(event: dict, settings: Settings) -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process (all its threads) from /proc."""
+    """user + system CPU of a process (all its threads) and of its live descendants
+    (the collector's worker processes) from /proc."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from cdp.errors import IngestError
 from cdp.ingest.broker import local_broker
-from cdp.ingest.collector import CollectorServer
+from cdp.ingest.collector import CollectorWorkers
 from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.ingest.events import FAMILY_OF_TYPE, Family, UnknownEventType, canonical_type
 from cdp.ingest.generator import GenerateReport, generate_store
@@ -145,7 +145,7 @@ def _collect_over_http(settings: Settings, events: list[bytes]) -> int:
     collector_settings = settings.collector.model_copy(
         update={"listen": "127.0.0.1:0", "sources": [source]}
     )
-    server = CollectorServer(settings.model_copy(update={"collector": collector_settings}))
+    server = CollectorWorkers(settings.model_copy(update={"collector": collector_settings}))
     server.start()
     host, _, port = server.address.rpartition(":")
     auth = "Basic " + base64.b64encode(f"{DEMO_WRITE_KEY}:".encode()).decode()
@@ -168,4 +168,5 @@ def _collect_over_http(settings: Settings, events: list[bytes]) -> int:
     finally:
         connection.close()
         server.stop()
+        server.remove_metrics()
     return len(events)

@@ -5,8 +5,8 @@ One process is the database's only writer (DuckDB allows no other), so ingest an
 the scheduled builds share it: the consumer runs on the main thread, APScheduler's
 jobs on a background thread (``cdp.processing.scheduler``), each through its own
 cursor; ``/healthz`` and ``/metrics`` are served on a third (``cdp.monitoring``).
-With ``collector.enabled``, the HTTP collector (``cdp.ingest.collector``) serves SDKs
-on a fourth, its metrics on the same ``/metrics``.
+With ``collector.enabled``, the HTTP collector's worker processes
+(``cdp.ingest.collector``) serve SDKs, their metrics on the same ``/metrics``.
 
 A service that is half-alive is worse than one that is down: a supervisor (systemd,
 Docker, Kubernetes) restarts a process that exits, not one that idles. So if any
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 import duckdb
 
 from cdp.errors import ServiceError
-from cdp.ingest.collector import CollectorServer
+from cdp.ingest.collector import CollectorWorkers
 from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.monitoring import MonitoringServer
 from cdp.processing.export import clean_up_interrupted_exports
@@ -60,20 +60,25 @@ def run_service(
     clean_up_interrupted_exports(con, settings, segments)
     jobs = ServiceJobs()
     monitoring: MonitoringServer | None = None
-    collector: CollectorServer | None = None
+    collector: CollectorWorkers | None = None
     consumer = EventConsumer(settings, con, stop=stop)
     try:
         if settings.service.listen:
             monitoring = MonitoringServer(settings, consumer, jobs)
             consumer.on_batch = monitoring.observe_batch
         if settings.collector.enabled:
-            collector = CollectorServer(settings, monitoring.registry if monitoring else None)
+            collector = CollectorWorkers(settings)
+            if monitoring is not None:
+                collector.metrics_collector(monitoring.registry)
             collector.start()
             say(f"collecting events over HTTP on http://{collector.address}/v1/batch")
     except BaseException:
         consumer.close()
         if monitoring is not None:
             monitoring.stop()
+        if collector is not None:
+            collector.stop()
+            collector.remove_metrics()
         raise
     scheduler = make_scheduler(settings, con, segments, consumer.caught_up, stop, jobs)
     scheduler.start()
@@ -93,6 +98,7 @@ def run_service(
         stop.set()
         if collector is not None:  # its last requests' events reach Kafka
             collector.stop()
+            collector.remove_metrics()
         with _cancelling_jobs(jobs):  # a failing service does not wait for a long build
             scheduler.shutdown(wait=True)
         if monitoring is not None:
@@ -104,7 +110,7 @@ def run_service(
 
 def _watch(
     monitoring: MonitoringServer | None,
-    collector: CollectorServer | None,
+    collector: CollectorWorkers | None,
     jobs: ServiceJobs,
     stop: threading.Event,
 ) -> None:
@@ -115,8 +121,8 @@ def _watch(
             jobs.fail(f"the scheduler has run no job for {silent:.0f} s (its thread died)")
         elif monitoring is not None and not monitoring.thread.is_alive():
             jobs.fail("the health and metrics server stopped")
-        elif collector is not None and not collector.alive:
-            jobs.fail(f"the HTTP collector stopped: {collector.error or 'unknown reason'}")
+        elif collector is not None and (failure := collector.failure()):
+            jobs.fail(f"the HTTP collector stopped: {failure}")
         if jobs.failed.is_set():
             log.error("%s; stopping the service", jobs.fatal)
             stop.set()

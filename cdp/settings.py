@@ -176,9 +176,12 @@ class CollectorSource(_Section):
 class CollectorSettings(_Section):
     """`cdp collect`: the Segment-compatible HTTP front door to the family topics."""
 
-    # `cdp run` also serves the collector, in the same process, when true.
+    # `cdp run` also serves the collector when true.
     enabled: bool = False
     listen: str = "127.0.0.1:8088"
+    # Processes serving requests on the one port, each with its own Kafka producer: the
+    # work is Python, so one process uses one core at most.
+    workers: int = Field(default=2, ge=1, le=64)
     # Limits on what a request may carry, after gzip inflation (Segment's own).
     max_event_bytes: int = Field(default=32 * 1024, ge=1024)
     max_request_bytes: int = Field(default=500 * 1024, ge=1024)

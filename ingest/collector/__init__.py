@@ -10,25 +10,24 @@ Modules, each with one concern:
 
 - ``segment``: the protocol (body, limits, write key, mapping to Kafka messages);
 - ``delivery``: Kafka acknowledgement per request, and back-pressure;
-- ``app``: HTTP routes, authentication, CORS, answers and metrics;
-- ``server``: uvicorn on its own thread, start and graceful stop.
+- ``app``: HTTP routes, authentication, CORS, answers;
+- ``metrics``: Prometheus metrics, added up across workers;
+- ``server``: uvicorn on its own thread in one process, start and graceful stop;
+- ``workers`` and ``worker``: ``collector.workers`` such processes on one socket.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 
 from cdp.errors import ServiceError
-from cdp.ingest.collector.app import CollectorReport
-from cdp.ingest.collector.server import CollectorServer
+from cdp.ingest.collector.metrics import CollectorReport
+from cdp.ingest.collector.workers import CollectorWorkers
 from cdp.settings import Settings
 
-__all__ = ["CollectorReport", "CollectorServer", "run_collector"]
-
-log = logging.getLogger(__name__)
+__all__ = ["CollectorReport", "CollectorWorkers", "run_collector"]
 
 PROGRESS_EVERY_S = 60.0
 
@@ -39,25 +38,33 @@ def run_collector(
     say: Callable[[str], None] = lambda line: None,
 ) -> CollectorReport:
     """Serve until ``stop`` is set, then finish the requests in progress and return."""
-    server = CollectorServer(settings)
-    server.start()
-    say(
-        f"cdp collect: http://{server.address}/v1/batch -> Kafka "
-        f"{settings.kafka.bootstrap_servers} ({len(settings.collector.sources)} sources); "
-        "health on /healthz, metrics on /metrics"
-    )
-    logged, logged_at = server.metrics.report(), time.monotonic()
+    workers = CollectorWorkers(settings)
     try:
+        workers.start()
+        say(
+            f"cdp collect: http://{workers.address}/v1/batch -> Kafka "
+            f"{settings.kafka.bootstrap_servers} ({len(settings.collector.sources)} sources, "
+            f"{settings.collector.workers} workers); health on /healthz, metrics on /metrics"
+        )
+        logged, logged_at = workers.report(), time.monotonic()
         while not stop.wait(1.0):
-            if not server.alive:
-                raise ServiceError(f"the collector stopped: {server.error or 'unknown reason'}")
-            now = server.metrics.report()
-            if now != logged and time.monotonic() - logged_at >= PROGRESS_EVERY_S:
-                log.info(
-                    "collected %d events in %d requests so far (%d answered 503, %d refused)",
-                    now.events, now.requests, now.unavailable, now.refused,
-                )  # fmt: skip
+            failure = workers.failure()
+            if failure:
+                raise ServiceError(f"the collector stopped: {failure}")
+            if time.monotonic() - logged_at >= PROGRESS_EVERY_S:
+                now = workers.report()
+                if now != logged:
+                    say(_progress(now))
                 logged, logged_at = now, time.monotonic()
     finally:
-        server.stop()
-    return server.metrics.report()
+        workers.stop()
+    report = workers.report()
+    workers.remove_metrics()
+    return report
+
+
+def _progress(report: CollectorReport) -> str:
+    return (
+        f"collected {report.events:,} events in {report.requests:,} requests so far "
+        f"({report.unavailable:,} answered 503, {report.refused:,} refused)"
+    )

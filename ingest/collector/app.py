@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -35,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cdp.ingest.collector.delivery import KafkaDelivery, NotDelivered
+from cdp.ingest.collector.metrics import CollectorMetrics
 from cdp.ingest.collector.segment import (
     CALL_OF_PATH,
     Limits,
@@ -58,63 +59,6 @@ def masked(write_key: str) -> str:
     return write_key[:4] + "…" if len(write_key) > 8 else "…"
 
 
-@dataclass(frozen=True)
-class CollectorReport:
-    requests: int
-    events: int
-    unavailable: int  # answered 503: SDKs retry them
-    refused: int  # answered 4xx: SDKs drop them
-
-
-class CollectorMetrics:
-    """Counters on the Prometheus endpoint (``/metrics``), in ``registry``, and the
-    totals the collector logs and reports when it stops."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.totals = {"requests": 0, "events": 0, "unavailable": 0, "refused": 0}
-        self.requests = Counter(
-            "cdp_collector_requests",
-            "HTTP requests answered by the collector, by call and status code.",
-            ["call", "status"],
-            registry=registry,
-        )
-        self.events = Counter(
-            "cdp_collector_events",
-            "Events acknowledged by Kafka and answered 200, by source.",
-            ["source"],
-            registry=registry,
-        )
-        self.produce_latency = Histogram(
-            "cdp_collector_kafka_produce_seconds",
-            "From handing a request's events to the producer to Kafka's acknowledgement.",
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "cdp_collector_in_flight_events",
-            "Events accepted from clients and not yet acknowledged by Kafka.",
-            registry=registry,
-        )
-        self.kafka_connected = Gauge(
-            "cdp_collector_kafka_connected",
-            "1 once the collector's producer has connected to Kafka.",
-            registry=registry,
-        )
-
-    def count(self, call: str, status: int, events: int = 0) -> None:
-        self.requests.labels(call, str(status)).inc()
-        totals = self.totals
-        totals["requests"] += 1
-        totals["events"] += events
-        if status == 503:
-            totals["unavailable"] += 1
-        elif 400 <= status < 500:
-            totals["refused"] += 1
-
-    def report(self) -> CollectorReport:
-        return CollectorReport(**self.totals)
-
-
 @dataclass
 class _Sources:
     by_key: dict[str, CollectorSource]
@@ -133,6 +77,7 @@ def create_app(
     metrics: CollectorMetrics,
     registry: CollectorRegistry,
 ) -> Starlette:
+    """The ASGI app; ``registry`` is what ``/metrics`` shows (all workers' metrics)."""
     collector = settings.collector
     limits = Limits(
         collector.max_event_bytes, collector.max_request_bytes, collector.max_batch_events
@@ -141,8 +86,6 @@ def create_app(
     topic_by_family = settings.topics.by_family()
     fallback_topic = settings.topics.browse
     retry_after = str(collector.retry_after_s)
-    metrics.in_flight.set_function(lambda: delivery.in_flight)
-    metrics.kafka_connected.set_function(lambda: float(delivery.connected))
 
     def cors(origin: str | None, allowed: list[str] | frozenset[str]) -> dict[str, str]:
         if origin is None:
@@ -156,9 +99,8 @@ def create_app(
         status: int,
         body: bytes,
         headers: dict[str, str] | None = None,
-        events: int = 0,
     ) -> Response:
-        metrics.count(call, status, events)
+        metrics.count(call, status)
         return Response(body, status, headers, media_type="application/json")
 
     def problem(call: str, status: int, code: str, message: str, headers: dict) -> Response:
@@ -233,7 +175,7 @@ def create_app(
                 {**headers, "Retry-After": retry_after},
             )  # fmt: skip
         metrics.events.labels(source.name).inc(len(messages))
-        return answer(call, 200, _SUCCESS, headers, events=len(messages))
+        return answer(call, 200, _SUCCESS, headers)
 
     async def preflight(request: Request) -> Response:
         origin = request.headers.get("origin")

@@ -29,15 +29,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
 from cdp.errors import TransientError
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, broker_errors
+from cdp.ingest.collector.metrics import CollectorMetrics
 from cdp.ingest.collector.segment import Message
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RECONNECT_EVERY_S = 2.0
+PARTITIONS_TTL_S = 60.0
+KEY_HASH_CACHE = 500_000  # customers' key hashes kept (~100 bytes each)
 
 
 class NotDelivered(Exception):
@@ -81,24 +85,25 @@ class _Pending:
 class KafkaDelivery:
     """The collector's one producer, with the in-flight bound."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        observe_latency: Callable[[float], None] = lambda seconds: None,
-    ) -> None:
+    def __init__(self, settings: Settings, metrics: CollectorMetrics) -> None:
         collector = settings.collector
         self.max_in_flight = collector.max_in_flight_events
         self.in_flight = 0
-        self._observe_latency = observe_latency
+        self._metrics = metrics
+        metrics.kafka_connected.set(0)
         self._freed: asyncio.Event | None = None  # set whenever room was given back
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdp-collect-send")
         self._settings = settings
+        self._key_hashes: dict[bytes, int] = {}
+        # Partitions per topic, as the producer's metadata had them; refreshed with it.
+        self._partitions: dict[str, int] = {}
+        self._partitions_expire = 0.0
         self._producer: KafkaProducer | None = None
         self._closing = threading.Event()
         self._connector: threading.Thread | None = None
         try:
             self._producer = self._connect()
+            metrics.kafka_connected.set(1)
         except TransientError as exc:
             # Like `cdp ingest`, the collector waits for a broker that is not there
             # yet; meanwhile it answers 503, and SDKs keep their events and retry.
@@ -151,6 +156,7 @@ class KafkaDelivery:
                 producer.close(timeout=1)
                 return
             self._producer = producer
+            self._metrics.kafka_connected.set(1)
             log.info("connected to Kafka at %s", self._settings.kafka.bootstrap_servers)
             return
 
@@ -165,10 +171,13 @@ class KafkaDelivery:
             )
         loop = asyncio.get_running_loop()
         count = len(messages)
+        if loop.time() > self._partitions_expire:  # a topic may have gained partitions
+            self._partitions.clear()
+            self._partitions_expire = loop.time() + PARTITIONS_TTL_S
         await self._reserve(count, deadline)
         started = time.monotonic()
         pending = _Pending(count, loop, self._release)
-        loop.run_in_executor(self._sender, self._send_all, messages, pending)
+        self._send_all(messages, pending)
         try:
             await asyncio.wait_for(asyncio.shield(pending.future), deadline - time.monotonic())
         except TimeoutError:
@@ -177,7 +186,7 @@ class KafkaDelivery:
             ) from None
         if pending.error is not None:
             raise NotDelivered(f"Kafka refused the events: {pending.error}")
-        self._observe_latency(time.monotonic() - started)
+        self._metrics.produce_latency.observe(time.monotonic() - started)
 
     async def _reserve(self, count: int, deadline: float) -> None:
         if self._freed is None:
@@ -193,26 +202,49 @@ class KafkaDelivery:
                     f"(collector.max_in_flight_events = {self.max_in_flight:,})"
                 ) from None
         self.in_flight += count
+        self._metrics.in_flight.inc(count)
 
     def _release(self, pending: _Pending) -> None:
         """On the loop, once Kafka answered for all of a request's events."""
         self.in_flight -= pending.count
+        self._metrics.in_flight.dec(pending.count)
         if self._freed is not None:
             self._freed.set()
         if not pending.future.done():
             pending.future.set_result(None)
 
     def _send_all(self, messages: list[Message], pending: _Pending) -> None:
-        assert self._producer is not None  # deliver() sends only once connected
-        send = self._producer.send
+        producer = self._producer
+        assert producer is not None  # deliver() sends only once connected
+        send, hashes, partitions = producer.send, self._key_hashes, self._partitions
+        if len(hashes) > KEY_HASH_CACHE:
+            hashes.clear()
         for message in messages:
+            key, topic = message.key, message.topic
             try:
-                future = send(message.topic, value=message.value, key=message.key)
-            except Exception as exc:  # buffer full past max_block_ms, producer closed
+                if key is None:
+                    partition = None
+                else:
+                    # Kafka's default partitioner (murmur2 of the key), as a back end's
+                    # producer picks it, so one customer's events share a partition
+                    # whichever door they came in by; cached, as customers repeat.
+                    count = partitions.get(topic) or self._partitions_of(topic)
+                    hashed = hashes.get(key)
+                    if hashed is None:
+                        hashed = hashes[key] = murmur2(key) & 0x7FFFFFFF
+                    partition = hashed % count
+                future = send(topic, value=message.value, key=key, partition=partition)
+            except Exception as exc:  # no metadata within max_block_ms, producer closed
                 pending.failed(exc)
                 continue
             future.add_callback(pending.acknowledged)
             future.add_errback(pending.failed)
+
+    def _partitions_of(self, topic: str) -> int:
+        assert self._producer is not None
+        count = len(self._producer.partitions_for(topic))
+        self._partitions[topic] = count
+        return count
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is buffered (bounded by ``timeout_s``), then close."""

@@ -24,13 +24,13 @@ a limit.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -197,25 +197,33 @@ def to_messages(
     envelope = request.envelope
     envelope_context = envelope.get("context") if isinstance(envelope.get("context"), dict) else {}
     envelope_sent_at = envelope.get("sentAt")
+    envelope_sent = _parse_time(envelope_sent_at)
     envelope_integrations = envelope.get("integrations")
-    repeated = _events_with_repeated_keys(body, request) if request.events else set()
+    repeated = _events_with_repeated_keys(body, request) if request.events else {}
     messages = []
-    for index, item in enumerate(request.events):
-        if index in repeated or not isinstance(item, dict):
+    for index, event in enumerate(request.events):
+        if index in repeated or not isinstance(event, dict):
             # Ingest dead-letters it: as sent, so the reason names the repeated key.
-            value = repeated.get(index) if index in repeated else orjson.dumps(item)
+            value = repeated[index] if index in repeated else orjson.dumps(event)
             messages.append(Message(fallback_topic, None, value))
             continue
-        event = dict(item)
+        # The parsed event is this request's own: completed in place, not copied.
+        if not event.get("messageId") and not event.get("event_id"):
+            # Segment assigns one server-side; a digest of the event as sent keeps a
+            # retry's copy recognizable as the same event.
+            digest = hashlib.sha256(
+                source.encode() + orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()
+            event["messageId"] = "cdp-" + digest[:32]
         event.pop("writeKey", None)  # the source is named in context; the key is noise
         context = event.get("context")
-        context = (
-            {**envelope_context, **context} if isinstance(context, dict) else dict(envelope_context)
-        )
+        if not isinstance(context, dict):
+            context = event["context"] = dict(envelope_context)
+        elif envelope_context:
+            context = event["context"] = {**envelope_context, **context}
         context["source"] = source
         if client_ip is not None:
             context["ip"] = client_ip
-        event["context"] = context
         if envelope_integrations is not None and "integrations" not in event:
             event["integrations"] = envelope_integrations
         if event.get("type") == "identify" and "traits" not in event:
@@ -223,16 +231,7 @@ def to_messages(
             traits = context.get("traits")
             if isinstance(traits, dict):
                 event["traits"] = traits
-        _set_times(event, received, received_at, envelope_sent_at)
-        if not event.get("messageId") and not event.get("event_id"):
-            # Segment assigns one server-side; a digest of the event keeps a retry's copy
-            # recognizable as the same event.
-            event["messageId"] = (
-                "cdp-"
-                + hashlib.sha256(
-                    source.encode() + orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
-                ).hexdigest()[:32]
-            )
+        _set_times(event, received, received_at, envelope_sent_at, envelope_sent)
         value = orjson.dumps(event)
         if len(value) > limits.max_event_bytes:
             raise RequestRejected(
@@ -259,14 +258,24 @@ def _topic_of(event: dict, topic_by_family: Mapping[str, str], fallback: str) ->
         return fallback
 
 
-def _set_times(event: dict, received: str, received_at: datetime, envelope_sent_at: Any) -> None:
+def _set_times(
+    event: dict,
+    received: str,
+    received_at: datetime,
+    envelope_sent_at: Any,
+    envelope_sent: datetime | None,
+) -> None:
     """``receivedAt`` is the server's clock; ``timestamp`` is corrected for the client's
     clock when the SDK said when it sent the event (``sentAt``). ``originalTimestamp``
     keeps what the client said."""
     event["receivedAt"] = received
-    sent_at = event.get("sentAt", envelope_sent_at)
-    if sent_at is not None:
-        event["sentAt"] = sent_at
+    if "sentAt" in event:  # per event (rudder-sdk-node): parsed for this event alone
+        sent_at = event["sentAt"]
+        sent = _parse_time(sent_at)
+    else:
+        sent_at, sent = envelope_sent_at, envelope_sent
+        if sent_at is not None:
+            event["sentAt"] = sent_at
     original = event.get("originalTimestamp")
     if original is None:
         original = event.get("timestamp")
@@ -274,19 +283,20 @@ def _set_times(event: dict, received: str, received_at: datetime, envelope_sent_
             event["timestamp"] = received
             return
         event["originalTimestamp"] = original
-    original_at, sent = _parse_time(original), _parse_time(sent_at)
+    original_at = _parse_time(original) if sent is not None else None
     if original_at is not None and sent is not None:
-        event["timestamp"] = _iso(received_at - (sent - original_at))
+        delay_s = sent.timestamp() - original_at.timestamp()
+        try:
+            event["timestamp"] = _iso_of_epoch(received_at.timestamp() - delay_s)
+        except (OverflowError, OSError, ValueError):  # years out of range: validation says
+            event["timestamp"] = original
     elif "timestamp" not in event:
         event["timestamp"] = original  # validation names it if it is not a time
 
 
 def _parse_time(value: Any) -> datetime | None:
-    return _parse_time_text(value) if isinstance(value, str) else None
-
-
-@functools.lru_cache(maxsize=4096)  # a batch's one sentAt, and SDKs' repeated stamps
-def _parse_time_text(value: str) -> datetime | None:
+    if not isinstance(value, str):
+        return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -295,7 +305,33 @@ def _parse_time_text(value: str) -> datetime | None:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso_of_epoch(moment.timestamp())
+
+
+_SECONDS_WRITTEN: dict[int, str] = {}
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800, 253_402_300_799  # 0001-01-01, 9999-12-31
+
+
+def _iso_of_epoch(epoch_s: float) -> str:
+    """As JavaScript's toISOString() writes it (what SDKs send): UTC, milliseconds.
+
+    A request's events are timed within a few seconds of each other, so each second's
+    text is written once (``isoformat`` per event cost more than the rest of an
+    event's mapping)."""
+    epoch_ms = round(epoch_s * 1000)
+    second, millis = divmod(epoch_ms, 1000)
+    if not _FIRST_SECOND <= second <= _LAST_SECOND:
+        raise ValueError(f"{epoch_s} s after 1970 is not within years 1-9999")
+    text = _SECONDS_WRITTEN.get(second)
+    if text is None:
+        if len(_SECONDS_WRITTEN) > 100_000:
+            _SECONDS_WRITTEN.clear()
+        t = time.gmtime(second)
+        text = _SECONDS_WRITTEN[second] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+            f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        )
+    return f"{text}.{millis:03d}Z"
 
 
 def _events_with_repeated_keys(body: bytes, request: ParsedRequest) -> dict[int, bytes]:
@@ -308,6 +344,9 @@ def _events_with_repeated_keys(body: bytes, request: ParsedRequest) -> dict[int,
     key repeats) clears almost every request without a second parse; only when the
     counts differ is the body parsed again keeping every pair."""
     parsed_keys = count_keys(request.envelope or request.events) - request.keys_added
+    # Whitespace between a key and its colon is legal but rare: count without it first.
+    if body.count(b'":') == parsed_keys:
+        return {}
     if body.translate(None, b" \t\n\r").count(b'":') == parsed_keys:
         return {}
     pairs = json.loads(body, object_pairs_hook=_Pairs)

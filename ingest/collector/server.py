@@ -19,10 +19,12 @@ import time
 
 import uvicorn
 from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from cdp.errors import ConfigError, ServiceError
-from cdp.ingest.collector.app import CollectorMetrics, create_app
+from cdp.ingest.collector.app import create_app
 from cdp.ingest.collector.delivery import KafkaDelivery
+from cdp.ingest.collector.metrics import CollectorMetrics
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,26 +35,32 @@ STARTUP_TIMEOUT_S = 30.0
 class CollectorServer:
     """The HTTP collector and its producer; :meth:`start` then :meth:`stop`."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        multiprocess: bool = False,
+    ) -> None:
+        """Serve on ``collector.listen``. As one of several ``multiprocess`` workers,
+        share the port with them (SO_REUSEPORT); metrics then go to the directory in
+        ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds up every worker's."""
         collector = settings.collector
-        if not collector.sources:
-            raise ConfigError(
-                "collector.sources: no source is configured, so no request could be "
-                "accepted; add a [[collector.sources]] table with a name and a write_key"
-            )
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        check_sources(settings)
+        self.registry = CollectorRegistry(auto_describe=True)
         self.metrics = CollectorMetrics(self.registry)
-        self._socket = _bind(collector.listen)
+        shown = self.registry
+        if multiprocess:
+            shown = CollectorRegistry()
+            MultiProcessCollector(shown)
+        self._socket = bind(collector.listen, reuse_port=multiprocess)
         host, port = self._socket.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.delivery = KafkaDelivery(
-                settings, observe_latency=self.metrics.produce_latency.observe
-            )
+            self.delivery = KafkaDelivery(settings, self.metrics)
         except BaseException:
             self._socket.close()
             raise
-        app = create_app(settings, self.delivery, self.metrics, self.registry)
+        app = create_app(settings, self.delivery, self.metrics, shown)
         config = uvicorn.Config(
             app,
             loop="uvloop",
@@ -100,12 +108,29 @@ class CollectorServer:
             self._socket.close()
 
 
-def _bind(listen: str) -> socket.socket:
+def check_sources(settings: Settings) -> None:
+    if not settings.collector.sources:
+        raise ConfigError(
+            "collector.sources: no source is configured, so no request could be "
+            "accepted; add a [[collector.sources]] table with a name and a write_key"
+        )
+
+
+def bind(listen: str, *, reuse_port: bool = False, listening: bool = True) -> socket.socket:
+    """A socket bound to ``listen`` (HOST:PORT; port 0 picks a free one).
+
+    With ``reuse_port``, several processes bind one port each with a socket of its
+    own (SO_REUSEPORT) and the kernel spreads new connections evenly over them: one
+    shared socket would leave most keep-alive connections with whichever worker
+    accepted first. A socket bound but not ``listening`` holds the port for the
+    workers without taking connections itself."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, int(port)))
     except OSError as exc:
@@ -114,6 +139,6 @@ def _bind(listen: str) -> socket.socket:
             f"collector.listen: cannot listen on {listen}: {exc.strerror or exc} "
             "(choose another address or port)"
         ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    if listening:
+        sock.listen(2048)
     return sock

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -182,3 +183,34 @@ def test_the_write_key_comes_from_basic_auth_then_the_body_then_the_query():
 )
 def test_basic_auth_user_is_the_write_key_with_or_without_the_colon(header, user):
     assert _basic_user(header) == user
+
+
+def test_a_correction_past_the_calendar_keeps_the_clients_time_for_validation_to_judge():
+    [event] = messages_of(
+        "batch",
+        {"batch": [{"type": "page", "anonymousId": "a", "originalTimestamp": "0001-01-01T00:00Z"}],
+         "sentAt": "9999-12-31T23:59:59Z"},
+    )  # fmt: skip
+    assert event["timestamp"] == "0001-01-01T00:00Z"
+
+
+def test_times_are_written_as_javascript_writes_them_for_any_millisecond():
+    from cdp.ingest.collector.segment import _iso_of_epoch
+
+    rng = random.Random(7)
+    for _ in range(2000):
+        epoch_ms = rng.randrange(-62_135_596_800_000, 253_402_300_800_000)
+        expected = datetime.fromtimestamp(0, UTC) + timedelta(milliseconds=epoch_ms)
+        assert _iso_of_epoch(epoch_ms / 1000) == (
+            expected.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        )
+
+
+def test_a_key_with_space_before_its_colon_is_not_taken_for_a_repeat():
+    body = b'{"batch": [{"type" : "page", "anonymousId" :"a"}]}'
+    request = parse_request("batch", body, LIMITS)
+    [message] = to_messages(
+        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
+        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
+    )  # fmt: skip
+    assert json.loads(message.value)["context"] == {"source": "web"}
