@@ -177,7 +177,9 @@ class KafkaDelivery:
         await self._reserve(count, deadline)
         started = time.monotonic()
         pending = _Pending(count, loop, self._release)
-        self._send_all(messages, pending)
+        # On a thread: send() may block (metadata of a topic it has not seen), and the
+        # loop must go on serving meanwhile. Measured no slower than sending inline.
+        loop.run_in_executor(self._sender, self._send_all, messages, pending)
         try:
             await asyncio.wait_for(asyncio.shield(pending.future), deadline - time.monotonic())
         except TimeoutError:
