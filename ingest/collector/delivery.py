@@ -126,6 +126,12 @@ class KafkaDelivery:
                 bootstrap_servers=bootstrap_list(servers),
                 client_id=f"{settings.kafka.client_id}-collector",
                 acks="all",
+                # kafka-python 3.0's idempotent producer (its default with acks=all) stops
+                # sending for good once a batch expires during a broker stall longer than
+                # delivery_timeout_ms: every later request would be answered 503. Without
+                # it, a retried batch may be written twice; ingest stores each messageId
+                # once, so that costs nothing.
+                enable_idempotence=False,
                 # Requests arrive all the time: a short linger batches them without
                 # adding noticeable latency to any one.
                 linger_ms=2,
