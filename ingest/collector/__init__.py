@@ -41,10 +41,12 @@ def run_collector(
     workers = CollectorWorkers(settings)
     try:
         workers.start()
+        sources = _count(len(settings.collector.sources), "source")
+        processes = _count(settings.collector.workers, "worker")
         say(
             f"cdp collect: http://{workers.address}/v1/batch -> Kafka "
-            f"{settings.kafka.bootstrap_servers} ({len(settings.collector.sources)} sources, "
-            f"{settings.collector.workers} workers); health on /healthz, metrics on /metrics"
+            f"{settings.kafka.bootstrap_servers} ({sources}, {processes}); "
+            "health on /healthz, metrics on /metrics"
         )
         logged, logged_at = workers.report(), time.monotonic()
         while not stop.wait(1.0):
@@ -61,6 +63,10 @@ def run_collector(
     report = workers.report()
     workers.remove_metrics()
     return report
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _progress(report: CollectorReport) -> str:
