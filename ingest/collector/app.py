@@ -54,6 +54,32 @@ _ALLOWED_HEADERS = "Content-Type, Content-Encoding, Authorization, X-Retry-Count
 _PREFLIGHT_MAX_AGE = "86400"
 
 
+PROBLEM_LOG_EVERY_S = 60.0
+
+
+class ThrottledLog:
+    """Warnings, at most one per kind of problem per interval: a misconfigured SDK or
+    a broker outage repeats the same problem thousands of times a minute, and the
+    log must stay readable. The next line of a kind says how many were left out."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every_s:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return
+        left_out = self._left_out.pop(kind, 0)
+        if left_out and last is not None:
+            message += f" (and {left_out} more like it in the last {now - last:.0f} s)"
+        self._last[kind] = now
+        log.warning(message, *args)
+
+
 def masked(write_key: str) -> str:
     """A write key as logs show it: enough to tell keys apart, not to use one."""
     return write_key[:4] + "…" if len(write_key) > 8 else "…"
@@ -86,6 +112,7 @@ def create_app(
     topic_by_family = settings.topics.by_family()
     fallback_topic = settings.topics.browse
     retry_after = str(collector.retry_after_s)
+    problems = ThrottledLog(PROBLEM_LOG_EVERY_S)
 
     def cors(origin: str | None, allowed: list[str] | frozenset[str]) -> dict[str, str]:
         if origin is None:
@@ -103,7 +130,11 @@ def create_app(
         metrics.count(call, status)
         return Response(body, status, headers, media_type="application/json")
 
-    def problem(call: str, status: int, code: str, message: str, headers: dict) -> Response:
+    def problem(
+        call: str, status: int, code: str, message: str, headers: dict, kind: str = ""
+    ) -> Response:
+        kind = f"{status} {code} {kind}"
+        problems.warn(kind, "answered %d %s to /v1/%s: %s", status, code, call, message)
         return answer(call, status, orjson.dumps({"code": code, "message": message}), headers)
 
     async def collect(request: Request) -> Response:
@@ -135,16 +166,14 @@ def create_app(
         source = sources.by_key.get(write_key)
         if source is None:
             why = "no write key" if not write_key else f"unknown write key {masked(write_key)}"
-            log.info("refused a request to /v1/%s: %s", call_path, why)
             return problem(
                 call, 401, "unauthorized",
                 f"{why}: send a source's write key as the HTTP Basic user, as 'writeKey' "
                 "in the body, or as ?writeKey=",
-                headers,
+                headers, kind=why,
             )  # fmt: skip
         headers = cors(origin, source.allowed_origins)
         if origin is not None and "Access-Control-Allow-Origin" not in headers:
-            log.info("refused origin %s for source %s", origin, source.name)
             return problem(
                 call, 403, "origin_not_allowed",
                 f"origin {origin} may not send to source {source.name!r} "
@@ -168,10 +197,10 @@ def create_app(
         try:
             await delivery.deliver(messages, deadline)
         except NotDelivered as exc:
-            log.warning("answered 503 to %d events from %s: %s", len(messages), source.name, exc)
             return problem(
                 call, 503, "unavailable",
-                f"{exc}; nothing is lost: retry after {retry_after} s with the same messageIds",
+                f"{exc} ({len(messages)} events from {source.name}); nothing is lost: retry "
+                f"after {retry_after} s with the same messageIds",
                 {**headers, "Retry-After": retry_after},
             )  # fmt: skip
         metrics.events.labels(source.name).inc(len(messages))
