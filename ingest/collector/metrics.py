@@ -9,9 +9,14 @@ how to combine workers: in-flight events add up, "connected" is the least of the
 
 from __future__ import annotations
 
+import struct
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 
 @dataclass(frozen=True)
@@ -76,3 +81,21 @@ def report_of(registry: CollectorRegistry) -> CollectorReport:
             elif sample.name == "cdp_collector_events_total":
                 events += int(sample.value)
     return CollectorReport(requests, events, unavailable, refused)
+
+
+class WorkersCollector(MultiProcessCollector):
+    """Every worker's metrics, added up, from the run's metrics directory.
+
+    A worker creates a file the first time it uses a kind of metric (a counter's
+    first label, say, at its first request), and prometheus-client reads a file that
+    is being created as empty and fails (``struct.error``); such a read is retried."""
+
+    def collect(self) -> Iterable[Metric]:
+        for attempt in range(20):
+            try:
+                return list(super().collect())
+            except (struct.error, ValueError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.01)
+        return []

@@ -19,12 +19,11 @@ import time
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from cdp.errors import ConfigError, ServiceError
 from cdp.ingest.collector.app import create_app
 from cdp.ingest.collector.delivery import KafkaDelivery
-from cdp.ingest.collector.metrics import CollectorMetrics
+from cdp.ingest.collector.metrics import CollectorMetrics, WorkersCollector
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class CollectorServer:
         shown = self.registry
         if multiprocess:
             shown = CollectorRegistry()
-            MultiProcessCollector(shown)
+            WorkersCollector(shown)
         self._socket = bind(collector.listen, reuse_port=multiprocess)
         host, port = self._socket.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from cdp.errors import ServiceError
-from cdp.ingest.collector.metrics import CollectorReport, report_of
+from cdp.ingest.collector.metrics import CollectorReport, WorkersCollector, report_of
 from cdp.ingest.collector.server import bind, check_sources
 from cdp.settings import Settings
 
@@ -58,9 +57,9 @@ class CollectorWorkers:
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="cdp-collector-metrics-"))
         self._processes: list[subprocess.Popen[bytes]] = []
 
-    def metrics_collector(self, registry: CollectorRegistry) -> MultiProcessCollector:
+    def metrics_collector(self, registry: CollectorRegistry) -> WorkersCollector:
         """Register the workers' metrics, added up, in ``registry``."""
-        return MultiProcessCollector(registry, path=str(self._metrics_dir))
+        return WorkersCollector(registry, path=str(self._metrics_dir))
 
     def report(self) -> CollectorReport:
         registry = CollectorRegistry()
