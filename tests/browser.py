@@ -1,5 +1,5 @@
 """A real headless Chromium for the tests: Debian's package, installed with apt-get when
-it is missing (the ``chromium`` fixture in tests/conftest.py), and run as a command
+it is missing (the ``chromium`` fixture in tests/conftest.py; npm likewise), and run as a command
 line (``--dump-dom``, ``--screenshot``), so no browser driver is needed."""
 
 from __future__ import annotations
@@ -22,17 +22,24 @@ LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 
 
 
 def find_or_install_chromium() -> str:
-    found = shutil.which("chromium")
+    return find_or_install("chromium", "chromium")
+
+
+def find_or_install(command: str, package: str) -> str:
+    """The path of ``command``, installing Debian's ``package`` when it is missing, as
+    a fresh machine with only Python needs for the browser tests (chromium; npm to
+    fetch analytics.js)."""
+    found = shutil.which(command)
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("Chromium is missing and cannot be installed (needs root and apt-get)")
+        pytest.fail(f"{command} is missing and cannot be installed (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stderr[-2000:]}"
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
+    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+        result = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
+        assert result.returncode == 0, f"{' '.join(step)} failed:\n{result.stderr[-2000:]}"
+    found = shutil.which(command)
+    assert found, f"apt-get installed {package} but {command} is not on PATH"
     return found
 
 

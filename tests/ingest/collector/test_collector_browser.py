@@ -51,7 +51,7 @@ import duckdb
 import pytest
 
 from cdp.ingest.broker import free_port
-from tests.browser import LOCAL_ONLY, run_chromium
+from tests.browser import LOCAL_ONLY, find_or_install, run_chromium
 from tests.ingest.collector.conftest import WEB_KEY
 
 pytestmark = pytest.mark.kafka
@@ -76,9 +76,7 @@ def analytics_next() -> Path:
     umd = home / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd"
     if (umd / "index.js").is_file():
         return umd
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to install @segment/analytics-next for this test")
+    npm = find_or_install("npm", "npm")
     staging = home.with_name(f"{home.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
