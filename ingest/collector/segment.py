@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import zlib
 from collections.abc import Mapping
@@ -57,6 +58,11 @@ CALL_OF_PATH: dict[str, str] = {
 }
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# A key written with whitespace before its colon (legal, rare).
+_SPACED_KEY = re.compile(rb'"[ \t\n\r]+:')
+
+
 class RequestRejected(Exception):
     """A request that will never be accepted: answered 400 with ``code`` and ``message``."""
 
@@ -86,7 +92,7 @@ def read_body(raw: bytes, content_encoding: str, limits: Limits) -> bytes:
     """The request body, inflated if gzipped, at most ``max_request_bytes`` long."""
     encoding = content_encoding.strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
-        # gzip framing for gzip; for deflate, zlib framing or raw (both are sent as it).
+        # gzip framing for gzip; for deflate, zlib framing (or gzip: detected).
         wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else 32 + zlib.MAX_WBITS
         inflater = zlib.decompressobj(wbits)
         try:
@@ -99,6 +105,8 @@ def read_body(raw: bytes, content_encoding: str, limits: Limits) -> bytes:
             raise _request_too_large(limits, "after inflating")
         if not inflater.eof:
             raise RequestRejected("invalid_encoding", f"the {encoding} body is truncated")
+        if inflater.unused_data:  # a second gzip member: no SDK sends one
+            raise RequestRejected("invalid_encoding", f"the {encoding} body has data after its end")
     elif encoding in ("", "identity"):
         body = raw
         if len(body) > limits.max_request_bytes:
@@ -133,8 +141,11 @@ def parse_request(call: str, body: bytes, limits: Limits) -> ParsedRequest:
     if not body.strip():
         raise RequestRejected("invalid_json", "the body is empty; send a JSON object")
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        # orjson reads an integer of 2**64 or more as a float, rounding it (a numeric
+        # userId of 30 digits would become 1.2345678901234568e+29); the standard
+        # parser keeps it exact. Twenty digits in a row are needed for that.
+        payload = json.loads(body) if _LONG_DIGITS.search(body) else orjson.loads(body)
+    except (orjson.JSONDecodeError, ValueError, RecursionError) as exc:
         raise RequestRejected("invalid_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise RequestRejected(
@@ -199,21 +210,26 @@ def to_messages(
     envelope_sent_at = envelope.get("sentAt")
     envelope_sent = _parse_time(envelope_sent_at)
     envelope_integrations = envelope.get("integrations")
-    repeated = _events_with_repeated_keys(body, request) if request.events else {}
+    try:
+        repeated = _events_with_repeated_keys(body, request) if request.events else {}
+    except RecursionError:
+        raise _too_deep() from None
+    # What the envelope's context adds to every event is bounded with the request:
+    # 30 KB of context on 2,500 tiny events would otherwise be 75 MB for Kafka.
+    budget = 2 * limits.max_request_bytes + _MAPPING_ALLOWANCE * len(request.events)
     messages = []
     for index, event in enumerate(request.events):
         if index in repeated or not isinstance(event, dict):
             # Ingest dead-letters it: as sent, so the reason names the repeated key.
-            value = repeated[index] if index in repeated else orjson.dumps(event)
+            value = repeated[index] if index in repeated else _dumps(event)
             messages.append(Message(fallback_topic, None, value))
+            budget -= len(value)
             continue
         # The parsed event is this request's own: completed in place, not copied.
         if not event.get("messageId") and not event.get("event_id"):
             # Segment assigns one server-side; a digest of the event as sent keeps a
             # retry's copy recognizable as the same event.
-            digest = hashlib.sha256(
-                source.encode() + orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
-            ).hexdigest()
+            digest = hashlib.sha256(source.encode() + _dumps(event, sort_keys=True)).hexdigest()
             event["messageId"] = "cdp-" + digest[:32]
         event.pop("writeKey", None)  # the source is named in context; the key is noise
         context = event.get("context")
@@ -222,8 +238,8 @@ def to_messages(
         elif envelope_context:
             context = event["context"] = {**envelope_context, **context}
         context["source"] = source
-        if client_ip is not None:
-            context["ip"] = client_ip
+        if client_ip is not None:  # a back end forwarding its visitor's IP keeps it
+            context.setdefault("ip", client_ip)
         if envelope_integrations is not None and "integrations" not in event:
             event["integrations"] = envelope_integrations
         if event.get("type") == "identify" and "traits" not in event:
@@ -232,7 +248,15 @@ def to_messages(
             if isinstance(traits, dict):
                 event["traits"] = traits
         _set_times(event, received, received_at, envelope_sent_at, envelope_sent)
-        value = orjson.dumps(event)
+        value = _dumps(event)
+        budget -= len(value)
+        if budget < 0:
+            raise RequestRejected(
+                "request_too_large",
+                f"the batch's events come to over {2 * limits.max_request_bytes:,} bytes with "
+                "its context merged into each (collector.max_request_bytes); send a smaller "
+                "batch or context",
+            )
         if len(value) > limits.max_event_bytes:
             raise RequestRejected(
                 "event_too_large",
@@ -240,10 +264,34 @@ def to_messages(
                 f"limit of {limits.max_event_bytes:,} (collector.max_event_bytes)",
             )
         topic = _topic_of(event, topic_by_family, fallback_topic)
-        customer = event.get("userId") or event.get("anonymousId")
+        customer = (
+            event.get("userId")
+            or event.get("user_id")
+            or event.get("anonymousId")
+            or event.get("anonymous_id")
+        )
         key = str(customer).encode() if customer is not None and customer != "" else None
         messages.append(Message(topic, key, value))
     return messages
+
+
+_MAPPING_ALLOWANCE = 512  # bytes an event may grow by: receivedAt, source, timestamp...
+
+
+def _dumps(item: Any, *, sort_keys: bool = False) -> bytes:
+    """JSON bytes of a parsed item. orjson stops at 255 levels of nesting and at
+    64-bit integers, both of which the body may hold: the standard library then."""
+    try:
+        return orjson.dumps(item, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        try:
+            return json.dumps(item, sort_keys=sort_keys, ensure_ascii=False).encode()
+        except RecursionError:
+            raise _too_deep() from None
+
+
+def _too_deep() -> RequestRejected:
+    return RequestRejected("invalid_json", "an event nests too deeply to be stored")
 
 
 def _topic_of(event: dict, topic_by_family: Mapping[str, str], fallback: str) -> str:
@@ -344,10 +392,10 @@ def _events_with_repeated_keys(body: bytes, request: ParsedRequest) -> dict[int,
     key repeats) clears almost every request without a second parse; only when the
     counts differ is the body parsed again keeping every pair."""
     parsed_keys = count_keys(request.envelope or request.events) - request.keys_added
-    # Whitespace between a key and its colon is legal but rare: count without it first.
-    if body.count(b'":') == parsed_keys:
-        return {}
-    if body.translate(None, b" \t\n\r").count(b'":') == parsed_keys:
+    # Whitespace between a key and its colon is legal but rare: only then is the
+    # whitespace taken out before counting (a copy of the body).
+    counted = body if not _SPACED_KEY.search(body) else body.translate(None, b" \t\n\r")
+    if counted.count(b'":') == parsed_keys:
         return {}
     pairs = json.loads(body, object_pairs_hook=_Pairs)
     items = dict(pairs).get("batch") if request.envelope else [pairs]

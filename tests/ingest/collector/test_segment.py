@@ -214,3 +214,70 @@ def test_a_key_with_space_before_its_colon_is_not_taken_for_a_repeat():
         received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
     )  # fmt: skip
     assert json.loads(message.value)["context"] == {"source": "web"}
+
+
+def _map(body: bytes, **overrides) -> list:
+    request = parse_request("batch", body, LIMITS)
+    options = {
+        **dict(source="web", topic_by_family=TOPICS, fallback_topic="b", received_at=RECEIVED),
+        **dict(client_ip=None, limits=LIMITS, body=body),
+    }
+    options.update(overrides)
+    return to_messages(request, **options)
+
+
+def test_an_event_nested_past_orjsons_depth_is_passed_on_for_ingest_to_judge_with_the_rest():
+    deep = "[" * 300 + "]" * 300
+    body = (
+        '{"batch": [{"type": "page", "anonymousId": "a", "properties": {"x": ' + deep + "}},"
+        ' {"type": "page", "anonymousId": "b"}]}'
+    ).encode()
+    nested, good = _map(body)
+    assert json.loads(nested.value)["properties"]["x"] == json.loads(deep)
+    assert json.loads(good.value)["anonymousId"] == "b"
+
+
+def test_an_event_nested_past_any_parser_is_a_400_not_a_crash():
+    deep = "[" * 1000 + "]" * 1000
+    body = ('{"batch": [{"type": "page", "anonymousId": "a", "x": ' + deep + "}]}").encode()
+    with pytest.raises(RequestRejected, match="nests too deeply") as rejected:
+        _map(body)
+    assert rejected.value.code == "invalid_json"
+
+
+def test_integers_past_64_bits_are_kept_exact_in_the_event_and_its_key():
+    body = b'{"batch": [{"type": "page", "userId": 123456789012345678901234567890}]}'
+    [message] = _map(body)
+    assert message.key == b"123456789012345678901234567890"
+    assert b"123456789012345678901234567890" in message.value
+
+
+def test_a_context_merged_into_thousands_of_tiny_events_cannot_multiply_the_request():
+    context = {"blob": "x" * 30_000}
+    events = [{"type": "page", "anonymousId": f"a{n}"} for n in range(2_000)]
+    body = json.dumps({"batch": events, "context": context}).encode()
+    with pytest.raises(RequestRejected, match="context merged into each") as rejected:
+        _map(body)
+    assert rejected.value.code == "request_too_large"
+
+
+def test_a_repeated_key_written_with_a_space_before_its_colon_is_still_found():
+    body = b'{"batch": [{"type": "page", "userId": "a", "userId" :"b"}]}'
+    [message] = _map(body)
+    assert message.value == b'{"type":"page","userId":"a","userId":"b"}'
+
+
+def test_an_ip_the_sender_forwarded_is_kept_over_the_senders_own():
+    body = b'{"batch": [{"type": "page", "anonymousId": "a", "context": {"ip": "198.51.100.7"}}]}'
+    [message] = _map(body, client_ip="10.0.0.2")
+    assert json.loads(message.value)["context"]["ip"] == "198.51.100.7"
+
+
+def test_canonical_snake_case_ids_key_the_message_as_camel_case_ones_do():
+    body = b'{"batch": [{"type": "page", "anonymous_id": "a"}, {"type": "page", "user_id": "u"}]}'
+    assert [message.key for message in _map(body)] == [b"a", b"u"]
+
+
+def test_data_after_the_end_of_a_gzip_body_is_refused():
+    with pytest.raises(RequestRejected, match="data after its end"):
+        read_body(gzip.compress(b"{}") + gzip.compress(b"{}"), "gzip", LIMITS)
