@@ -146,12 +146,12 @@ def _collect_over_http(settings: Settings, events: list[bytes]) -> int:
         update={"listen": "127.0.0.1:0", "sources": [source]}
     )
     server = CollectorWorkers(settings.model_copy(update={"collector": collector_settings}))
-    server.start()
     host, _, port = server.address.rpartition(":")
     auth = "Basic " + base64.b64encode(f"{DEMO_WRITE_KEY}:".encode()).decode()
     headers = {"Content-Type": "application/json", "Authorization": auth}
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
+        server.start()
         for start in range(0, len(events), _BATCH_EVENTS):
             body = b'{"batch":[' + b",".join(events[start : start + _BATCH_EVENTS]) + b"]}"
             for _attempt in range(10):

@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -201,6 +208,21 @@ class CollectorSettings(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         return check_listen(value, may_be_empty=False)
+
+    @model_validator(mode="after")
+    def _limits_fit_together(self) -> CollectorSettings:
+        if self.max_event_bytes > self.max_request_bytes:
+            raise ValueError(
+                f"max_event_bytes ({self.max_event_bytes}) is larger than max_request_bytes "
+                f"({self.max_request_bytes}): no request could carry such an event"
+            )
+        if self.max_in_flight_events < self.max_batch_events:
+            raise ValueError(
+                f"max_in_flight_events ({self.max_in_flight_events}) is below "
+                f"max_batch_events ({self.max_batch_events}): a full batch would wait for "
+                "every other request"
+            )
+        return self
 
     @field_validator("sources")
     @classmethod

@@ -30,13 +30,13 @@ from datetime import datetime
 import duckdb
 
 from cdp.storage.database import execute_script
-from cdp.storage.event_store import _TRIM_PARAMETERS
+from cdp.storage.event_store import TRIM_PARAMETERS
 
 MAX_ROUNDS = 64
 
 # What validation strips from identifiers (pydantic's strip_whitespace), which the
 # stored payload still carries.
-WHITESPACE = _TRIM_PARAMETERS["whitespace"]
+WHITESPACE = TRIM_PARAMETERS["whitespace"]
 
 # Most events repeat the same few identifiers, so the graph is built from the
 # distinct identifier tuples events carry, not from every event. Each tuple links its

@@ -73,7 +73,7 @@ FROM (
 )
 """
 
-_TRIM_PARAMETERS = {
+TRIM_PARAMETERS = {
     # Unicode White_Space: what pydantic's strip_whitespace strips from identifiers.
     "whitespace": (
         "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
@@ -172,7 +172,7 @@ def insert_events(con: duckdb.DuckDBPyConnection, events: pa.Table) -> tuple[int
         return 0, 0
     con.register("incoming_events", events)
     try:
-        stored = _count(con.execute(INSERT_EVENTS, _TRIM_PARAMETERS))
+        stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))
         duplicates = _count(con.execute(INSERT_DUPLICATES)) if stored < events.num_rows else 0
     finally:
         con.unregister("incoming_events")

@@ -54,3 +54,13 @@ def test_broken_toml_names_the_file(tmp_path):
     config.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         read_config_file(config)
+
+
+def test_collector_limits_that_cannot_work_together_are_errors_naming_both(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[collector]\nmax_event_bytes = 600000\nmax_request_bytes = 512000\n")
+    with pytest.raises(ConfigError, match=r"max_event_bytes .* max_request_bytes"):
+        load_settings(path)
+    path.write_text("[collector]\nmax_in_flight_events = 1000\nmax_batch_events = 2500\n")
+    with pytest.raises(ConfigError, match=r"max_in_flight_events .* max_batch_events"):
+        load_settings(path)

@@ -58,11 +58,11 @@ def run_collector(
                 if now != logged:
                     say(_progress(now))
                 logged, logged_at = now, time.monotonic()
-    finally:
         workers.stop()
-    report = workers.report()
-    workers.remove_metrics()
-    return report
+        return workers.report()
+    finally:
+        workers.stop()  # again, if the loop failed: stopping twice is harmless
+        workers.remove_metrics()
 
 
 def _count(number: int, noun: str) -> str:

@@ -19,6 +19,7 @@ meant for another).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -34,7 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cdp.ingest.collector.delivery import KafkaDelivery, NotDelivered
+from cdp.ingest.collector.delivery import KafkaDelivery, NotDelivered, Undeliverable
 from cdp.ingest.collector.metrics import CollectorMetrics
 from cdp.ingest.collector.segment import (
     CALL_OF_PATH,
@@ -139,26 +140,32 @@ def create_app(
 
     async def collect(request: Request) -> Response:
         received_at = datetime.now(UTC)
-        deadline = time.monotonic() + collector.delivery_timeout_s
         call_path = request.path_params["call"]
         call = CALL_OF_PATH.get(call_path)
         origin = request.headers.get("origin")
-        if call is None:
+        if call is None:  # labelled "unknown": paths must not mint metric series
             return problem(
-                call_path, 404, "not_found",
+                "unknown", 404, "not_found",
                 f"no such call /v1/{call_path}; use one of /v1/"
                 + ", /v1/".join(sorted(CALL_OF_PATH)),
                 cors(origin, sources.origins),
             )  # fmt: skip
         headers = cors(origin, sources.origins)
         try:
-            raw = await _read_capped(request, limits.max_request_bytes)
+            async with asyncio.timeout(collector.delivery_timeout_s):
+                raw = await _read_capped(request, limits.max_request_bytes)
             body = read_body(raw, request.headers.get("content-encoding", ""), limits)
             parsed = parse_request(call, body, limits)
         except RequestRejected as rejected:
             return problem(call, 400, rejected.code, rejected.message, headers)
         except ClientDisconnect:
             return answer(call, 400, b"")  # nobody is there to read it
+        except TimeoutError:  # a client trickling its body must not hold a connection
+            return problem(
+                call, 408, "request_timeout",
+                f"the body did not arrive within {collector.delivery_timeout_s:g} s",
+                headers,
+            )  # fmt: skip
         write_key = write_key_of(
             parsed, _basic_user(request.headers.get("authorization")),
             request.query_params.get("writeKey"),
@@ -170,7 +177,7 @@ def create_app(
                 call, 401, "unauthorized",
                 f"{why}: send a source's write key as the HTTP Basic user, as 'writeKey' "
                 "in the body, or as ?writeKey=",
-                headers, kind=why,
+                headers, kind="no key" if not write_key else "unknown key",
             )  # fmt: skip
         headers = cors(origin, source.allowed_origins)
         if origin is not None and "Access-Control-Allow-Origin" not in headers:
@@ -194,8 +201,12 @@ def create_app(
             )
         except RequestRejected as rejected:
             return problem(call, 400, rejected.code, rejected.message, headers)
+        # Kafka's deadline counts from here: a slow upload is not Kafka's delay.
+        deadline = time.monotonic() + collector.delivery_timeout_s
         try:
             await delivery.deliver(messages, deadline)
+        except Undeliverable as exc:
+            return problem(call, 400, "rejected_by_kafka", str(exc), headers)
         except NotDelivered as exc:
             return problem(
                 call, 503, "unavailable",
@@ -208,8 +219,10 @@ def create_app(
 
     async def preflight(request: Request) -> Response:
         origin = request.headers.get("origin")
-        call = request.path_params["call"]
         headers = cors(origin, sources.origins)
+        call = CALL_OF_PATH.get(request.path_params["call"])
+        if call is None:
+            return problem("unknown", 404, "not_found", "no such call", headers)
         if "Access-Control-Allow-Origin" not in headers:
             return problem(
                 call, 403, "origin_not_allowed",
@@ -222,7 +235,7 @@ def create_app(
             "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
             "Access-Control-Max-Age": _PREFLIGHT_MAX_AGE,
         }
-        metrics.count(CALL_OF_PATH.get(call, call), 204)
+        metrics.count(call, 204)
         return Response(status_code=204, headers=headers)
 
     async def healthz(request: Request) -> Response:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from kafka import KafkaProducer
+from kafka import KafkaProducer, errors
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
@@ -46,6 +46,23 @@ KEY_HASH_CACHE = 500_000  # customers' key hashes kept (~100 bytes each)
 
 class NotDelivered(Exception):
     """Kafka did not acknowledge a request's events in time: answer 503, try later."""
+
+
+# What Kafka says of an event that no retry can change. Not every non-retriable error
+# is one: an IllegalStateError comes from a producer closing, say, and is transient.
+_REFUSED_FOR_GOOD = (
+    errors.MessageSizeTooLargeError,
+    errors.RecordListTooLargeError,
+    errors.InvalidRecordError,
+    errors.CorruptRecordError,
+    errors.InvalidTopicError,
+    errors.TopicAuthorizationFailedError,
+)
+
+
+class Undeliverable(Exception):
+    """Kafka refused an event for good (too large for the broker, say): retrying the
+    same request would fail the same way, so it is answered 400, naming the error."""
 
 
 class _Pending:
@@ -137,8 +154,8 @@ class KafkaDelivery:
                 linger_ms=2,
                 batch_size=256 * 1024,
                 max_request_size=max(1024 * 1024, collector.max_request_bytes * 2),
-                # Kafka's own retries stop short of the client's deadline, so a request
-                # is never left waiting on an event the producer has given up on.
+                # Kafka's own retries give up after the client's deadline: a request
+                # answered 503 by then may still land, and its retry is deduplicated.
                 delivery_timeout_ms=deadline_ms,
                 request_timeout_ms=max(deadline_ms - 500, 500),
                 max_block_ms=deadline_ms,
@@ -192,8 +209,11 @@ class KafkaDelivery:
             raise NotDelivered(
                 f"Kafka did not acknowledge {count} events within the deadline"
             ) from None
-        if pending.error is not None:
-            raise NotDelivered(f"Kafka refused the events: {pending.error}")
+        error = pending.error
+        if error is not None:
+            if isinstance(error, _REFUSED_FOR_GOOD):
+                raise Undeliverable(f"Kafka refused an event for good: {error}")
+            raise NotDelivered(f"Kafka refused the events: {error}")
         self._metrics.produce_latency.observe(time.monotonic() - started)
 
     async def _reserve(self, count: int, deadline: float) -> None:

@@ -1,12 +1,12 @@
-"""Running the collector: uvicorn (uvloop + httptools) on a thread of its own.
+"""One collector worker's server: uvicorn (uvloop + httptools) on a thread of its own.
 
-The same :class:`CollectorServer` serves ``cdp collect`` and, when
-``collector.enabled``, ``cdp run``. uvicorn runs on a thread so that the process's
-signal handling stays the CLI's: on SIGTERM the CLI sets its stop event, and
-:meth:`CollectorServer.stop` lets uvicorn stop accepting, waits for the requests in
-progress (each ends when Kafka acknowledged its events or its deadline passed), then
-flushes the producer. The socket is bound here, before uvicorn starts, so a port in
-use is a clear error rather than uvicorn exiting the process from its thread.
+Each worker process (``cdp.ingest.collector.worker``) runs one
+:class:`CollectorServer`. uvicorn runs on a thread so that signals stay the worker's:
+on SIGTERM the worker's main thread calls :meth:`CollectorServer.stop`, which lets
+uvicorn stop accepting, waits for the requests in progress (each ends when Kafka
+acknowledged its events or its deadline passed), then flushes the producer. The
+socket is bound here, before uvicorn starts, so a port in use is a clear error
+rather than uvicorn exiting the process from its thread.
 """
 
 from __future__ import annotations
@@ -34,24 +34,16 @@ STARTUP_TIMEOUT_S = 30.0
 class CollectorServer:
     """The HTTP collector and its producer; :meth:`start` then :meth:`stop`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        multiprocess: bool = False,
-    ) -> None:
-        """Serve on ``collector.listen``. As one of several ``multiprocess`` workers,
-        share the port with them (SO_REUSEPORT); metrics then go to the directory in
-        ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds up every worker's."""
+    def __init__(self, settings: Settings) -> None:
+        """Serve on ``collector.listen``, sharing the port with the other workers
+        (SO_REUSEPORT). Metrics go to the directory in ``PROMETHEUS_MULTIPROC_DIR``,
+        and ``/metrics`` adds up every worker's."""
         collector = settings.collector
         check_sources(settings)
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics = CollectorMetrics(self.registry)
-        shown = self.registry
-        if multiprocess:
-            shown = CollectorRegistry()
-            WorkersCollector(shown)
-        self._socket = bind(collector.listen, reuse_port=multiprocess)
+        self.metrics = CollectorMetrics(CollectorRegistry())
+        shown = CollectorRegistry()
+        WorkersCollector(shown)
+        self._socket = bind(collector.listen, reuse_port=True)
         host, port = self._socket.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:

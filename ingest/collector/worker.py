@@ -28,7 +28,7 @@ def main() -> int:
         signal.signal(signum, lambda *_: stop.set())
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
     try:
-        server = CollectorServer(settings, multiprocess=True)
+        server = CollectorServer(settings)
         server.start()
     except CdpError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -116,7 +116,9 @@ class CollectorWorkers:
         for process in self._processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        grace = self._settings.collector.delivery_timeout_s + 20
+        # A worker's last requests end by their deadline (uvicorn allows 5 s more), then
+        # its producer flushes and closes, each bounded by 10 s.
+        grace = self._settings.collector.delivery_timeout_s + 5 + 2 * 10 + 5
         for process in self._processes:
             try:
                 process.wait(timeout=grace)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -356,3 +357,33 @@ def test_a_collector_started_before_its_broker_answers_503_then_collects_once_it
         assert collector.stop() == 0
     finally:
         broker.stop()
+
+
+def test_unknown_paths_are_404_and_share_one_metric_label_whatever_the_path(collector_factory):
+    collector = collector_factory()
+    for n in range(3):
+        assert post(f"{collector.url}/v1/nothing-{n}", {"type": "page"})[0] == 404
+    preflight = _options(f"{collector.url}/v1/nothing", {"Origin": "http://shop.test"})
+    assert preflight[0] == 404
+    with urllib.request.urlopen(f"{collector.url}/metrics") as answer:
+        scraped = answer.read().decode()
+    assert 'cdp_collector_requests_total{call="unknown",status="404"} 4.0' in scraped
+    assert "nothing-" not in scraped
+
+
+def test_a_body_that_trickles_in_past_the_deadline_is_answered_408_and_let_go(
+    collector_factory,
+):
+    collector = collector_factory(delivery_timeout_s=1.0)
+    host, port = collector.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        auth = base64.b64encode(f"{SERVER_KEY}:".encode()).decode()
+        slow.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Basic " + auth.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        answer = b""
+        while b"request_timeout" not in answer and (chunk := slow.recv(4096)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"request_timeout" in answer
