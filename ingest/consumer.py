@@ -480,6 +480,13 @@ class EventConsumer:
             self._probe(until_idle, [])
             return False
         assignment = list(self._consumer.assignment())
+        if not assignment:
+            # A group's first assignment can come before the topics' metadata and hold
+            # nothing; "caught up" then would start the first build on an empty
+            # database (seen once in a loaded test run). cdp is a group's one consumer,
+            # so owning nothing is never the settled state.
+            self._probe(until_idle, [])
+            return False
         ends = self._probe(until_idle, assignment)
         if ends is None:
             return False
