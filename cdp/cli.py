@@ -231,9 +231,9 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.build import end_of_day
-    from cdp.processing.pipeline import STAGES, build_and_publish
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.jobs.pipeline import STAGES, build_and_publish
+    from cdp.processing.segmentation.config import load_segment_config
+    from cdp.processing.stages.run import end_of_day
     from cdp.storage.database import connect
 
     as_of = end_of_day(args.as_of) if args.as_of else None
@@ -284,8 +284,8 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.export import run_export
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.activation.export import run_export
+    from cdp.processing.segmentation.config import load_segment_config
     from cdp.storage.database import connect
 
     segments = load_segment_config(settings)
@@ -304,8 +304,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _forget(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.privacy import forget_customer
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.activation.privacy import forget_customer
+    from cdp.processing.segmentation.config import load_segment_config
     from cdp.storage.analyst import analyst_path, publish_analyst_database
     from cdp.storage.database import connect
 
@@ -382,7 +382,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _segments_list(args: argparse.Namespace, settings: Settings) -> int:
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.segmentation.config import load_segment_config
 
     config = load_segment_config(settings)
     print(f"{len(config.segments)} segments from {config.source} (all rules valid)")

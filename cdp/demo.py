@@ -30,9 +30,9 @@ from cdp.ingest.events import FAMILY_OF_TYPE, Family, UnknownEventType, canonica
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
-from cdp.processing.export import run_export
-from cdp.processing.pipeline import build_and_publish
-from cdp.processing.segment_config import load_segment_config
+from cdp.processing.activation.export import run_export
+from cdp.processing.jobs.pipeline import build_and_publish
+from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import CollectorSource, Settings
 from cdp.storage.database import connect
 

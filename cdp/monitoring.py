@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from cdp.errors import ConfigError
 from cdp.ingest.consumer import EventConsumer, IngestStats
-from cdp.processing.scheduler import JobOutcome, ServiceJobs
+from cdp.processing.jobs.scheduler import JobOutcome, ServiceJobs
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)

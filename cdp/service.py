@@ -3,7 +3,7 @@ that fails loudly or not at all.
 
 One process is the database's only writer (DuckDB allows no other), so ingest and
 the scheduled builds share it: the consumer runs on the main thread, APScheduler's
-jobs on a background thread (``cdp.processing.scheduler``), each through its own
+jobs on a background thread (``cdp.processing.jobs.scheduler``), each through its own
 cursor; ``/healthz`` and ``/metrics`` are served on a third (``cdp.monitoring``).
 With ``collector.enabled``, the HTTP collector's worker processes
 (``cdp.ingest.collector``) serve SDKs, their metrics on the same ``/metrics``.
@@ -31,10 +31,10 @@ from cdp.errors import ServiceError
 from cdp.ingest.collector import CollectorWorkers
 from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.monitoring import MonitoringServer
-from cdp.processing.export import clean_up_interrupted_exports
-from cdp.processing.pipeline import clean_up_interrupted_builds
-from cdp.processing.scheduler import ServiceJobs, make_scheduler
-from cdp.processing.segment_config import load_segment_config
+from cdp.processing.activation.export import clean_up_interrupted_exports
+from cdp.processing.jobs.pipeline import clean_up_interrupted_builds
+from cdp.processing.jobs.scheduler import ServiceJobs, make_scheduler
+from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import duckdb
 
 from cdp.errors import CdpError
 from cdp.ingest.broker import describe_kafka_error
-from cdp.processing.pipeline import report_path
+from cdp.processing.jobs.pipeline import report_path
 from cdp.settings import Settings
 from cdp.storage.analyst import analyst_path
 from cdp.storage.analyst_events import events_folder, parts_bytes

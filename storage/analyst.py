@@ -17,7 +17,7 @@ file, each publish adding a part with the events received since the previous one
 A publish killed midway leaves its hidden ``.<name>.tmp-<pid>`` file (a copy of the
 previous snapshot, personal data included) and events parts no snapshot names;
 :func:`remove_publish_leftovers` deletes them before the next build (from
-:func:`cdp.processing.pipeline.clean_up_interrupted_builds`, which the service also
+:func:`cdp.processing.jobs.pipeline.clean_up_interrupted_builds`, which the service also
 runs when it starts) and before ``cdp forget``.
 """
 

@@ -109,8 +109,8 @@ def published_store(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from cdp.ingest.generator import generate_store
     from cdp.ingest.loader import load_file
     from cdp.ingest.validation import ValidationLimits
-    from cdp.processing.pipeline import build_and_publish
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.jobs.pipeline import build_and_publish
+    from cdp.processing.segmentation.config import load_segment_config
     from cdp.storage.database import connect
 
     folder = tmp_path_factory.mktemp("published")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from cdp.ingest.consumer import BrokerHealth, IngestStats
 from cdp.monitoring import assess_health
-from cdp.processing.scheduler import ServiceJobs
+from cdp.processing.jobs.scheduler import ServiceJobs
 
 NOW = 10_000.0
 

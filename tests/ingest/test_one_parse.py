@@ -13,7 +13,7 @@ from cdp.cli import main
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
-from cdp.processing.build import run_build
+from cdp.processing.stages.run import run_build
 from cdp.storage.database import connect
 from tests.helpers import encode, event
 from tests.ingest.untrusted_json import Bad, reject_cases

@@ -7,7 +7,7 @@ import sys
 import duckdb
 import pytest
 
-from cdp.processing.build import run_build
+from cdp.processing.stages.run import run_build
 from cdp.settings import Settings
 from cdp.storage.analyst import ANALYST_TABLES, analyst_path, publish_analyst_database
 from cdp.storage.analyst_events import events_folder
@@ -105,8 +105,8 @@ def _table_digest(con, table: str) -> tuple:
 def test_later_publishes_update_a_copy_of_the_last_snapshot_and_match_the_live_tables(tmp_path):
     from datetime import timedelta
 
-    from cdp.processing.privacy import forget_customer
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.activation.privacy import forget_customer
+    from cdp.processing.segmentation.config import load_segment_config
     from tests.processing.store import event
 
     settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
@@ -200,8 +200,8 @@ def _events_in(published) -> int:
 
 
 def test_forgetting_a_customer_deletes_the_parts_that_held_their_events_at_once(tmp_path):
-    from cdp.processing.privacy import forget_customer
-    from cdp.processing.segment_config import load_segment_config
+    from cdp.processing.activation.privacy import forget_customer
+    from cdp.processing.segmentation.config import load_segment_config
 
     settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
     with connect(settings.storage.db_path) as con:

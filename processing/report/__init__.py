@@ -1,0 +1,2 @@
+"""The HTML report written beside the analyst database: ``html`` (the page) and
+``charts`` (inline SVG)."""

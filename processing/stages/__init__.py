@@ -1,0 +1,28 @@
+"""The profile build: stages over whole tables in DuckDB, then one publish transaction.
+
+``run.run_build`` runs the stages in this order, as of one moment, each in SQL over
+the whole ``events`` table; the stages hand each other TEMP tables, named here so a
+reader knows where each comes from and who reads it:
+
+===========================  ===========  ==========================================
+temp table                   made by      read by
+===========================  ===========  ==========================================
+build_order_payloads         payloads     identity, profiles
+build_identify_traits        payloads     profiles, segments
+build_identities             identity     profiles
+build_events                 profiles     payloads, clv
+anonymous_customers,         profiles     payloads
+user_customers
+order_facts                  profiles     clv, rfm, segments, run (publish)
+build_profiles               profiles     clv, rfm, segments, run (publish)
+build_rolling_windows        profiles     segments, run (publish)
+build_kpis                   clv          run (publish)
+build_rfm                    rfm          rfm (merged into build_profiles)
+build_segment_members        segments     segments (published by run)
+===========================  ===========  ==========================================
+
+Tables only one stage uses (``identity_*``, ``clv_inputs``, ``build_consent``,
+``build_product_affinity``...) are created and read within that stage's module.
+Nothing is written to the live tables until ``run`` publishes them all at once, so
+a failed or cancelled build changes nothing.
+"""
