@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cdp.errors import ConfigError
 from cdp.processing.segmentation.rules import CompiledRule, RuleError, compile_rule
+from cdp.processing.stages.segments import segment_catalog
 from cdp.settings import Settings, format_validation_error
 
 Channel = Literal["email", "sms", "push", "ads", "none"]
@@ -128,8 +129,6 @@ def segments_file(settings: Settings) -> tuple[str, str]:
 
 def load_segment_config(settings: Settings, text: str | None = None) -> SegmentConfig:
     """Read, validate and compile the segments; ``text`` replaces the file (tests)."""
-    from cdp.processing.stages.segments import segment_catalog
-
     source, text = ("the given text", text) if text is not None else segments_file(settings)
     try:
         data = tomllib.loads(text)

@@ -21,11 +21,11 @@ undoes that as-of's entries and exits, so it replaces rather than duplicates.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
-from cdp.processing.segmentation.config import SegmentConfig
 from cdp.processing.segmentation.rules import quote_identifier
 from cdp.processing.stages.profiles import (
     ProfileColumns,
@@ -34,6 +34,9 @@ from cdp.processing.stages.profiles import (
 )
 from cdp.settings import Settings
 from cdp.storage.database import execute_script, memory_database
+
+if TYPE_CHECKING:  # only named in signatures: the segments file loads this module's catalog
+    from cdp.processing.segmentation.config import SegmentConfig
 
 _AFFINITY = """
 CREATE OR REPLACE TEMP TABLE build_order_products AS
