@@ -108,20 +108,13 @@ def sql_string(text: str) -> str:
 def execute_script(
     con: duckdb.DuckDBPyConnection, script: str, params: Mapping[str, object] | None = None
 ) -> None:
-    """Run ``;``-separated statements, binding to each only the ``$name`` parameters it
-    uses (DuckDB binds parameters for a single statement only). Statements are split
-    on a ``;`` that ends a line, so keep literals free of that."""
+    """Run a script of statements, binding to each only the ``$name`` parameters it
+    uses (DuckDB binds parameters for a single statement only). DuckDB's own parser
+    splits the script and names each statement's parameters, so a ``;`` or a ``$``
+    inside a literal or a comment is read as SQL reads it."""
     params = params or {}
-    for statement in re.split(r";\s*\n", script):
-        if not statement.strip() or all(
-            line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
-        ):
-            continue
-        used = {
-            name: value
-            for name, value in params.items()
-            if re.search(rf"\${re.escape(name)}\b", statement)
-        }
+    for statement in con.extract_statements(script):
+        used = {name: params[name] for name in statement.named_parameters}
         con.execute(statement, used)
 
 
