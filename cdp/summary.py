@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
+from cdp.processing.jobs.kpis import read_store_kpis
+
 
 def database_summary(con: duckdb.DuckDBPyConnection) -> str:
     lines = ["events by type:"]
@@ -34,17 +36,14 @@ def database_summary(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def _profile_summary(con: duckdb.DuckDBPyConnection) -> list[str]:
-    kpis = con.execute(
-        "SELECT customers, buyers, aov, purchase_frequency, basic_clv, advanced_clv,"
-        " reporting_currency FROM store_kpis ORDER BY as_of DESC LIMIT 1"
-    ).fetchall()
-    if not kpis:
+    kpis = read_store_kpis(con)
+    if kpis is None:
         return []
-    customers, buyers, aov, frequency, basic, advanced, currency = kpis[0]
     lines = [
-        f"customer profiles: {customers:,} customers, {buyers:,} bought in the last year; "
-        f"AOV {aov or 0:,.2f} {currency}, {frequency or 0:.2f} orders per buyer, "
-        f"basic CLV {basic or 0:,.2f}, advanced CLV {advanced or 0:,.2f}"
+        f"customer profiles: {kpis.customers:,} customers, {kpis.buyers:,} bought in the last "
+        f"year; AOV {kpis.aov or 0:,.2f} {kpis.reporting_currency}, "
+        f"{kpis.purchase_frequency or 0:.2f} orders per buyer, "
+        f"basic CLV {kpis.basic_clv or 0:,.2f}, advanced CLV {kpis.advanced_clv or 0:,.2f}"
     ]
     segments = con.execute(
         "SELECT rfm_segment, count(*) FROM customer_profiles WHERE rfm_segment IS NOT NULL"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import duckdb
 
+from cdp.processing.jobs.kpis import StoreKpis, read_store_kpis
 from cdp.processing.report.html import write_report
 from cdp.processing.segmentation.config import SegmentConfig
 from cdp.processing.stages.run import (
@@ -51,6 +52,7 @@ class PublishedBuild:
     build: BuildReport
     analyst: AnalystPublish | None  # None for a backfill of an earlier as-of
     report: Path | None
+    kpis: StoreKpis | None = None  # the store KPIs the build wrote for its as-of date
 
 
 def report_path(settings: Settings) -> Path:
@@ -106,7 +108,8 @@ def build_and_publish(
     as_of: datetime | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PublishedBuild:
-    """``progress`` hears the name of each of the ``STAGES`` stages as it starts."""
+    """``progress`` hears the name of each of the ``STAGES`` stages as it starts.
+    The result carries the store KPIs the build wrote, read back as a dataclass."""
     say = progress or (lambda stage: None)
     live = settings.storage.db_path
     with storage_errors(live):  # a full disk: DiskError naming the live database
@@ -114,8 +117,9 @@ def build_and_publish(
         build = run_build(
             con, settings, as_of, segments, progress=say, analyst_publish_follows=True
         )
+    kpis = read_store_kpis(con, build.as_of.date())
     if not build.published_current:  # a backfill changes history tables only
-        return PublishedBuild(build, None, None)
+        return PublishedBuild(build, None, None, kpis)
     analyst: AnalystPublish | None = None
     try:
         say("analyst database")
@@ -146,4 +150,4 @@ def build_and_publish(
             build.build_id, failure,
         )  # fmt: skip
         raise
-    return PublishedBuild(build, analyst, report)
+    return PublishedBuild(build, analyst, report, kpis)
