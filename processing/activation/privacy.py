@@ -13,10 +13,12 @@ Then their exits go out at once to push destinations (Kafka topics, webhooks); f
 destinations list them in the ``exited`` files of the next export. Until a
 destination confirmed the exit, ``export_state`` keeps only the customer id and the
 hashed email and phone — what an ad platform needs to remove them from an audience.
+Last, when there is an analyst database, it is republished without them: analysts'
+copy must not keep what was just deleted until the next build.
 
 Copies a killed process left are deleted first: a publish's staging copy of the
 analyst snapshot (the customer is in it) and, when the exits go out, the staging
-folders of file exports (``cdp forget`` republishes the analyst database itself).
+folders of file exports.
 
 Left as they are: dead letters (raw bytes that never became events) and files
 already written by earlier exports.
@@ -36,7 +38,12 @@ from cdp.processing.segmentation.config import SegmentConfig
 from cdp.processing.stages.identity import resolve_customer_id
 from cdp.processing.stages.run import LIVE_BUILD_STATUSES
 from cdp.settings import Settings
-from cdp.storage.analyst import remove_publish_leftovers
+from cdp.storage.analyst import (
+    AnalystPublish,
+    analyst_path,
+    publish_analyst_database,
+    remove_publish_leftovers,
+)
 from cdp.storage.database import execute_script, transaction
 
 _FORGET = """
@@ -86,7 +93,8 @@ class ForgetReport:
     customer_id: str
     identifiers: int
     events_deleted: int
-    exits: ExportReport | None
+    exits: ExportReport | None  # None when there was no build, so no memberships to exit
+    analyst: AnalystPublish | None  # the republished analyst database, None when there is none
 
 
 def find_customer(con: duckdb.DuckDBPyConnection, customer: str) -> str:
@@ -146,4 +154,7 @@ def forget_customer(
         )
     else:
         clean_up_interrupted_exports(con, settings, config)
-    return ForgetReport(customer_id, identifiers.num_rows, int(deleted), exits)
+    analyst = None
+    if analyst_path(settings).exists():
+        analyst = publish_analyst_database(con, settings)
+    return ForgetReport(customer_id, identifiers.num_rows, int(deleted), exits, analyst)

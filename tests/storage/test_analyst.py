@@ -122,7 +122,7 @@ def test_later_publishes_update_a_copy_of_the_last_snapshot_and_match_the_live_t
         )
         run_build(con, settings, AS_OF + timedelta(days=1), segments)
         second = publish_analyst_database(con, settings)
-        forget_customer(con, settings, segments, "user:bob")
+        forgot = forget_customer(con, settings, segments, "user:bob").analyst
         run_build(con, settings, AS_OF + timedelta(days=2), segments)
         third = publish_analyst_database(con, settings)
         live = {
@@ -130,13 +130,15 @@ def test_later_publishes_update_a_copy_of_the_last_snapshot_and_match_the_live_t
         }
     assert first.incremental == ()
     assert set(second.incremental) == {"events", "profile_history"}
-    # bob's events were deleted: events are copied whole again; history caught up.
-    assert third.incremental == ("profile_history",)
+    # bob's events were deleted: the forget's own publish copied events whole again;
+    # history caught up. The next publish is incremental again.
+    assert forgot is not None and forgot.incremental == ("profile_history",)
+    assert third.incremental == ("events", "profile_history")
     with duckdb.connect(str(third.path), read_only=True) as snapshot:
         copied = {t: _table_digest(snapshot, t) for t in live}
         info = snapshot.execute("SELECT incremental_tables FROM publish_info").fetchall()
     assert copied == live
-    assert info == [(["profile_history"],)]
+    assert info == [(["events", "profile_history"],)]
 
 
 def test_events_reach_analysts_as_parquet_parts_each_publish_adding_only_what_is_new(tmp_path):
@@ -208,8 +210,7 @@ def test_forgetting_a_customer_deletes_the_parts_that_held_their_events_at_once(
         store(con, order("ann", days_ago(5), "10"), order("bob", days_ago(4), "10"))
         run_build(con, settings, AS_OF)
         publish_analyst_database(con, settings)
-        forget_customer(con, settings, load_segment_config(settings), "user:bob")
-        after = publish_analyst_database(con, settings)
+        after = forget_customer(con, settings, load_segment_config(settings), "user:bob").analyst
     folder = events_folder(after.path)
     files = sorted(str(f) for f in folder.rglob("*.parquet"))
     users = duckdb.sql(f"SELECT DISTINCT user_id FROM read_parquet({files})").fetchall()

@@ -1,6 +1,7 @@
 import hashlib
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from cdp.errors import ConfigError
@@ -8,6 +9,7 @@ from cdp.processing.activation.export import run_export
 from cdp.processing.activation.privacy import forget_customer
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.processing.stages.run import run_build
+from cdp.storage.analyst import analyst_path, publish_analyst_database
 from tests.processing.store import AS_OF, days_ago, event, order, settings, store
 from tests.processing.webhook_server import webhook_receiver
 
@@ -118,3 +120,22 @@ def test_forget_removes_the_staging_copies_a_killed_publish_or_export_left(memor
     forget_customer(memory_db, live, config, "user:ann")
     assert not snapshot_copy.exists()
     assert not staging.exists()
+
+
+def test_forget_republishes_the_analyst_database_without_the_customer(memory_db, tmp_path):
+    # Analysts' copy must not keep what was just deleted until the next build, whoever
+    # calls forget_customer; with no analyst database there is nothing to republish.
+    live = settings(storage={"db_path": tmp_path / "live.duckdb"}, export={"out_dir": tmp_path})
+    _ann_and_bob(memory_db)
+    config = _config("http://127.0.0.1:9/")
+    run_build(memory_db, live, AS_OF, config)
+    assert forget_customer(memory_db, live, config, "user:bob").analyst is None
+
+    publish_analyst_database(memory_db, live)
+    report = forget_customer(memory_db, live, config, "user:ann")
+
+    assert report.analyst is not None and report.analyst.path == analyst_path(live)
+    with duckdb.connect(str(report.analyst.path), read_only=True) as snapshot:
+        users = snapshot.execute("SELECT DISTINCT user_id FROM events").fetchall()
+        profiles = snapshot.execute("SELECT count(*) FROM customer_profiles").fetchall()
+    assert users == [] and profiles == [(0,)]
