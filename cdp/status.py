@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
+from kafka import KafkaConsumer, TopicPartition
 
 from cdp.errors import CdpError
-from cdp.ingest.broker import describe_kafka_error
+from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
 from cdp.processing.jobs.pipeline import report_path
 from cdp.settings import Settings
 from cdp.storage.analyst import analyst_path
@@ -37,12 +39,38 @@ class PartitionLag:
         return self.end_offset - (self.committed or 0)
 
 
+@dataclass(frozen=True)
+class LastBuild:
+    build_id: int
+    as_of: datetime
+    started_at: datetime
+    finished_at: datetime | None  # None while it runs
+    status: str
+    customers: int | None
+    message: str | None  # what went wrong, for every outcome but success
+
+
+@dataclass(frozen=True)
+class LastExport:
+    """The latest export run of one segment to one destination."""
+
+    destination: str
+    segment: str
+    as_of: date
+    status: str
+    seconds: float | None  # None while it runs
+    members: int | None
+    entered: int | None
+    exited: int | None
+    message: str | None
+
+
 @dataclass
 class Status:
     source: str  # which database the figures come from
     files: dict[str, tuple[Path, int | None]] = field(default_factory=dict)
-    last_build: tuple | None = None
-    last_exports: list[tuple] = field(default_factory=list)
+    last_build: LastBuild | None = None
+    last_exports: list[LastExport] = field(default_factory=list)
     dead_letters: int | None = None
     lag: list[PartitionLag] | None = None
     lag_error: str | None = None
@@ -101,21 +129,18 @@ def _read_tables(con: duckdb.DuckDBPyConnection, status: Status) -> None:
         "SELECT build_id, as_of, started_at, finished_at, status, customers, message FROM builds "
         "ORDER BY build_id DESC LIMIT 1"
     ).fetchall()
-    status.last_build = builds[0] if builds else None
-    status.last_exports = con.execute(
+    status.last_build = LastBuild(*builds[0]) if builds else None
+    exports = con.execute(
         "SELECT destination, segment, as_of, status, date_diff('millisecond', started_at, "
         "finished_at) / 1000.0, members, entered, exited, message FROM export_runs "
         "QUALIFY row_number() OVER (PARTITION BY destination, segment "
         "ORDER BY export_run_id DESC) = 1 ORDER BY destination, segment"
     ).fetchall()
+    status.last_exports = [LastExport(*row) for row in exports]
     status.dead_letters = con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0]
 
 
 def consumer_lag(settings: Settings) -> list[PartitionLag]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list
-
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_list(settings.kafka.bootstrap_servers),
         group_id=settings.kafka.group_id,
@@ -143,37 +168,36 @@ def format_status(status: Status) -> str:
     for name, (path, size) in status.files.items():
         shown = f"{size / 1_048_576:,.1f} MiB" if size is not None else "absent"
         lines.append(f"  {name:<21} {shown:>12}  {path}")
-    if status.last_build:
-        build_id, as_of, started, finished, outcome, customers, message = status.last_build
-        took = f"{(finished - started).total_seconds():.1f} s" if finished else "running"
+    build = status.last_build
+    if build:
+        took = (
+            f"{(build.finished_at - build.started_at).total_seconds():.1f} s"
+            if build.finished_at
+            else "running"
+        )
         # Every outcome but success has a message saying what went wrong (failed,
         # publish_failed, interrupted).
+        failed = build.message and build.status != "succeeded"
         lines.append(
-            f"last build: #{build_id} {outcome} as of {as_of:%Y-%m-%d %H:%M} in {took}, "
-            f"{customers or 0:,} customers"
-            + (f" ({message})" if message and outcome != "succeeded" else "")
+            f"last build: #{build.build_id} {build.status} as of {build.as_of:%Y-%m-%d %H:%M} "
+            f"in {took}, {build.customers or 0:,} customers"
+            + (f" ({build.message})" if failed else "")
         )
     else:
         lines.append("last build: none yet")
     if status.last_exports:
         lines.append("last export per segment and destination:")
-        for (
-            dest,
-            seg,
-            as_of,
-            outcome,
-            seconds,
-            members,
-            entered,
-            exited,
-            message,
-        ) in status.last_exports:
+        for run in status.last_exports:
             detail = (
-                f"{members or 0:,} members, +{entered or 0:,}/-{exited or 0:,}"
-                if outcome == "succeeded" else (message or "")
-            )  # fmt: skip
-            took = f"{seconds:.1f} s" if seconds is not None else "-"
-            lines.append(f"  {seg:<22} -> {dest:<14} {as_of} {outcome:<9} {took:>7}  {detail}")
+                f"{run.members or 0:,} members, +{run.entered or 0:,}/-{run.exited or 0:,}"
+                if run.status == "succeeded"
+                else (run.message or "")
+            )
+            took = f"{run.seconds:.1f} s" if run.seconds is not None else "-"
+            lines.append(
+                f"  {run.segment:<22} -> {run.destination:<14} {run.as_of} {run.status:<9} "
+                f"{took:>7}  {detail}"
+            )
     else:
         lines.append("last export: none yet")
     if status.dead_letters is not None:
