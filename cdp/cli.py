@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a full disk or an I/O error met where no layer of cdp's expected to write.
         # Anything else is a bug, and its traceback is wanted. (Imported here, not at
         # the top, only so that `cdp --help` need not load DuckDB.)
-        from cdp.storage.database import disk_error
+        from cdp.storage.disk import disk_error
 
         disk = disk_error(exc)
         if disk is None:

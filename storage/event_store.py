@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from cdp.storage.database import transaction
+from cdp.storage.transactions import transaction
 
 # Typed property columns come from the validated payload in one pass per row
 # (json_transform parses each payload once, not once per column). They must hold what

@@ -16,7 +16,7 @@ from importlib import resources
 import duckdb
 
 from cdp.errors import SchemaVersionError, StorageError
-from cdp.storage.database import transaction
+from cdp.storage.transactions import transaction
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

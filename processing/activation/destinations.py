@@ -68,7 +68,7 @@ from cdp.processing.segmentation.config import (
 )
 from cdp.processing.segmentation.rules import quote_identifier
 from cdp.settings import Settings
-from cdp.storage.database import storage_errors
+from cdp.storage.disk import storage_errors
 
 # Called with the customer ids whose entry and exit the destination confirmed.
 Confirm = Callable[[list[str], list[str]], None]

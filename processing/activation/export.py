@@ -40,7 +40,8 @@ from cdp.processing.activation.destinations import Delivery, deliver, remove_sta
 from cdp.processing.segmentation.config import Segment, SegmentConfig
 from cdp.processing.stages.run import LIVE_BUILD_STATUSES, end_of_day
 from cdp.settings import Settings
-from cdp.storage.database import execute_script, transaction
+from cdp.storage.database import execute_script
+from cdp.storage.transactions import transaction
 
 log = logging.getLogger(__name__)
 

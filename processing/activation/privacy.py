@@ -44,7 +44,8 @@ from cdp.storage.analyst import (
     publish_analyst_database,
     remove_publish_leftovers,
 )
-from cdp.storage.database import execute_script, transaction
+from cdp.storage.database import execute_script
+from cdp.storage.transactions import transaction
 
 _FORGET = """
 INSERT OR IGNORE INTO suppressed_identifiers

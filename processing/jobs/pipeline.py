@@ -39,7 +39,7 @@ from cdp.storage.analyst import (
     publish_analyst_database,
     remove_publish_leftovers,
 )
-from cdp.storage.database import storage_errors
+from cdp.storage.disk import storage_errors
 
 log = logging.getLogger(__name__)
 

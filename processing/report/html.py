@@ -20,7 +20,8 @@ from pathlib import Path
 import duckdb
 
 from cdp.processing.report import charts
-from cdp.storage.database import connect, storage_errors
+from cdp.storage.database import connect
+from cdp.storage.disk import storage_errors
 
 # Each customer's CLV is shared equally among the distinct products they bought.
 _PRODUCT_CONTRIBUTION = """

@@ -61,7 +61,8 @@ from cdp.processing.stages.segments import (
     stage_segment_inputs,
 )
 from cdp.settings import Settings
-from cdp.storage.database import execute_script, transaction
+from cdp.storage.database import execute_script
+from cdp.storage.transactions import transaction
 
 log = logging.getLogger(__name__)
 

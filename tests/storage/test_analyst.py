@@ -173,8 +173,8 @@ def test_an_event_committed_after_a_snapshot_but_stamped_before_it_reaches_the_n
     # snapshot is taken commits rows stamped before it. The next publish finds them
     # without rewriting every event.
     from cdp.ingest.validation import RawMessage, validate_batch
-    from cdp.storage.database import transaction
     from cdp.storage.event_store import insert_events
+    from cdp.storage.transactions import transaction
 
     settings = Settings(storage={"db_path": tmp_path / "live.duckdb"})
     late = validate_batch(

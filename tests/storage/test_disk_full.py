@@ -26,7 +26,9 @@ import pytest
 
 from cdp.errors import DiskError
 from cdp.ingest.generator import generate_store
-from cdp.storage.database import connect, disk_error, storage_errors, transaction
+from cdp.storage.database import connect
+from cdp.storage.disk import disk_error, storage_errors
+from cdp.storage.transactions import transaction
 from tests.helpers import offsets_accounted
 
 DISK_MB = 20
