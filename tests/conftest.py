@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cdp.ingest.broker import local_broker
+from cdp.ingest.broker import LocalBroker, local_broker, start_local_broker
 from cdp.settings import Settings, load_settings
 from cdp.storage.database import memory_database
 from tests.browser import find_or_install_chromium
@@ -54,6 +55,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def chromium() -> str:
     """The path of a headless-capable Chromium (Debian's, apt-installed when missing)."""
     return find_or_install_chromium()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A broker of this test's own, so that pausing (SIGSTOP) or stopping it stops no
+    other test's; resumed before it is stopped, whatever the test did."""
+    broker = start_local_broker()
+    try:
+        yield broker
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker.process.pid, signal.SIGCONT)
+        broker.stop()
 
 
 @pytest.fixture

@@ -40,17 +40,6 @@ pytestmark = pytest.mark.kafka
 LONG_PAUSE_S = 35
 
 
-@pytest.fixture
-def own_broker() -> Iterator[LocalBroker]:
-    broker = start_local_broker()
-    try:
-        yield broker
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(broker.process.pid, signal.SIGCONT)
-        broker.stop()
-
-
 def _config(tmp_path: Path, bootstrap: str, name: str, **sections: dict) -> Path:
     """A config file for one process: its own database and group, shared topics."""
     settings: dict[str, dict] = {

@@ -12,7 +12,6 @@ row is matched to the call it came from even when the SDK chose the messageId.
 from __future__ import annotations
 
 import base64
-import contextlib
 import gzip
 import json
 import os
@@ -20,7 +19,6 @@ import signal
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
@@ -34,7 +32,6 @@ import rudderstack.analytics.request as rudder_request
 import segment.analytics as analytics
 import segment.analytics.request as segment_request
 
-from cdp.ingest.broker import LocalBroker, start_local_broker
 from tests.ingest.collector.conftest import SERVER_KEY
 
 pytestmark = pytest.mark.kafka
@@ -232,24 +229,31 @@ def basic_auth(key: str) -> str:
 # --- the tests ----------------------------------------------------------------------
 
 
+def send_through(
+    sdk: ModuleType, host_attribute: str, url: str, calls: list, monkeypatch
+) -> list[tuple[Exception, list]]:
+    """Make ``calls`` through an SDK's module-level API, configured as its README says
+    (write key, host), flush and shut it down; the errors its ``on_error`` heard."""
+    errors: list[tuple[Exception, list]] = []
+    monkeypatch.setattr(sdk, "default_client", None)
+    monkeypatch.setattr(sdk, "write_key", SERVER_KEY)
+    monkeypatch.setattr(sdk, host_attribute, url)
+    monkeypatch.setattr(sdk, "on_error", lambda error, batch: errors.append((error, batch)))
+    try:
+        make_calls(sdk, calls)
+        sdk.flush()
+    finally:
+        sdk.shutdown()
+    return errors
+
+
 def test_segment_analytics_python_events_are_each_stored_once_with_type_ids_traits_and_time(
     collector_factory, segment_wire, monkeypatch
 ):
     collector = collector_factory()
-    errors: list[tuple[Exception, list]] = []
-    # The library's module-level API, configured as its README says.
-    monkeypatch.setattr(analytics, "default_client", None)
-    monkeypatch.setattr(analytics, "write_key", SERVER_KEY)
-    monkeypatch.setattr(analytics, "host", collector.url)
-    monkeypatch.setattr(analytics, "on_error", lambda error, batch: errors.append((error, batch)))
     calls = script(users=40, start=whole_milliseconds(datetime.now(UTC) - timedelta(days=2)),
                    id_prefix="seg")  # fmt: skip
-    try:
-        make_calls(analytics, calls)
-        analytics.flush()
-    finally:
-        analytics.shutdown()
-    assert errors == []
+    assert send_through(analytics, "host", collector.url, calls, monkeypatch) == []
 
     # What it sent: /v1/batch, Basic auth and the key in the body, plain JSON.
     assert segment_wire.exchanges and all(x.status == 200 for x in segment_wire.exchanges)
@@ -273,23 +277,11 @@ def test_rudder_sdk_python_gzipped_batches_are_each_stored_once_with_context_tra
     collector_factory, rudder_wire, monkeypatch
 ):
     collector = collector_factory()
-    errors: list[tuple[Exception, list]] = []
-    monkeypatch.setattr(rudder_analytics, "default_client", None)
-    monkeypatch.setattr(rudder_analytics, "write_key", SERVER_KEY)
-    monkeypatch.setattr(rudder_analytics, "dataPlaneUrl", collector.url)
-    monkeypatch.setattr(
-        rudder_analytics, "on_error", lambda error, batch: errors.append((error, batch))
-    )
     calls = script(users=40, start=datetime.now(UTC) - timedelta(days=1, microseconds=123),
                    id_prefix="rud")  # fmt: skip
-    try:
-        # Its module-level calls return nothing: the SDK's own messageIds are read off
-        # the wire (below); the explicit ones are checked to be the ones stored.
-        make_calls(rudder_analytics, calls)
-        rudder_analytics.flush()
-    finally:
-        rudder_analytics.shutdown()
-    assert errors == []
+    # Its module-level calls return nothing: the SDK's own messageIds are read off the
+    # wire (below); the explicit ones are checked to be the ones stored.
+    assert send_through(rudder_analytics, "dataPlaneUrl", collector.url, calls, monkeypatch) == []
 
     # What it sent: /v1/batch, gzipped, Basic auth only; identify traits only in context.
     assert rudder_wire.exchanges and all(x.status == 200 for x in rudder_wire.exchanges)
@@ -313,18 +305,6 @@ def test_rudder_sdk_python_gzipped_batches_are_each_stored_once_with_context_tra
 
 
 # --- back-pressure: a broker that stops answering -----------------------------------
-
-
-@pytest.fixture
-def own_broker() -> Iterator[LocalBroker]:
-    """A broker of this test's own, so that pausing it stops no other test's."""
-    broker = start_local_broker()
-    try:
-        yield broker
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(broker.process.pid, signal.SIGCONT)
-        broker.stop()
 
 
 def requests_answered(collector, status: int) -> float:

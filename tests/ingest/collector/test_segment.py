@@ -13,6 +13,7 @@ import pytest
 from cdp.ingest.collector.app import _basic_user
 from cdp.ingest.collector.segment import (
     Limits,
+    Message,
     ParsedRequest,
     RequestRejected,
     parse_request,
@@ -26,17 +27,21 @@ TOPICS = {"browse": "b", "cart": "c", "purchase": "p", "identify": "i"}
 RECEIVED = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 
-def messages_of(call: str, payload: dict, **overrides) -> list[dict]:
-    body = json.dumps(payload).encode()
-    request = parse_request(call, body, LIMITS)
+def messages_from(body: bytes, call: str = "batch", **overrides) -> list[Message]:
+    """The Kafka messages of one request body, as the web source sends it."""
     options = {
         **dict(source="web", topic_by_family=TOPICS, fallback_topic="b", received_at=RECEIVED),
         **dict(client_ip=None, limits=LIMITS, body=body),
     }
     options.update(overrides)
+    return to_messages(parse_request(call, body, LIMITS), **options)
+
+
+def messages_of(call: str, payload: dict, **overrides) -> list[dict]:
+    """The messages of ``payload``, each as its topic, key and parsed event."""
     return [
         {"topic": m.topic, "key": m.key, **json.loads(m.value)}
-        for m in to_messages(request, **options)
+        for m in messages_from(json.dumps(payload).encode(), call, **overrides)
     ]
 
 
@@ -124,22 +129,14 @@ def test_the_ip_is_added_only_when_given():
 def test_an_event_with_a_repeated_key_is_passed_on_as_written_for_ingest_to_dead_letter():
     body = (b'{"batch": [{"type": "page", "anonymousId": "a"}, '
             b'{"type": "page", "anonymousId": "a", "anonymousId": "b"}]}')  # fmt: skip
-    request = parse_request("batch", body, LIMITS)
-    good, repeated = to_messages(
-        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
-        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
-    )  # fmt: skip
+    good, repeated = messages_from(body)
     assert json.loads(good.value)["context"]["source"] == "web"
     assert repeated.value == b'{"type":"page","anonymousId":"a","anonymousId":"b"}'
 
 
 def test_a_single_calls_type_comes_from_its_path_without_a_repeated_key_check_misfiring():
     body = b'{"anonymousId": "a", "type": "track", "event": "Product Viewed"}'
-    request = parse_request("page", body, LIMITS)
-    [message] = to_messages(
-        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
-        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
-    )  # fmt: skip
+    [message] = messages_from(body, "page")
     assert json.loads(message.value)["type"] == "page"
 
 
@@ -208,22 +205,8 @@ def test_times_are_written_as_javascript_writes_them_for_any_millisecond():
 
 def test_a_key_with_space_before_its_colon_is_not_taken_for_a_repeat():
     body = b'{"batch": [{"type" : "page", "anonymousId" :"a"}]}'
-    request = parse_request("batch", body, LIMITS)
-    [message] = to_messages(
-        request, source="web", topic_by_family=TOPICS, fallback_topic="b",
-        received_at=RECEIVED, client_ip=None, limits=LIMITS, body=body,
-    )  # fmt: skip
+    [message] = messages_from(body)
     assert json.loads(message.value)["context"] == {"source": "web"}
-
-
-def _map(body: bytes, **overrides) -> list:
-    request = parse_request("batch", body, LIMITS)
-    options = {
-        **dict(source="web", topic_by_family=TOPICS, fallback_topic="b", received_at=RECEIVED),
-        **dict(client_ip=None, limits=LIMITS, body=body),
-    }
-    options.update(overrides)
-    return to_messages(request, **options)
 
 
 def test_an_event_nested_past_orjsons_depth_is_passed_on_for_ingest_to_judge_with_the_rest():
@@ -232,7 +215,7 @@ def test_an_event_nested_past_orjsons_depth_is_passed_on_for_ingest_to_judge_wit
         '{"batch": [{"type": "page", "anonymousId": "a", "properties": {"x": ' + deep + "}},"
         ' {"type": "page", "anonymousId": "b"}]}'
     ).encode()
-    nested, good = _map(body)
+    nested, good = messages_from(body)
     assert json.loads(nested.value)["properties"]["x"] == json.loads(deep)
     assert json.loads(good.value)["anonymousId"] == "b"
 
@@ -241,13 +224,13 @@ def test_an_event_nested_past_any_parser_is_a_400_not_a_crash():
     deep = "[" * 1000 + "]" * 1000
     body = ('{"batch": [{"type": "page", "anonymousId": "a", "x": ' + deep + "}]}").encode()
     with pytest.raises(RequestRejected, match="nests too deeply") as rejected:
-        _map(body)
+        messages_from(body)
     assert rejected.value.code == "invalid_json"
 
 
 def test_integers_past_64_bits_are_kept_exact_in_the_event_and_its_key():
     body = b'{"batch": [{"type": "page", "userId": 123456789012345678901234567890}]}'
-    [message] = _map(body)
+    [message] = messages_from(body)
     assert message.key == b"123456789012345678901234567890"
     assert b"123456789012345678901234567890" in message.value
 
@@ -257,25 +240,25 @@ def test_a_context_merged_into_thousands_of_tiny_events_cannot_multiply_the_requ
     events = [{"type": "page", "anonymousId": f"a{n}"} for n in range(2_000)]
     body = json.dumps({"batch": events, "context": context}).encode()
     with pytest.raises(RequestRejected, match="context merged into each") as rejected:
-        _map(body)
+        messages_from(body)
     assert rejected.value.code == "request_too_large"
 
 
 def test_a_repeated_key_written_with_a_space_before_its_colon_is_still_found():
     body = b'{"batch": [{"type": "page", "userId": "a", "userId" :"b"}]}'
-    [message] = _map(body)
+    [message] = messages_from(body)
     assert message.value == b'{"type":"page","userId":"a","userId":"b"}'
 
 
 def test_an_ip_the_sender_forwarded_is_kept_over_the_senders_own():
     body = b'{"batch": [{"type": "page", "anonymousId": "a", "context": {"ip": "198.51.100.7"}}]}'
-    [message] = _map(body, client_ip="10.0.0.2")
+    [message] = messages_from(body, client_ip="10.0.0.2")
     assert json.loads(message.value)["context"]["ip"] == "198.51.100.7"
 
 
 def test_canonical_snake_case_ids_key_the_message_as_camel_case_ones_do():
     body = b'{"batch": [{"type": "page", "anonymous_id": "a"}, {"type": "page", "user_id": "u"}]}'
-    assert [message.key for message in _map(body)] == [b"a", b"u"]
+    assert [message.key for message in messages_from(body)] == [b"a", b"u"]
 
 
 def test_data_after_the_end_of_a_gzip_body_is_refused():
