@@ -40,29 +40,40 @@ def run_collector(
     """Serve until ``stop`` is set, then finish the requests in progress and return."""
     workers = CollectorWorkers(settings)
     try:
-        workers.start()
-        sources = _count(len(settings.collector.sources), "source")
-        processes = _count(settings.collector.workers, "worker")
-        say(
-            f"cdp collect: http://{workers.address}/v1/batch -> Kafka "
-            f"{settings.kafka.bootstrap_servers} ({sources}, {processes}); "
-            "health on /healthz, metrics on /metrics"
-        )
-        logged, logged_at = workers.report(), time.monotonic()
-        while not stop.wait(1.0):
-            failure = workers.failure()
-            if failure:
-                raise ServiceError(f"the collector stopped: {failure}")
-            if time.monotonic() - logged_at >= PROGRESS_EVERY_S:
-                now = workers.report()
-                if now != logged:
-                    say(_progress(now))
-                logged, logged_at = now, time.monotonic()
-        workers.stop()
-        return workers.report()
+        try:
+            workers.start()
+            say(_started(settings, workers.address))
+            _serve_until(stop, workers, say)
+        finally:
+            workers.stop()
+        return workers.report()  # read before the metrics files go
     finally:
-        workers.stop()  # again, if the loop failed: stopping twice is harmless
         workers.remove_metrics()
+
+
+def _serve_until(
+    stop: threading.Event, workers: CollectorWorkers, say: Callable[[str], None]
+) -> None:
+    """Watch the workers until ``stop``; say the totals once a minute while they move."""
+    logged, logged_at = workers.report(), time.monotonic()
+    while not stop.wait(1.0):
+        failure = workers.failure()
+        if failure:
+            raise ServiceError(f"the collector stopped: {failure}")
+        if time.monotonic() - logged_at >= PROGRESS_EVERY_S:
+            now = workers.report()
+            if now != logged:
+                say(_progress(now))
+            logged, logged_at = now, time.monotonic()
+
+
+def _started(settings: Settings, address: str) -> str:
+    sources = _count(len(settings.collector.sources), "source")
+    processes = _count(settings.collector.workers, "worker")
+    return (
+        f"cdp collect: http://{address}/v1/batch -> Kafka {settings.kafka.bootstrap_servers} "
+        f"({sources}, {processes}); health on /healthz, metrics on /metrics"
+    )
 
 
 def _count(number: int, noun: str) -> str:
