@@ -44,8 +44,9 @@ from cdp.storage.analyst_events import (
     retire_parts,
     write_event_parts,
 )
-from cdp.storage.database import execute_script, sql_string
+from cdp.storage.database import execute_script
 from cdp.storage.disk import storage_errors
+from cdp.storage.sql import sql_string
 from cdp.storage.transactions import oldest_uncommitted, transaction
 
 log = logging.getLogger(__name__)

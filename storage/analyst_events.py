@@ -34,7 +34,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdp.storage.database import sql_string
+from cdp.storage.sql import sql_string
 
 PART_LIMIT = 16
 

@@ -81,12 +81,6 @@ def memory_database() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def sql_string(text: str) -> str:
-    """``text`` as a SQL string literal, for the few places DuckDB takes no bound
-    parameter: ATTACH's path, COPY's target, the file list of a stored view."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def execute_script(
     con: duckdb.DuckDBPyConnection, script: str, params: Mapping[str, object] | None = None
 ) -> None:

@@ -66,9 +66,9 @@ from cdp.processing.segmentation.config import (
     KafkaDestination,
     WebhookDestination,
 )
-from cdp.processing.segmentation.rules import quote_identifier
 from cdp.settings import Settings
 from cdp.storage.disk import storage_errors
+from cdp.storage.sql import quote_identifier
 
 # Called with the customer ids whose entry and exit the destination confirmed.
 Confirm = Callable[[list[str], list[str]], None]

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 
+from cdp.storage.sql import quote_identifier
+
 # Kinds of column the language tells apart (from DuckDB's type names).
 NUMBER, TEXT, BOOLEAN, TIME, LIST = "number", "text", "boolean", "time", "list"
 
@@ -108,11 +110,6 @@ class CompiledRule:
     sql: str
     params: dict[str, object] = field(default_factory=dict)
     columns: set[str] = field(default_factory=set)
-
-
-def quote_identifier(name: str) -> str:
-    """A column name as a quoted SQL identifier (names come from the catalog only)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def compile_rule(rule: str, catalog: dict[str, str], param_prefix: str = "p") -> CompiledRule:

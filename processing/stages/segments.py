@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from cdp.processing.segmentation.rules import quote_identifier
 from cdp.processing.stages.profiles import (
     ProfileColumns,
     register_reference_tables,
@@ -34,6 +33,7 @@ from cdp.processing.stages.profiles import (
 )
 from cdp.settings import Settings
 from cdp.storage.database import execute_script, memory_database
+from cdp.storage.sql import quote_identifier
 
 if TYPE_CHECKING:  # only named in signatures: the segments file loads this module's catalog
     from cdp.processing.segmentation.config import SegmentConfig
