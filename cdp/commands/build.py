@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from cdp.processing.as_of import end_of_day
 from cdp.processing.jobs.kpis import StoreKpis
 from cdp.processing.jobs.pipeline import STAGES, PublishedBuild, build_and_publish
 from cdp.processing.segmentation.config import load_segment_config
-from cdp.processing.stages.run import end_of_day
 from cdp.progress import Progress
 from cdp.settings import Settings
 from cdp.storage.database import connect

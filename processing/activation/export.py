@@ -37,8 +37,9 @@ import pyarrow.compute as pc
 
 from cdp.errors import ExportError
 from cdp.processing.activation.destinations import Delivery, deliver, remove_staging_leftovers
+from cdp.processing.as_of import end_of_day
 from cdp.processing.segmentation.config import Segment, SegmentConfig
-from cdp.processing.stages.run import LIVE_BUILD_STATUSES, end_of_day
+from cdp.processing.stages.run import LIVE_BUILD_STATUSES
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 from cdp.storage.transactions import transaction

@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -141,13 +141,6 @@ class BuildReport:
     published_current: bool
     memberships: int
     seconds: float
-
-
-def end_of_day(day: date) -> datetime:
-    """``--as-of DATE`` includes that whole day (UTC)."""
-    return datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC) - timedelta(
-        microseconds=1
-    )
 
 
 def mark_interrupted_builds(
