@@ -17,8 +17,8 @@ Hierarchy::
     ├── ExportError             an export cannot run as asked, e.g. nothing built yet
     │   └── DeliveryError       a destination did not confirm a delivery; its diff
     │                           is kept and sent at the next export
-    └── TransientError          worth retrying as is: a broker not reachable yet,
-        │                       a lock held by another process
+    └── TransientError          worth retrying as is: a broker not reachable yet
+        ├── DatabaseLocked      another process has the database open for writing
         └── DiskError           the disk is full or failed; retry once space is
                                 freed (nothing was half-written)
 
@@ -71,10 +71,14 @@ class TransientError(CdpError):
     """A failure that may go away if the same operation is retried."""
 
 
+class DatabaseLocked(TransientError):
+    """Another process holds the database for writing (DuckDB allows one writer)."""
+
+
 class DiskError(TransientError):
     """Writing a file failed for lack of space or an I/O error; nothing was half-written.
 
-    Raised by the storage layer (``cdp.storage.database.storage_errors``: transactions,
+    Raised by the storage layer (``cdp.storage.disk.storage_errors``: transactions,
     opening and migrating the database, the analyst publish, the report) in place of
     DuckDB's ``IOException`` / ``TransactionException`` / ``FatalException`` or an
     ``OSError`` with errno ENOSPC, EDQUOT or EIO. The message starts with the file

@@ -18,13 +18,12 @@ from pathlib import Path
 import duckdb
 from kafka import KafkaConsumer, TopicPartition
 
-from cdp.errors import CdpError
+from cdp.errors import CdpError, DatabaseLocked
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
-from cdp.processing.jobs.pipeline import report_path
 from cdp.settings import Settings
-from cdp.storage.analyst import analyst_path
-from cdp.storage.analyst_events import events_folder, parts_bytes
+from cdp.storage.analyst_events import parts_bytes
 from cdp.storage.database import connect
+from cdp.storage.paths import analyst_path, events_folder, report_path
 
 
 @dataclass
@@ -115,7 +114,7 @@ def _open_readable(live: Path, analyst: Path, status: Status) -> duckdb.DuckDBPy
             con = connect(live, read_only=True)
             status.source = f"live database {live}"
             return con
-        except CdpError:
+        except DatabaseLocked:
             pass  # held by the writer (cdp run): fall back to the snapshot
     if analyst.exists():
         status.source = f"analyst snapshot {analyst} (the live database is in use)"

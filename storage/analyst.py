@@ -36,7 +36,6 @@ import duckdb
 
 from cdp.settings import Settings
 from cdp.storage.analyst_events import (
-    events_folder,
     events_view,
     part_names,
     parts_bytes,
@@ -46,6 +45,7 @@ from cdp.storage.analyst_events import (
 )
 from cdp.storage.database import execute_script
 from cdp.storage.disk import storage_errors
+from cdp.storage.paths import analyst_path, events_folder
 from cdp.storage.sql import sql_string
 from cdp.storage.transactions import oldest_uncommitted, transaction
 
@@ -151,15 +151,6 @@ class AnalystPublish:
     bytes: int
     seconds: float
     incremental: tuple[str, ...] = ()  # tables updated in a copy of the last snapshot
-
-
-def analyst_path(settings: Settings) -> Path:
-    """``storage.analyst_db_path``, else ``<live name>.analyst.duckdb`` beside the live file."""
-    configured = settings.storage.analyst_db_path
-    if configured:
-        return Path(configured)
-    live = settings.storage.db_path
-    return live.with_name(f"{live.stem}.analyst.duckdb")
 
 
 def publish_analyst_database(con: duckdb.DuckDBPyConnection, settings: Settings) -> AnalystPublish:

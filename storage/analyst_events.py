@@ -61,10 +61,6 @@ class EventParts:
     retire_previous: bool  # the previous snapshot's parts must not outlive this publish
 
 
-def events_folder(snapshot: Path) -> Path:
-    return snapshot.with_name(f"{snapshot.stem}.events")
-
-
 def write_event_parts(
     con: duckdb.DuckDBPyConnection,
     folder: Path,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from cdp.errors import DiskError, StorageError, TransientError
+from cdp.errors import DatabaseLocked, DiskError, StorageError
 from cdp.storage.disk import storage_errors
 from cdp.storage.migrations import migrate
 
@@ -50,7 +50,7 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
-            raise TransientError(
+            raise DatabaseLocked(
                 f"database {str(path)!r} is open for writing in another process; DuckDB "
                 "allows one writer at a time (stop the other cdp command, or query the "
                 "analyst copy)"

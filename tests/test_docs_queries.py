@@ -6,7 +6,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cdp.storage.analyst import analyst_path
+from cdp.storage.paths import analyst_path
 
 QUERIES = re.findall(
     r"```sql\n(.*?)```", (Path(__file__).parents[1] / "docs" / "queries.md").read_text(), re.S

@@ -38,13 +38,9 @@ from cdp.processing.segmentation.config import SegmentConfig
 from cdp.processing.stages.identity import resolve_customer_id
 from cdp.processing.stages.run import LIVE_BUILD_STATUSES
 from cdp.settings import Settings
-from cdp.storage.analyst import (
-    AnalystPublish,
-    analyst_path,
-    publish_analyst_database,
-    remove_publish_leftovers,
-)
+from cdp.storage.analyst import AnalystPublish, publish_analyst_database, remove_publish_leftovers
 from cdp.storage.database import execute_script
+from cdp.storage.paths import analyst_path
 from cdp.storage.transactions import transaction
 
 _FORGET = """

@@ -34,12 +34,12 @@ from cdp.processing.stages.run import (
 from cdp.settings import Settings
 from cdp.storage.analyst import (
     AnalystPublish,
-    analyst_path,
     builds_in_snapshot,
     publish_analyst_database,
     remove_publish_leftovers,
 )
 from cdp.storage.disk import storage_errors
+from cdp.storage.paths import analyst_path, report_path
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ class PublishedBuild:
     analyst: AnalystPublish | None  # None for a backfill of an earlier as-of
     report: Path | None
     kpis: StoreKpis | None = None  # the store KPIs the build wrote for its as-of date
-
-
-def report_path(settings: Settings) -> Path:
-    """``<db name>.report.html`` beside the analyst database."""
-    return analyst_path(settings).with_name(f"{settings.storage.db_path.stem}.report.html")
 
 
 def clean_up_interrupted_builds(con: duckdb.DuckDBPyConnection, settings: Settings) -> list[Path]:

@@ -9,9 +9,9 @@ import pytest
 
 from cdp.processing.stages.run import run_build
 from cdp.settings import Settings
-from cdp.storage.analyst import ANALYST_TABLES, analyst_path, publish_analyst_database
-from cdp.storage.analyst_events import events_folder
+from cdp.storage.analyst import ANALYST_TABLES, publish_analyst_database
 from cdp.storage.database import connect
+from cdp.storage.paths import analyst_path, events_folder
 from tests.processing.store import AS_OF, days_ago, order, store
 
 

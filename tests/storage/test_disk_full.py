@@ -253,9 +253,8 @@ def test_export_to_a_full_disk_records_each_file_delivery_as_disk_full_and_leave
 def test_a_report_that_does_not_fit_is_a_disk_error_and_leaves_no_half_file(
     small_disk, published_store
 ):
-    from cdp.processing.jobs.pipeline import report_path
     from cdp.processing.report.html import write_report
-    from cdp.storage.analyst import analyst_path
+    from cdp.storage.paths import analyst_path, report_path
 
     out = small_disk / report_path(published_store).name
     filler = fill(small_disk, 0)

@@ -9,7 +9,8 @@ from cdp.processing.activation.export import run_export
 from cdp.processing.activation.privacy import forget_customer
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.processing.stages.run import run_build
-from cdp.storage.analyst import analyst_path, publish_analyst_database
+from cdp.storage.analyst import publish_analyst_database
+from cdp.storage.paths import analyst_path
 from tests.processing.store import AS_OF, days_ago, event, order, settings, store
 from tests.processing.webhook_server import webhook_receiver
 

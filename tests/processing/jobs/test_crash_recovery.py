@@ -27,9 +27,8 @@ from cdp.ingest.validation import ValidationLimits
 from cdp.processing.jobs.pipeline import build_and_publish
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import load_settings
-from cdp.storage.analyst import analyst_path
-from cdp.storage.analyst_events import events_folder
 from cdp.storage.database import connect
+from cdp.storage.paths import analyst_path, events_folder
 from tests.processing.webhook_server import webhook_receiver
 
 pytestmark = pytest.mark.slow

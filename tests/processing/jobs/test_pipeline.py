@@ -12,8 +12,8 @@ from cdp.processing.jobs import pipeline
 from cdp.processing.jobs.pipeline import build_and_publish, clean_up_interrupted_builds
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
-from cdp.storage.analyst_events import events_folder
 from cdp.storage.database import connect
+from cdp.storage.paths import events_folder
 from tests.processing.store import AS_OF, days_ago, event, order, store
 
 

@@ -117,7 +117,7 @@ def test_analysts_read_the_published_copy_while_cdp_run_keeps_ingesting(
 ):
     import duckdb
 
-    from cdp.storage.analyst import analyst_path
+    from cdp.storage.paths import analyst_path
 
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     generate_store(first, customers=200, seed=5, end=date(2026, 11, 1))

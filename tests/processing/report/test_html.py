@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from cdp.processing.jobs.pipeline import report_path
+from cdp.storage.paths import report_path
 from tests.browser import run_chromium
 
 CHARTS = {
