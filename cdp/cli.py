@@ -177,6 +177,11 @@ def _parser() -> argparse.ArgumentParser:
     kafka_flags(demo)
     db_flag(demo)
     store_flags(demo, customers=2000)
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the --db database even if no earlier demo made it",
+    )
 
     topics = command("topics", None, "manage the family topics").add_subparsers(
         dest="topics_command", required=True, metavar="ACTION"

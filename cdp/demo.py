@@ -4,8 +4,12 @@ Starts the bundled broker unless Kafka is configured, creates the topics, writes
 seeded synthetic store and streams it into the topics by both front doors: its browse
 events as a browser SDK sends them, through the HTTP collector (``cdp collect``) in
 Segment batches, the rest straight to Kafka as a store's back end does. Then it
-ingests everything into a fresh DuckDB file, builds the customer profiles and
-summarizes what landed where.
+ingests everything into a fresh DuckDB file and runs the service's nightly job on it
+(build, publish, export: ``cdp.processing.jobs.pipeline``).
+
+A demo starts from an empty database, so it deletes the one ``--db`` names, but only
+a database an earlier demo made (it marks its databases) unless told ``replace``
+(``cdp demo --force``): a typo in ``--db`` must not cost a store its data.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from cdp.errors import IngestError
+from cdp.errors import ConfigError, DatabaseLocked, IngestError, StorageError
 from cdp.ingest.broker import local_broker
 from cdp.ingest.collector import CollectorWorkers
 from cdp.ingest.consumer import EventConsumer, IngestStats
@@ -30,11 +34,11 @@ from cdp.ingest.events import FAMILY_OF_TYPE, Family, UnknownEventType, canonica
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
 from cdp.ingest.topics import create_topics
-from cdp.processing.activation.export import run_export
-from cdp.processing.jobs.pipeline import build_and_publish
+from cdp.processing.jobs.pipeline import build_publish_export
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import CollectorSource, Settings
 from cdp.storage.database import connect
+from cdp.storage.sql import sql_string
 
 
 @dataclass
@@ -56,9 +60,13 @@ def run_demo(
     customers: int,
     seed: int,
     end: date | None = None,
+    replace: bool = False,
     say: Callable[[str], None] = print,
 ) -> DemoResult:
+    """``replace``: delete the database ``storage.db_path`` names even if no demo made it."""
     db_path = settings.storage.db_path
+    if not replace:
+        _refuse_foreign_database(db_path)
     segments = load_segment_config(settings)
     with ExitStack() as stack:
         bundled = not settings.kafka.bootstrap_servers
@@ -89,15 +97,16 @@ def run_demo(
         for stale in (db_path, db_path.with_name(db_path.name + ".wal")):
             stale.unlink(missing_ok=True)
         con = stack.enter_context(connect(db_path))
+        con.execute(f"COMMENT ON TABLE schema_migrations IS {sql_string(_DEMO_MARK)}")
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
-        published = build_and_publish(con, settings, segments)
+        run = build_publish_export(con, settings, segments)
+        published, exported = run.published, run.exported
         built = published.build
         say(f"built {built.customers:,} customer profiles in {built.seconds:.1f} s")
-        say(f"published the analyst database {published.analyst.path} and the report "
-            f"{published.report}")  # fmt: skip
-        exported = run_export(con, settings, segments)
+        analyst, report = published.analyst.path, published.report
+        say(f"published the analyst database {analyst} and the report {report}")
         written = sum(result.status == "succeeded" for result in exported.results)
         say(f"exported {written} segment deliveries to {settings.export.out_dir}/")
         return DemoResult(
@@ -108,8 +117,32 @@ def run_demo(
             produced=produced,
             collected=collected,
             ingested=ingested,
-            analyst_db=published.analyst.path,
-            report=published.report,
+            analyst_db=analyst,
+            report=report,
+        )
+
+
+# What a demo writes on the database it made (a catalog comment: no schema change).
+_DEMO_MARK = "made by cdp demo, which replaces it at its next run"
+
+
+def _refuse_foreign_database(db_path: Path) -> None:
+    if not db_path.exists():
+        return
+    try:
+        with connect(db_path, read_only=True) as con:
+            mark = con.execute(
+                "SELECT comment FROM duckdb_tables() WHERE table_name = 'schema_migrations'"
+            ).fetchall()
+    except DatabaseLocked:
+        raise  # in use by another cdp: its own clear error
+    except StorageError:
+        mark = []  # not a DuckDB database at all
+    if mark != [(_DEMO_MARK,)]:
+        raise ConfigError(
+            f"--db {db_path} exists and is not a database cdp demo made; a demo starts "
+            "from an empty database and would delete it. Name another --db, or pass "
+            "--force to replace it"
         )
 
 

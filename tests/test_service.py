@@ -41,7 +41,7 @@ def test_a_job_failing_unexpectedly_stops_the_service_with_the_reason(
 
     # The first build (once the backlog is in) meets a bug, not an environmental
     # failure: carrying on would leave a service that never builds again.
-    monkeypatch.setattr("cdp.processing.jobs.scheduler.build_and_publish", a_bug)
+    monkeypatch.setattr("cdp.processing.jobs.pipeline.build_and_publish", a_bug)
     stop = threading.Event()
     started = time.monotonic()
     with connect(kafka_settings.storage.db_path) as con, pytest.raises(ServiceError) as raised:
@@ -61,7 +61,7 @@ def test_an_environmental_job_failure_is_recorded_and_the_service_goes_on(
         attempts.append(time.monotonic())
         raise PermissionError(13, "Permission denied", "cdp.analyst.duckdb")
 
-    monkeypatch.setattr("cdp.processing.jobs.scheduler.build_and_publish", no_room)
+    monkeypatch.setattr("cdp.processing.jobs.pipeline.build_and_publish", no_room)
     stop = threading.Event()
     service = {}
 

@@ -17,8 +17,8 @@ from cdp.storage.database import connect
 def build(args: argparse.Namespace, settings: Settings) -> int:
     as_of = end_of_day(args.as_of) if args.as_of else None
     segments = load_segment_config(settings)  # a bad rule fails here, before any work
-    with connect(settings.storage.db_path) as con, Progress("build", total=STAGES) as bar:
-        stage = iter(range(1, STAGES + 1))
+    with connect(settings.storage.db_path) as con, Progress("build", total=len(STAGES)) as bar:
+        stage = iter(range(1, len(STAGES) + 1))
         published = build_and_publish(
             con, settings, segments, as_of, progress=lambda name: bar.update(next(stage), name)
         )

@@ -16,7 +16,9 @@ from cdp.summary import database_summary
 def demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.db is None:
         settings = _with_db(settings, Path("cdp-demo.duckdb"))
-    result = run_demo(settings, customers=args.customers, seed=args.seed, end=args.end)
+    result = run_demo(
+        settings, customers=args.customers, seed=args.seed, end=args.end, replace=args.force
+    )
     with connect(result.db_path) as con:
         print()
         print(database_summary(con))

@@ -1,5 +1,7 @@
 """A build as the service runs it: build, then publish the analyst database and the
-report for it. Used by ``cdp build``, ``cdp run``'s jobs and ``cdp demo`` alike.
+report for it (:func:`build_and_publish`, used by ``cdp build``), and the nightly run
+that then exports every segment (:func:`build_publish_export`, used by ``cdp run``'s
+scheduled jobs and by ``cdp demo``), so that both run the very same steps.
 
 The build's row stays ``publishing`` until both are written, then says
 ``succeeded``, or ``publish_failed`` with the error (which still reaches the caller)
@@ -22,10 +24,12 @@ from pathlib import Path
 
 import duckdb
 
+from cdp.processing.activation.export import ExportReport, run_export
 from cdp.processing.jobs.kpis import StoreKpis, read_store_kpis
 from cdp.processing.report.html import write_report
 from cdp.processing.segmentation.config import SegmentConfig
 from cdp.processing.stages.run import (
+    BUILD_STAGES,
     BuildReport,
     finish_publishing,
     mark_interrupted_builds,
@@ -43,8 +47,9 @@ from cdp.storage.paths import analyst_path, report_path
 
 log = logging.getLogger(__name__)
 
-# Stages a build reports: six of the build, then the analyst database and the report.
-STAGES = 8
+# The stages ``build_and_publish`` reports: the build's, then its publish.
+PUBLISH_STAGES = ("analyst database", "report")
+STAGES = BUILD_STAGES + PUBLISH_STAGES
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,9 @@ def build_and_publish(
         return PublishedBuild(build, None, None, kpis)
     analyst: AnalystPublish | None = None
     try:
-        say("analyst database")
+        say(PUBLISH_STAGES[0])
         analyst = publish_analyst_database(con, settings)
-        say("report")
+        say(PUBLISH_STAGES[1])
         report = write_report(analyst.path, report_path(settings))
     except BaseException as exc:
         try:
@@ -146,3 +151,29 @@ def build_and_publish(
         )  # fmt: skip
         raise
     return PublishedBuild(build, analyst, report, kpis)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    published: PublishedBuild
+    exported: ExportReport | None  # None when the run did not export
+
+
+def build_publish_export(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    segments: SegmentConfig,
+    *,
+    export: bool = True,
+    built: Callable[[PublishedBuild], bool] | None = None,
+) -> PipelineRun:
+    """A build as of now and its publish, then (with ``export``) the export of every
+    segment to its destinations as of that build. ``built`` hears of the published
+    build before the export starts and says whether to go on with it: a service that
+    is stopping says no. Errors of either step reach the caller; a failed delivery is
+    not an error but a result in the export report (and is retried at the next)."""
+    published = build_and_publish(con, settings, segments)
+    go_on = built(published) if built is not None else True
+    if not export or not go_on:
+        return PipelineRun(published, None)
+    return PipelineRun(published, run_export(con, settings, segments))

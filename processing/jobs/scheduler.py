@@ -40,8 +40,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from cdp.errors import CdpError
-from cdp.processing.activation.export import run_export
-from cdp.processing.jobs.pipeline import build_and_publish
+from cdp.processing.jobs.pipeline import PublishedBuild, build_publish_export
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
 
@@ -136,28 +135,34 @@ def make_scheduler(
             if jobs.failed.is_set():
                 return
             cursor = con.cursor()
-            started = time.monotonic()
-            step = "build"
+            step, started = "build", time.monotonic()
+
+            def built(published: PublishedBuild) -> bool:
+                nonlocal step, started
+                jobs.last_build = JobOutcome(True, time.monotonic() - started, time.time())
+                report = published.build
+                analyst = published.analyst.path if published.analyst else "unchanged"
+                log.info(
+                    "%s build %d succeeded: %d customers in %.1f s; analyst database %s",
+                    *(kind, report.build_id, report.customers, report.seconds, analyst),
+                )
+                step, started = "export", time.monotonic()
+                return not jobs.failed.is_set()
+
             try:
                 with jobs.running(cursor):
-                    published = build_and_publish(cursor, settings, segments)
-                    jobs.last_build = JobOutcome(True, time.monotonic() - started, time.time())
-                    report = published.build
+                    run = build_publish_export(
+                        cursor, settings, segments, export=kind == "nightly", built=built
+                    )
+                if run.exported is not None:
+                    exported = run.exported
+                    jobs.last_export = JobOutcome(
+                        not exported.failed, time.monotonic() - started, time.time()
+                    )
                     log.info(
-                        "%s build %d succeeded: %d customers in %.1f s; analyst database %s",
-                        kind, report.build_id, report.customers, report.seconds,
-                        published.analyst.path if published.analyst else "unchanged",
-                    )  # fmt: skip
-                    if kind == "nightly" and not jobs.failed.is_set():
-                        step, started = "export", time.monotonic()
-                        exported = run_export(cursor, settings, segments)
-                        jobs.last_export = JobOutcome(
-                            not exported.failed, time.monotonic() - started, time.time()
-                        )
-                        log.info(
-                            "nightly export as of %s: %d deliveries, %d failed",
-                            exported.as_of, len(exported.results), len(exported.failed),
-                        )  # fmt: skip
+                        "nightly export as of %s: %d deliveries, %d failed",
+                        *(exported.as_of, len(exported.results), len(exported.failed)),
+                    )
             except _EXPECTED_FAILURES as exc:
                 _record_failure(jobs, step, started)
                 log.error("%s %s failed (recorded in builds / export_runs): %s", kind, step, exc)
@@ -176,14 +181,14 @@ def make_scheduler(
     scheduler.add_job(
         heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY_S), id="heartbeat", name="heartbeat"
     )
+    refresh = IntervalTrigger(seconds=schedule.refresh_minutes * 60)
+    nightly = CronTrigger.from_crontab(schedule.nightly_cron, timezone=schedule.timezone)
     scheduler.add_job(
-        build, IntervalTrigger(seconds=schedule.refresh_minutes * 60),
-        id="profile-refresh", name="profile refresh", args=["refresh"],
-    )  # fmt: skip
+        build, refresh, id="profile-refresh", name="profile refresh", args=["refresh"]
+    )
     scheduler.add_job(
-        build, CronTrigger.from_crontab(schedule.nightly_cron, timezone=schedule.timezone),
-        id="nightly-build", name="nightly full build", args=["nightly"],
-    )  # fmt: skip
+        build, nightly, id="nightly-build", name="nightly full build", args=["nightly"]
+    )
     if caught_up is not None:
 
         def first_build() -> None:

@@ -130,6 +130,11 @@ FROM order_facts;
 """
 
 
+# The stages ``run_build`` tells its ``progress`` about, in order (a test holds the
+# build to this list; ``cdp build``'s progress bar counts it).
+BUILD_STAGES = ("identities", "profiles", "KPIs and RFM", "predictive CLV", "segments", "publish")
+
+
 @dataclass(frozen=True)
 class BuildReport:
     build_id: int
@@ -227,12 +232,19 @@ def run_build(
         # profile rows also adds the columns segment rules read (segment_source).
         stage_segment_inputs(con, settings, as_of)
         set_profile_columns(
-            con, FORMULA_CLV_COLUMNS, RFM_COLUMNS, PREDICTED_CLV_COLUMNS,
-            segment_source_columns(settings), params={"as_of": as_of},
-        )  # fmt: skip
+            con,
+            FORMULA_CLV_COLUMNS,
+            RFM_COLUMNS,
+            PREDICTED_CLV_COLUMNS,
+            segment_source_columns(settings),
+            params={"as_of": as_of},
+        )
         memberships = compute_segments(con, segments, as_of)
         unconverted = unconverted_orders(con)
-        message = f"{identity.merges} merges; BG/NBD {models.bgnbd.message}; Gamma-Gamma {models.gamma_gamma.message}"  # noqa: E501
+        message = (
+            f"{identity.merges} merges; BG/NBD {models.bgnbd.message}; "
+            f"Gamma-Gamma {models.gamma_gamma.message}"
+        )
         if unconverted:
             message += f"; {unconverted} orders in currencies without an exchange rate left out"
         say("publish")

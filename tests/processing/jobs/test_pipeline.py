@@ -197,3 +197,10 @@ def test_a_build_with_screen_alias_and_group_calls_publishes_the_analyst_databas
             " FROM customer_profiles"
         )
         assert profile.fetchall() == [("ann", ["a-1"], None, 1, True)]
+
+
+def test_progress_hears_every_stage_of_the_build_and_its_publish_in_order(live):
+    con, settings, segments = live
+    heard: list[str] = []
+    build_and_publish(con, settings, segments, AS_OF, progress=heard.append)
+    assert tuple(heard) == pipeline.STAGES
