@@ -210,9 +210,14 @@ def _time_lifetimes(frame):
 
     started = time.perf_counter()
     rfm = summary_data_from_transaction_data(
-        frame, "customer_id", "day", monetary_value_col="value",
-        observation_period_end=pd.Timestamp(END), freq="D", freq_multiplier=7,
-    )  # fmt: skip
+        frame,
+        "customer_id",
+        "day",
+        monetary_value_col="value",
+        observation_period_end=pd.Timestamp(END),
+        freq="D",
+        freq_multiplier=7,
+    )
     bgf = BetaGeoFitter(penalizer_coef=0.0).fit(rfm["frequency"], rfm["recency"], rfm["T"])
     repeaters = rfm[(rfm["frequency"] > 0) & (rfm["monetary_value"] > 0)]
     ggf = GammaGammaFitter(penalizer_coef=0.0).fit(

@@ -466,9 +466,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000, help="distinct request bodies")
     parser.add_argument("--raw-events", type=int, default=200_000, help="events in (a)")
     parser.add_argument(
-        "--hold", action="store_true", help="print the collector's pid and wait for Enter "
+        "--hold",
+        action="store_true",
+        help="print the collector's pid and wait for Enter "
         "before the full-load run (to attach a profiler)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()

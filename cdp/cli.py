@@ -237,9 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     offset_reset_flag(run)
 
     collect = command(
-        "collect", "collect:collect",
+        "collect",
+        "collect:collect",
         "the HTTP collector: Segment-format events from SDKs into the family topics",
-    )  # fmt: skip
+    )
     kafka_flags(collect)
     collect.add_argument("--listen", metavar="HOST:PORT", help="address (collector.listen)")
 
@@ -260,9 +261,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, metavar="DIR", help="root of file destinations (export.out_dir)"
     )
     export.add_argument(
-        "--as-of", type=_date, metavar="YYYY-MM-DD",
+        "--as-of",
+        type=_date,
+        metavar="YYYY-MM-DD",
         help="membership as of the end of this day (default: the latest build)",
-    )  # fmt: skip
+    )
     export.add_argument(
         "--destination", action="append", metavar="NAME", help="only this destination (repeatable)"
     )

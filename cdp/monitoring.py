@@ -130,17 +130,20 @@ def _outcome_metrics(job: str, outcome: JobOutcome | None) -> Iterable[Metric]:
     if outcome is None:
         return
     yield GaugeMetricFamily(
-        f"cdp_last_{job}_success", f"1 if the last {job} succeeded, else 0.",
+        f"cdp_last_{job}_success",
+        f"1 if the last {job} succeeded, else 0.",
         value=1 if outcome.succeeded else 0,
-    )  # fmt: skip
+    )
     yield GaugeMetricFamily(
-        f"cdp_last_{job}_duration_seconds", f"How long the last {job} took.",
+        f"cdp_last_{job}_duration_seconds",
+        f"How long the last {job} took.",
         value=outcome.seconds,
-    )  # fmt: skip
+    )
     yield GaugeMetricFamily(
-        f"cdp_last_{job}_finished_timestamp_seconds", f"When the last {job} ended (Unix time).",
+        f"cdp_last_{job}_finished_timestamp_seconds",
+        f"When the last {job} ended (Unix time).",
         value=outcome.finished_at,
-    )  # fmt: skip
+    )
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -196,11 +196,18 @@ def validate_batch(
             continue
         rows.append(
             (
-                event["event_id"], event["type"], family, event["timestamp"],
-                event.get("user_id"), event.get("anonymous_id"),
-                message.topic, message.partition, message.offset, value,
+                event["event_id"],
+                event["type"],
+                family,
+                event["timestamp"],
+                event.get("user_id"),
+                event.get("anonymous_id"),
+                message.topic,
+                message.partition,
+                message.offset,
+                value,
             )
-        )  # fmt: skip
+        )
         keys.append(message.key)
     events = _event_table(rows)
     outside = _outside_time_bounds(events, limits, received)

@@ -202,9 +202,11 @@ def _publish(con: duckdb.DuckDBPyConnection, target: Path) -> AnalystPublish:
         with transaction(con):
             snapshot_at = con.execute("SELECT current_timestamp").fetchall()[0][0]
             parts = write_event_parts(
-                con, folder, previous and previous.event_parts,
+                con,
+                folder,
+                previous and previous.event_parts,
                 previous and previous.events_through,
-            )  # fmt: skip
+            )
             con.execute("DROP VIEW IF EXISTS analyst_snapshot.events")
             con.execute(events_view(folder, parts.files))
             if parts.incremental:
@@ -222,10 +224,14 @@ def _publish(con: duckdb.DuckDBPyConnection, target: Path) -> AnalystPublish:
             execute_script(
                 con,
                 _PUBLISH_INFO,
-                {"snapshot_at": snapshot_at, "version": _schema_version(con),
-                 "incremental": incremental, "events_through": events_through,
-                 "event_parts": list(parts.files)},
-            )  # fmt: skip
+                {
+                    "snapshot_at": snapshot_at,
+                    "version": _schema_version(con),
+                    "incremental": incremental,
+                    "events_through": events_through,
+                    "event_parts": list(parts.files),
+                },
+            )
         # Detaching checkpoints the copy: on a full disk this is where it fails.
         con.execute("DETACH analyst_snapshot")
     except BaseException:
@@ -243,9 +249,11 @@ def _publish(con: duckdb.DuckDBPyConnection, target: Path) -> AnalystPublish:
     kept = previous.event_parts if previous and not parts.retire_previous else ()
     retire_parts(folder, keep=parts.files + kept)
     return AnalystPublish(
-        target, target.stat().st_size + parts_bytes(folder), time.monotonic() - started,
+        target,
+        target.stat().st_size + parts_bytes(folder),
+        time.monotonic() - started,
         tuple(incremental),
-    )  # fmt: skip
+    )
 
 
 def remove_publish_leftovers(settings: Settings) -> list[Path]:

@@ -170,6 +170,7 @@ def _part_dirs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return [
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.is_dir() and p.name.startswith("part-") and p.name[5:].isdigit()
-    ]  # fmt: skip
+    ]

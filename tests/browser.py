@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # No name resolves but the machine's own: a page cannot reach the internet, and
 # Chromium's own background requests (time, accounts, updates) fail at once.
@@ -49,5 +55,7 @@ def run_chromium(
     """One headless Chromium run with a fresh profile directory (no state shared)."""
     return subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

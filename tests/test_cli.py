@@ -31,9 +31,15 @@ def test_unreachable_broker_is_a_clear_error_not_a_timeout_traceback(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[ingest]\nbroker_unreachable_timeout_s = 2\n")
     result = _cdp(
-        "--config", str(config), "ingest", "--until-idle",
-        "--bootstrap-servers", "127.0.0.1:1", "--db", str(tmp_path / "x.duckdb"),
-    )  # fmt: skip
+        "--config",
+        str(config),
+        "ingest",
+        "--until-idle",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--db",
+        str(tmp_path / "x.duckdb"),
+    )
     assert result.returncode == 1
     assert "no Kafka broker answers at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr

@@ -15,8 +15,14 @@ QUERIES = re.findall(
 
 def test_the_queries_doc_has_the_worked_queries_the_issue_lists():
     text = (Path(__file__).parents[1] / "docs" / "queries.md").read_text().lower()
-    for topic in ("cohort retention", "clv by acquisition month and channel", "rfm grid",
-                  "funnel", "segment movements this week", "cross-sell pairs"):  # fmt: skip
+    for topic in (
+        "cohort retention",
+        "clv by acquisition month and channel",
+        "rfm grid",
+        "funnel",
+        "segment movements this week",
+        "cross-sell pairs",
+    ):
         assert topic in text, topic
     assert len(QUERIES) >= 7
 

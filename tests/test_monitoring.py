@@ -22,9 +22,12 @@ def _consumer(*, turned_ago=0.0, stored_ago=None, lag=0, in_flight=0, caught_up=
     if caught_up:
         done.set()
     return SimpleNamespace(
-        stats=stats, broker=broker, caught_up=done,
-        loop_turned_at=NOW - turned_ago, batches_in_flight=in_flight,
-    )  # fmt: skip
+        stats=stats,
+        broker=broker,
+        caught_up=done,
+        loop_turned_at=NOW - turned_ago,
+        batches_in_flight=in_flight,
+    )
 
 
 def _verdict(consumer, jobs=None):

@@ -103,19 +103,24 @@ def test_cdp_run_with_the_collector_enabled_collects_ingests_and_shares_its_metr
     log = tmp_path / "run.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "cdp", "--config", str(config), "run"],
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
     try:
         wait_until_healthy(f"http://127.0.0.1:{web}", process, log)
-        batch = {"batch": [{"type": "page", "messageId": f"m-{n}", "anonymousId": "a-1"}
-                           for n in range(5)]}  # fmt: skip
+        batch = {
+            "batch": [
+                {"type": "page", "messageId": f"m-{n}", "anonymousId": "a-1"} for n in range(5)
+            ]
+        }
         assert post(f"http://127.0.0.1:{web}/v1/batch", batch, key=SERVER_KEY)[0] == 200
         deadline = time.monotonic() + 60
         while True:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics") as answer:
                 text = answer.read().decode()
-            stored = [line for line in text.splitlines()
-                        if line.startswith("cdp_ingest_stored_total")]  # fmt: skip
+            stored = [
+                line for line in text.splitlines() if line.startswith("cdp_ingest_stored_total")
+            ]
             if stored and float(stored[0].rsplit(" ", 1)[1]) >= 5:
                 break
             assert time.monotonic() < deadline, text

@@ -21,8 +21,13 @@ def export(args: argparse.Namespace, settings: Settings) -> int:
             bar.update(done)
 
         report = run_export(
-            con, settings, segments, as_of=args.as_of, out_dir=args.out,
-            destinations=args.destination or None, progress=delivered,
-        )  # fmt: skip
+            con,
+            settings,
+            segments,
+            as_of=args.as_of,
+            out_dir=args.out,
+            destinations=args.destination or None,
+            progress=delivered,
+        )
     print_export(report)
     return 1 if report.failed else 0

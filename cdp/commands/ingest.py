@@ -18,9 +18,11 @@ from cdp.storage.database import connect
 def load(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings.storage.db_path) as con, Progress("load", unit="events") as bar:
         stats = load_file(
-            con, args.file, limits=ValidationLimits.from_settings(settings.ingest),
+            con,
+            args.file,
+            limits=ValidationLimits.from_settings(settings.ingest),
             progress=lambda stats: bar.update(stats.consumed),
-        )  # fmt: skip
+        )
     print_stats(stats)
     return 0
 
@@ -33,9 +35,11 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     bar = Progress("ingest", unit="messages") if args.until_idle else None
     with connect(settings.storage.db_path) as con:
         consumer = EventConsumer(
-            settings, con, stop=stop,
+            settings,
+            con,
+            stop=stop,
             on_batch=(lambda stats: bar.update(stats.consumed)) if bar else None,
-        )  # fmt: skip
+        )
         try:
             stats = consumer.run(until_idle=args.until_idle)
         finally:

@@ -145,11 +145,13 @@ def create_app(
         origin = request.headers.get("origin")
         if call is None:  # labelled "unknown": paths must not mint metric series
             return problem(
-                "unknown", 404, "not_found",
+                "unknown",
+                404,
+                "not_found",
                 f"no such call /v1/{call_path}; use one of /v1/"
                 + ", /v1/".join(sorted(CALL_OF_PATH)),
                 cors(origin, sources.origins),
-            )  # fmt: skip
+            )
         headers = cors(origin, sources.origins)
         try:
             async with asyncio.timeout(collector.delivery_timeout_s):
@@ -162,31 +164,39 @@ def create_app(
             return answer(call, 400, b"")  # nobody is there to read it
         except TimeoutError:  # a client trickling its body must not hold a connection
             return problem(
-                call, 408, "request_timeout",
+                call,
+                408,
+                "request_timeout",
                 f"the body did not arrive within {collector.delivery_timeout_s:g} s",
                 headers,
-            )  # fmt: skip
+            )
         write_key = write_key_of(
-            parsed, _basic_user(request.headers.get("authorization")),
+            parsed,
+            _basic_user(request.headers.get("authorization")),
             request.query_params.get("writeKey"),
-        )  # fmt: skip
+        )
         source = sources.by_key.get(write_key)
         if source is None:
             why = "no write key" if not write_key else f"unknown write key {masked(write_key)}"
             return problem(
-                call, 401, "unauthorized",
+                call,
+                401,
+                "unauthorized",
                 f"{why}: send a source's write key as the HTTP Basic user, as 'writeKey' "
                 "in the body, or as ?writeKey=",
-                headers, kind="no key" if not write_key else "unknown key",
-            )  # fmt: skip
+                headers,
+                kind="no key" if not write_key else "unknown key",
+            )
         headers = cors(origin, source.allowed_origins)
         if origin is not None and "Access-Control-Allow-Origin" not in headers:
             return problem(
-                call, 403, "origin_not_allowed",
+                call,
+                403,
+                "origin_not_allowed",
                 f"origin {origin} may not send to source {source.name!r} "
                 "(collector.sources.allowed_origins)",
                 headers,
-            )  # fmt: skip
+            )
         client_ip = request.client.host if source.capture_ip and request.client else None
         try:
             messages = to_messages(
@@ -209,11 +219,13 @@ def create_app(
             return problem(call, 400, "rejected_by_kafka", str(exc), headers)
         except NotDelivered as exc:
             return problem(
-                call, 503, "unavailable",
+                call,
+                503,
+                "unavailable",
                 f"{exc} ({len(messages)} events from {source.name}); nothing is lost: retry "
                 f"after {retry_after} s with the same messageIds",
                 {**headers, "Retry-After": retry_after},
-            )  # fmt: skip
+            )
         metrics.events.labels(source.name).inc(len(messages))
         return answer(call, 200, _SUCCESS, headers)
 
@@ -225,11 +237,13 @@ def create_app(
             return problem("unknown", 404, "not_found", "no such call", headers)
         if "Access-Control-Allow-Origin" not in headers:
             return problem(
-                call, 403, "origin_not_allowed",
+                call,
+                403,
+                "origin_not_allowed",
                 f"origin {origin} may not send to this collector "
                 "(collector.sources.allowed_origins)",
                 headers,
-            )  # fmt: skip
+            )
         headers |= {
             "Access-Control-Allow-Methods": "POST, OPTIONS",
             "Access-Control-Allow-Headers": _ALLOWED_HEADERS,

@@ -73,8 +73,10 @@ class CollectorWorkers:
             for _ in range(self._settings.collector.workers):
                 process = subprocess.Popen(
                     [sys.executable, "-m", "cdp.ingest.collector.worker"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                )  # fmt: skip
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=env,
+                )
                 self._processes.append(process)
                 assert process.stdin is not None
                 process.stdin.write(settings_json)

@@ -135,8 +135,9 @@ def build_and_publish(
             # publish's error. The row stays "publishing"; the next build marks it.
             log.warning(
                 "could not record build %d as publish_failed (%s); the next build will",
-                build.build_id, failure,
-            )  # fmt: skip
+                build.build_id,
+                failure,
+            )
         raise
     try:
         with storage_errors(live):
@@ -147,8 +148,9 @@ def build_and_publish(
         log.warning(
             "build %d and its analyst database and report were published, but recording "
             "that failed (%s); the next build will",
-            build.build_id, failure,
-        )  # fmt: skip
+            build.build_id,
+            failure,
+        )
         raise
     return PublishedBuild(build, analyst, report, kpis)
 

@@ -71,11 +71,13 @@ def _minimize_on_one_thread(
     # ftol 1e-12 and gtol 1e-8 leave the fitted parameters equal to 6 digits; at 1e-13
     # and 1e-9 the BG/NBD fit of 100k buyers took 46 evaluations instead of 17.
     result = optimize.minimize(
-        objective, x0=np.zeros(dimensions) if start is None else start, jac=True,
+        objective,
+        x0=np.zeros(dimensions) if start is None else start,
+        jac=True,
         method="L-BFGS-B",
         bounds=[(-12.0, 12.0)] * dimensions,
         options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8},
-    )  # fmt: skip
+    )
     _, gradient = objective(result.x)
     flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4
     return result, flat
@@ -261,11 +263,13 @@ def fit_bgnbd(
         return FitResult({}, float("nan"), False, "no customers", 0)
     if repeaters < MIN_REPEAT_CUSTOMERS:
         return FitResult(
-            {}, float("nan"), False,
+            {},
+            float("nan"),
+            False,
             f"only {repeaters} repeat buyers (customers who bought more than once); BG/NBD "
             f"needs at least {MIN_REPEAT_CUSTOMERS} to estimate drop-out",
             customers,
-        )  # fmt: skip
+        )
     scale = float(T.max()) or 1.0  # fit on a unit time scale: better conditioned
     t_x, T = t_x / scale, T / scale
     start = None
@@ -372,11 +376,13 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = N
     customers = int(weights.sum())
     if customers < MIN_REPEAT_CUSTOMERS:
         return FitResult(
-            {}, float("nan"), False,
+            {},
+            float("nan"),
+            False,
             f"only {customers} repeat buyers with positive spend; Gamma-Gamma needs at least "
             f"{MIN_REPEAT_CUSTOMERS}",
             customers,
-        )  # fmt: skip
+        )
     scale = float(np.average(m, weights=weights))  # fit in units of the mean order value
     rows = _SpendRows(x, m / scale, weights)
 

@@ -47,8 +47,9 @@ def fmt(value: float | None) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else f"{value:.0f}"
 
 
-def bar_chart(labels: Sequence[str], values: Sequence[float], title: str,
-              value_suffix: str = "") -> str:  # fmt: skip
+def bar_chart(
+    labels: Sequence[str], values: Sequence[float], title: str, value_suffix: str = ""
+) -> str:
     """Horizontal bars, one per label, with the value printed at the end."""
     width, row, left = 640, 24, 180
     height = row * max(len(labels), 1) + 10
@@ -74,8 +75,10 @@ def histogram(edges: Sequence[float], series: dict[str, Sequence[int]], title: s
     top = max((max(counts, default=0) for counts in series.values()), default=0) or 1
     slot = (width - left - 10) / max(bins, 1)
     bar = slot / (len(series) + 0.5)
-    body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
-            f'y2="{height - bottom}" stroke="#9ca3af"/>']  # fmt: skip
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
+        f'y2="{height - bottom}" stroke="#9ca3af"/>'
+    ]
     for s, (name, counts) in enumerate(series.items()):
         for i, count in enumerate(counts):
             h = (height - bottom - 20) * count / top
@@ -98,8 +101,14 @@ def histogram(edges: Sequence[float], series: dict[str, Sequence[int]], title: s
 Cells = dict[tuple[str, str], tuple[float, str]]  # (row, column) -> (value, label)
 
 
-def heatmap(rows: Sequence[str], columns: Sequence[str], cells: Cells,
-            title: str, row_title: str, column_title: str) -> str:  # fmt: skip
+def heatmap(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    cells: Cells,
+    title: str,
+    row_title: str,
+    column_title: str,
+) -> str:
     """A grid coloured by each cell's value (0..1 intensity) with a text label."""
     cell, left, top = 46, 90, 40
     width = left + cell * len(columns) + 10
@@ -125,8 +134,16 @@ def heatmap(rows: Sequence[str], columns: Sequence[str], cells: Cells,
                 f"<title>{escape(row)} × {escape(column)}: {escape(label)}</title></rect>"
             )
             color = "#fff" if shade > 0.55 else "#111827"
-            body.append(_text(left + j * cell + cell / 2 - 1, y + cell / 2 + 3, label, "middle",
-                              size=10, fill=color))  # fmt: skip
+            body.append(
+                _text(
+                    left + j * cell + cell / 2 - 1,
+                    y + cell / 2 + 3,
+                    label,
+                    "middle",
+                    size=10,
+                    fill=color,
+                )
+            )
     return _svg(width, height, body, title, grow=False)
 
 
@@ -140,14 +157,17 @@ def line_chart(
     plot_top = 10 + legend_rows * 16
     top = max((v for values in series.values() for v in values if v is not None), default=0) or 1
     step = (width - left - 20) / max(len(x_labels) - 1, 1)
-    body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
-            f'y2="{height - bottom}" stroke="#9ca3af"/>']  # fmt: skip
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
+        f'y2="{height - bottom}" stroke="#9ca3af"/>'
+    ]
     for s, (name, values) in enumerate(series.items()):
         color = PALETTE[s % len(PALETTE)]
         points = [
             (left + i * step, height - bottom - (height - bottom - plot_top) * v / top)
-            for i, v in enumerate(values) if v is not None
-        ]  # fmt: skip
+            for i, v in enumerate(values)
+            if v is not None
+        ]
         if len(points) == 1:
             x, y = points[0]
             body.append(f'<circle class="mark" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
@@ -155,8 +175,10 @@ def line_chart(
             path = " ".join(
                 f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points)
             )
-            body.append(f'<path class="mark" d="{path}" fill="none" stroke="{color}" '
-                        f'stroke-width="2"><title>{escape(name)}</title></path>')  # fmt: skip
+            body.append(
+                f'<path class="mark" d="{path}" fill="none" stroke="{color}" '
+                f'stroke-width="2"><title>{escape(name)}</title></path>'
+            )
         lx, ly = left + (s % 4) * 145, 10 + (s // 4) * 16
         body.append(f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{color}"/>')
         body.append(_text(lx + 14, ly + 9, name[:20]))

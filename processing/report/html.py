@@ -60,8 +60,16 @@ WHERE type IN ('product_viewed', 'product_added', 'checkout_started', 'order_com
 GROUP BY type
 """
 
-_KPIS = ("aov", "purchase_frequency", "repeat_rate", "churn_rate_monthly", "basic_clv",
-         "advanced_clv", "customers", "revenue")  # fmt: skip
+_KPIS = (
+    "aov",
+    "purchase_frequency",
+    "repeat_rate",
+    "churn_rate_monthly",
+    "basic_clv",
+    "advanced_clv",
+    "customers",
+    "revenue",
+)
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f3f4f6;
@@ -113,14 +121,52 @@ def render(con: duckdb.DuckDBPyConnection) -> str:
     currency = currency_row[0][0] if currency_row else ""
     customers = con.execute("SELECT count(*) FROM customer_profiles").fetchall()[0][0]
     sections = [
-        _section("kpis", "Store KPIs and their trend", "Latest build, with one point per build date.", _kpis(con)),  # noqa: E501
-        _section("clv-distribution", "CLV distribution", f"Buyers by historic and predicted CLV ({currency}); the top 1% is left out of the range.", _clv_distribution(con)),  # noqa: E501
-        _section("rfm-heatmap", "RFM heatmap", "Buyers by recency × frequency score, coloured by average monetary value (label: customers).", _rfm(con)),  # noqa: E501
-        _section("segment-sizes", "Segment sizes over time", "Members per segment at each build date.", _segment_sizes(con)),  # noqa: E501
-        _section("cohort-retention", "Monthly cohort retention", "Share of each first-order cohort ordering again N months later (last 12 cohorts).", _cohorts(con)),  # noqa: E501
-        _section("funnel", "Funnel conversion", "Distinct visitors at each step over the last 365 days.", _funnel(con)),  # noqa: E501
-        _section("top-products", "Top products by CLV contribution", f"Each customer's historic CLV shared equally among the products they bought ({currency}).", _products(con)),  # noqa: E501
-    ]  # fmt: skip
+        _section(
+            "kpis",
+            "Store KPIs and their trend",
+            "Latest build, with one point per build date.",
+            _kpis(con),
+        ),
+        _section(
+            "clv-distribution",
+            "CLV distribution",
+            f"Buyers by historic and predicted CLV ({currency}); "
+            "the top 1% is left out of the range.",
+            _clv_distribution(con),
+        ),
+        _section(
+            "rfm-heatmap",
+            "RFM heatmap",
+            "Buyers by recency × frequency score, coloured by average monetary value "
+            "(label: customers).",
+            _rfm(con),
+        ),
+        _section(
+            "segment-sizes",
+            "Segment sizes over time",
+            "Members per segment at each build date.",
+            _segment_sizes(con),
+        ),
+        _section(
+            "cohort-retention",
+            "Monthly cohort retention",
+            "Share of each first-order cohort ordering again N months later (last 12 cohorts).",
+            _cohorts(con),
+        ),
+        _section(
+            "funnel",
+            "Funnel conversion",
+            "Distinct visitors at each step over the last 365 days.",
+            _funnel(con),
+        ),
+        _section(
+            "top-products",
+            "Top products by CLV contribution",
+            f"Each customer's historic CLV shared equally among the products they bought "
+            f"({currency}).",
+            _products(con),
+        ),
+    ]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     shown_as_of = f"{as_of:%Y-%m-%d %H:%M} UTC" if as_of else "no build yet"
     return (
@@ -161,10 +207,13 @@ def _kpis(con: duckdb.DuckDBPyConnection) -> str:
         )
     trend = charts.line_chart(
         [str(row[0]) for row in rows],
-        {"basic CLV": [_f(row[5]) for row in rows], "advanced CLV": [_f(row[6]) for row in rows],
-         "AOV": [_f(row[1]) for row in rows]},
+        {
+            "basic CLV": [_f(row[5]) for row in rows],
+            "advanced CLV": [_f(row[6]) for row in rows],
+            "AOV": [_f(row[1]) for row in rows],
+        },
         "CLV and AOV per build date",
-    )  # fmt: skip
+    )
     return f"<table>{''.join(lines)}</table>{trend}"
 
 

@@ -106,8 +106,9 @@ class Segment:
 @dataclass(frozen=True)
 class SegmentConfig:
     source: str
-    destinations: dict[str, FilesDestination | AudienceDestination | KafkaDestination
-                       | WebhookDestination]  # fmt: skip
+    destinations: dict[
+        str, FilesDestination | AudienceDestination | KafkaDestination | WebhookDestination
+    ]
     segments: list[Segment]
 
     def consent_channel(self, segment: Segment, destination: str) -> str:

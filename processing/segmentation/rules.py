@@ -37,9 +37,27 @@ from cdp.storage.sql import quote_identifier
 NUMBER, TEXT, BOOLEAN, TIME, LIST = "number", "text", "boolean", "time", "list"
 
 _KEYWORDS = {
-    "and", "or", "not", "in", "between", "is", "null", "within", "next", "top", "bottom",
-    "contains", "true", "false", "hours", "hour", "days", "day", "weeks", "week",
-}  # fmt: skip
+    "and",
+    "or",
+    "not",
+    "in",
+    "between",
+    "is",
+    "null",
+    "within",
+    "next",
+    "top",
+    "bottom",
+    "contains",
+    "true",
+    "false",
+    "hours",
+    "hour",
+    "days",
+    "day",
+    "weeks",
+    "week",
+}
 _UNIT_HOURS = {"hour": 1, "hours": 1, "day": 24, "days": 24, "week": 168, "weeks": 168}
 _COMPARISONS = {"=": "=", "!=": "<>", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 
@@ -324,6 +342,11 @@ class _Compiler:
                 raise self._error("expected a date as 'YYYY-MM-DD'", token) from None
         if token.keyword in ("true", "false") and kind == BOOLEAN:
             return "true" if token.keyword == "true" else "false"
-        expected = {NUMBER: "a number", TEXT: "a quoted text", LIST: "a quoted text",
-                    TIME: "a date 'YYYY-MM-DD'", BOOLEAN: "true or false"}[kind]  # fmt: skip
+        expected = {
+            NUMBER: "a number",
+            TEXT: "a quoted text",
+            LIST: "a quoted text",
+            TIME: "a date 'YYYY-MM-DD'",
+            BOOLEAN: "true or false",
+        }[kind]
         raise self._error(f"type mismatch: {context.text!r} needs {expected}", token)

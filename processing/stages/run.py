@@ -267,9 +267,16 @@ def run_build(
         _finish(con, build_id, "failed", None, f"{type(exc).__name__}: {exc}")
         raise
     return BuildReport(
-        build_id, as_of, customers, identity, models, unconverted, publish_current,
-        memberships, time.monotonic() - started,
-    )  # fmt: skip
+        build_id,
+        as_of,
+        customers,
+        identity,
+        models,
+        unconverted,
+        publish_current,
+        memberships,
+        time.monotonic() - started,
+    )
 
 
 def finish_publishing(
@@ -317,8 +324,12 @@ def _record_models(con: duckdb.DuckDBPyConnection, as_of: datetime, models: Mode
                VALUES ($as_of, $model, 'week', $customers, $r, $alpha, $a, $b, $p, $q, $gamma,
                        $ll, $converged, $message)""",
             {
-                "as_of": as_of.date(), "model": name, "customers": fit.customers, **params,
+                "as_of": as_of.date(),
+                "model": name,
+                "customers": fit.customers,
+                **params,
                 "ll": fit.log_likelihood if fit.converged else None,
-                "converged": fit.converged, "message": fit.message,
+                "converged": fit.converged,
+                "message": fit.message,
             },
-        )  # fmt: skip
+        )

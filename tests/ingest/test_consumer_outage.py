@@ -45,13 +45,15 @@ def _config(tmp_path: Path, bootstrap: str, name: str, **sections: dict) -> Path
     settings: dict[str, dict] = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": name},
         "topics": {
-            "purchase": "o.purchases", "browse": "o.browse",
-            "cart": "o.cart", "identify": "o.identify",
+            "purchase": "o.purchases",
+            "browse": "o.browse",
+            "cart": "o.cart",
+            "identify": "o.identify",
         },
         "storage": {"db_path": str(tmp_path / f"{name}.duckdb")},
         "ingest": {"idle_timeout_s": 1.5},
         "service": {"listen": ""},
-    }  # fmt: skip
+    }
     for section, values in sections.items():
         settings.setdefault(section, {}).update(values)
     lines = []
@@ -67,8 +69,10 @@ def _start(config: Path, log: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "CDP_INGEST__MAX_BATCH_RECORDS": "300"}
     return subprocess.Popen(
         [sys.executable, "-m", "cdp", "--config", str(config), *args],
-        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        env=env,
+    )
 
 
 def _produce(settings: Settings, tmp_path: Path, customers: int, seed: int) -> int:
@@ -255,8 +259,9 @@ def local_s3(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "moto.log").open("wb"),
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "moto.log").open("wb"),
+    )
     try:
         wait_for_port("127.0.0.1", port)
         bucket = urllib.request.Request(f"http://127.0.0.1:{port}/tansu", method="PUT")
@@ -309,9 +314,11 @@ def test_until_idle_gives_up_after_the_configured_outage_with_an_error_not_a_tra
     own_broker, tmp_path
 ):
     config = _config(
-        tmp_path, own_broker.bootstrap_servers, "gives-up",
+        tmp_path,
+        own_broker.bootstrap_servers,
+        "gives-up",
         ingest={"broker_unreachable_timeout_s": 8},
-    )  # fmt: skip
+    )
     sent = _produce(load_settings(config), tmp_path, customers=100, seed=5)
     log = tmp_path / "ingest.log"
     process = _start(config, log, "-v", "ingest", "--until-idle")
@@ -397,8 +404,10 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
         _produce(settings, tmp_path, customers=200, seed=7)
         ingest = subprocess.run(
             [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert ingest.returncode == 0, ingest.stderr[-3000:]
     finally:
         first.stop()
@@ -408,8 +417,10 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
         new = _produce(settings, tmp_path, customers=20, seed=8)
         refused = subprocess.run(
             [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert refused.returncode == 2, refused.stderr[-3000:]
         assert "Traceback" not in refused.stderr
         assert "past the partition's end" in refused.stderr
@@ -419,17 +430,30 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
             before = con.execute("SELECT count(*) FROM events").fetchone()[0]
 
         reset = subprocess.run(
-            [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle",
-             "--offset-reset", "earliest"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "cdp",
+                "--config",
+                str(config),
+                "ingest",
+                "--until-idle",
+                "--offset-reset",
+                "earliest",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert reset.returncode == 0, reset.stderr[-3000:]
         assert f"consumed {new:,}" in reset.stdout
         # The reset was stored: a plain run goes on from there, with nothing to refuse.
         again = subprocess.run(
             [sys.executable, "-m", "cdp", "--config", str(config), "ingest", "--until-idle"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert "consumed 0:" in again.stdout
     finally:
@@ -445,10 +469,12 @@ def test_offsets_past_the_log_end_stop_ingest_until_reset_then_nothing_is_skippe
 def test_a_wedged_validator_turns_healthz_503_and_cdp_run_exits_non_zero(own_broker, tmp_path):
     port = free_port()
     config = _config(
-        tmp_path, own_broker.bootstrap_servers, "wedged",
+        tmp_path,
+        own_broker.bootstrap_servers,
+        "wedged",
         service={"listen": f"127.0.0.1:{port}", "stuck_after_s": 3},
         kafka={"max_poll_interval_ms": 12000},
-    )  # fmt: skip
+    )
     settings = load_settings(config)
     _produce(settings, tmp_path, customers=50, seed=11)
     log = tmp_path / "run.log"

@@ -165,9 +165,16 @@ def test_a_repeated_pretty_printed_key_is_found():
         event("page_viewed", "e", properties={"url": "https://shop.example/?a=NaN&b=Infinity"}),
         event("page_viewed", "e", properties={"nested": [[{"a": 1}, {"a": 2}], {"a": 3}]}),
     ],
-    ids=["order-lines", "name-in-two-objects", "keys-in-text", "colons-in-text",
-         "escaped-quotes", "nan-in-text", "lists-of-objects"],
-)  # fmt: skip
+    ids=[
+        "order-lines",
+        "name-in-two-objects",
+        "keys-in-text",
+        "colons-in-text",
+        "escaped-quotes",
+        "nan-in-text",
+        "lists-of-objects",
+    ],
+)
 def test_json_without_repeated_keys_or_non_numbers_is_stored(body):
     assert _verdict(to_json(body)) == ("stored", "")
     assert _verdict(to_json(body, separator=" :\n")) == ("stored", "")
@@ -312,15 +319,20 @@ def test_payloads_of_stored_events_are_standard_json():
 def test_the_validator_process_exits_when_its_parent_is_killed_outright():
     # A parent that starts the validator, reports its pid, then waits to be killed.
     parent = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import os, sys, time\n"
-            "from cdp.ingest.validation import start_validator_process\n"
-            "pool = start_validator_process()\n"
-            "print(pool.submit(os.getpid).result(), flush=True)\n"
-            "time.sleep(120)\n"
-        )],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            (
+                "import os, sys, time\n"
+                "from cdp.ingest.validation import start_validator_process\n"
+                "pool = start_validator_process()\n"
+                "print(pool.submit(os.getpid).result(), flush=True)\n"
+                "time.sleep(120)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         worker = int(parent.stdout.readline())
         os.kill(worker, 0)  # running

@@ -37,9 +37,11 @@ def order(
 ) -> dict[str, Any]:
     order_id = order_id or f"o-{next(_ids)}"
     return event(
-        "order_completed", at, user_id=user,
+        "order_completed",
+        at,
+        user_id=user,
         properties={"order_id": order_id, "total": total, "currency": currency, **props},
-    )  # fmt: skip
+    )
 
 
 def store(con: duckdb.DuckDBPyConnection, *bodies: dict[str, Any]) -> None:

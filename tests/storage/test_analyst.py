@@ -85,11 +85,20 @@ def test_the_stock_duckdb_cli_reads_it_read_only(published_store):
     assert cli, "the duckdb CLI (pip package duckdb-cli, in the dev extra) is not installed"
     path = str(analyst_path(published_store))
     result = subprocess.run(
-        [cli, "-readonly", "-csv", "-noheader", path, "-c",
-         "SELECT (SELECT count(*) FROM customer_profiles) || ',' ||"
-         " (SELECT count(*) FROM events WHERE payload->>'type' IS NOT NULL)"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            cli,
+            "-readonly",
+            "-csv",
+            "-noheader",
+            path,
+            "-c",
+            "SELECT (SELECT count(*) FROM customer_profiles) || ',' ||"
+            " (SELECT count(*) FROM events WHERE payload->>'type' IS NOT NULL)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     with duckdb.connect(str(published_store.storage.db_path), read_only=True) as live:
         events = live.execute("SELECT count(*) FROM events").fetchall()[0][0]

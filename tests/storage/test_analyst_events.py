@@ -4,6 +4,7 @@ from cdp.settings import Settings
 from cdp.storage import analyst_events
 from cdp.storage.analyst import publish_analyst_database
 from cdp.storage.database import connect
+from cdp.storage.paths import events_folder
 from tests.processing.store import days_ago, order, store
 
 
@@ -18,7 +19,7 @@ def test_parts_beyond_the_limit_are_merged_without_losing_or_doubling_an_event(
         for n in range(9):
             store(con, order(f"c{n}", days_ago(n + 1), "10"))
             published = publish_analyst_database(con, settings)
-            folder = analyst_events.events_folder(published.path)
+            folder = events_folder(published.path)
             with duckdb.connect(str(published.path), read_only=True) as snapshot:
                 [(files,)] = snapshot.execute("SELECT event_parts FROM publish_info").fetchall()
                 users = snapshot.execute("SELECT user_id FROM events ORDER BY 1").fetchall()
@@ -37,7 +38,7 @@ def test_a_part_files_missing_from_disk_make_the_next_publish_rewrite_every_even
     with connect(settings.storage.db_path) as con:
         store(con, order("ann", days_ago(2), "10"))
         first = publish_analyst_database(con, settings)
-        for part in analyst_events.events_folder(first.path).iterdir():
+        for part in events_folder(first.path).iterdir():
             for file in part.iterdir():
                 file.unlink()
         store(con, order("bob", days_ago(1), "10"))

@@ -77,8 +77,11 @@ def store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cdp(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cdp", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def assert_disk_full_error(result: subprocess.CompletedProcess, names: str) -> None:

@@ -89,26 +89,46 @@ def test_typed_columns_hold_the_values_validation_read(memory_db):
     # identifiers padded with whitespace that validation strips (tab, no-break space).
     bodies = [
         event(
-            "product_added", "lax-1",
-            properties={"product_id": " \t p-1\u00a0\n ", "cart_id": "\u3000c-1\n", "price": 19.99,
-                        "quantity": "3", "currency": "eur"},
+            "product_added",
+            "lax-1",
+            properties={
+                "product_id": " \t p-1\u00a0\n ",
+                "cart_id": "\u3000c-1\n",
+                "price": 19.99,
+                "quantity": "3",
+                "currency": "eur",
+            },
         ),
         event(
-            "order_completed", "lax-2",
-            properties={"order_id": " o-1\t", "revenue": "1e3", "discount": 0.5,
-                        "products": [{"product_id": "p", "quantity": 2.0}]},
+            "order_completed",
+            "lax-2",
+            properties={
+                "order_id": " o-1\t",
+                "revenue": "1e3",
+                "discount": 0.5,
+                "products": [{"product_id": "p", "quantity": 2.0}],
+            },
         ),
         event(
-            "product_viewed", "lax-3",
+            "product_viewed",
+            "lax-3",
             properties={"product_id": "p-3", "price": "99999999999999.9999", "quantity": 2**31 - 1},
         ),
         *one_of_each_type(),
-    ]  # fmt: skip
+    ]
     batch = _batch(bodies)
     assert batch.dead_letters.num_rows == 0, batch.dead_letters.to_pylist()
     write_batch(memory_db, batch.events, batch.dead_letters)
-    columns = ("product_id", "cart_id", "order_id", "price", "quantity", "revenue", "discount",
-               "currency")  # fmt: skip
+    columns = (
+        "product_id",
+        "cart_id",
+        "order_id",
+        "price",
+        "quantity",
+        "revenue",
+        "discount",
+        "currency",
+    )
     stored = {
         row[0]: row[1:]
         for row in memory_db.execute(
@@ -124,10 +144,15 @@ def test_typed_columns_hold_the_values_validation_read(memory_db):
             else None
         )
         expected = (
-            props.get("product_id"), props.get("cart_id"), props.get("order_id"),
-            props.get("price"), props.get("quantity"), revenue, props.get("discount"),
+            props.get("product_id"),
+            props.get("cart_id"),
+            props.get("order_id"),
+            props.get("price"),
+            props.get("quantity"),
+            revenue,
+            props.get("discount"),
             props.get("currency") or "USD",
-        )  # fmt: skip
+        )
         assert stored[validated["event_id"]] == expected, validated["event_id"]
 
 

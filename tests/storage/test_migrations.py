@@ -1,7 +1,7 @@
 import duckdb
 import pytest
 
-from cdp.errors import SchemaVersionError, TransientError
+from cdp.errors import DatabaseLocked, SchemaVersionError, TransientError
 from cdp.storage.database import connect
 from cdp.storage.migrations import available_migrations, current_version, migrate
 
@@ -36,7 +36,7 @@ def test_second_writer_gets_a_clear_lock_error(tmp_path):
         code = f"from cdp.storage.database import connect\nconnect({str(path)!r})\n"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0
-    assert TransientError.__name__ in result.stderr
+    assert DatabaseLocked.__name__ in result.stderr and issubclass(DatabaseLocked, TransientError)
     assert "open for writing in another process" in result.stderr
 
 

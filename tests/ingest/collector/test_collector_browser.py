@@ -82,11 +82,20 @@ def analytics_next() -> Path:
     staging.mkdir(parents=True)
     done = subprocess.run(
         [
-            npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund",
-            "--ignore-scripts", "--loglevel=error", f"@segment/analytics-next@{ANALYTICS_NEXT}",
+            npm,
+            "install",
+            "--prefix",
+            str(staging),
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+            f"@segment/analytics-next@{ANALYTICS_NEXT}",
         ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, f"npm install failed:\n{done.stderr[-3000:]}"
     try:
         staging.rename(home)  # whole or not at all, should another run install it too
@@ -150,9 +159,15 @@ def visit(chromium: str, tmp_path: Path, page_url: str, collector_url: str, **qu
     net_log = tmp_path / "netlog.json"
     url = page_url + "/?" + urlencode(query, quote_via=quote)
     run = run_chromium(
-        chromium, tmp_path / "profile", LOCAL_ONLY, f"--log-net-log={net_log}",
-        "--virtual-time-budget=30000", "--dump-dom", url, timeout=90,
-    )  # fmt: skip
+        chromium,
+        tmp_path / "profile",
+        LOCAL_ONLY,
+        f"--log-net-log={net_log}",
+        "--virtual-time-budget=30000",
+        "--dump-dom",
+        url,
+        timeout=90,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     found = re.search(r'<pre id="result">(.*?)</pre>', run.stdout, re.S)
     assert found, f"the page did not render:\n{run.stdout[-2000:]}"
@@ -198,8 +213,10 @@ def cors_requests(net_log: Path, collector_url: str) -> list[dict[str, Any]]:
                     "preflight_required"
                 ),
                 "preflight": (
-                    "sent" if preflight
-                    else "cached" if "CORS_PREFLIGHT_CACHED_RESULT" in found
+                    "sent"
+                    if preflight
+                    else "cached"
+                    if "CORS_PREFLIGHT_CACHED_RESULT" in found
                     else None
                 ),
                 "preflight_status": status_of(preflight["id"]) if preflight else None,
@@ -209,7 +226,7 @@ def cors_requests(net_log: Path, collector_url: str) -> list[dict[str, Any]]:
                 "preflight_error": found.get("CORS_PREFLIGHT_ERROR"),
                 "status": status_of(source),  # None: the request itself was never sent
             }
-        )  # fmt: skip
+        )
     return requests
 
 
@@ -231,10 +248,15 @@ def test_analytics_js_in_chromium_sends_across_origins_and_each_event_is_stored_
         sources=[{"name": "web", "write_key": WEB_KEY, "allowed_origins": [page_origin]}]
     )
     visit_ = visit(
-        chromium, tmp_path, page_origin, collector.url,
-        writeKey=WEB_KEY, apiHost=collector.url.removeprefix("http://") + "/v1",
-        mode=mode, lose=LOST,
-    )  # fmt: skip
+        chromium,
+        tmp_path,
+        page_origin,
+        collector.url,
+        writeKey=WEB_KEY,
+        apiHost=collector.url.removeprefix("http://") + "/v1",
+        mode=mode,
+        lose=LOST,
+    )
     page = visit_.result
     assert page.get("error") is None, page["error"]
     assert page["delivered"], json.dumps(page["requests"], indent=1)
@@ -327,10 +349,14 @@ def test_a_page_on_an_origin_no_source_allows_is_refused_at_the_preflight(
         sources=[{"name": "web", "write_key": WEB_KEY, "allowed_origins": [allowed]}]
     )
     visit_ = visit(
-        chromium, tmp_path, refused, collector.url,
-        writeKey=WEB_KEY, apiHost=collector.url.removeprefix("http://") + "/v1",
+        chromium,
+        tmp_path,
+        refused,
+        collector.url,
+        writeKey=WEB_KEY,
+        apiHost=collector.url.removeprefix("http://") + "/v1",
         mode="standard",
-    )  # fmt: skip
+    )
     page = visit_.result
     assert page.get("error") is None, page["error"]
     assert page["delivered"] is False

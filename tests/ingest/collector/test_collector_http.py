@@ -131,8 +131,12 @@ def test_the_write_key_is_accepted_as_basic_user_with_or_without_colon_in_the_bo
     collector_factory,
 ):
     collector = collector_factory()
-    event = {"type": "track", "event": "Product Viewed", "anonymousId": "a-1",
-             "properties": {"product_id": "p-1"}}  # fmt: skip
+    event = {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a-1",
+        "properties": {"product_id": "p-1"},
+    }
     no_colon = {"Authorization": "Basic " + base64.b64encode(SERVER_KEY.encode()).decode()}
     answers = [
         post(f"{collector.url}/v1/track", event)[:2],
@@ -163,8 +167,12 @@ def test_a_missing_or_unknown_write_key_is_401_naming_where_to_put_it(collector_
 def test_requests_that_will_never_be_accepted_are_400_naming_the_problem(collector_factory):
     collector = collector_factory(max_event_bytes=2048, max_request_bytes=64 * 1024)
     url = f"{collector.url}/v1/batch"
-    big_event = {"type": "track", "event": "Product Viewed", "anonymousId": "a-1",
-                 "properties": {"product_id": "p-1", "blob": "x" * 4000}}  # fmt: skip
+    big_event = {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "a-1",
+        "properties": {"product_id": "p-1", "blob": "x" * 4000},
+    }
     small = {"type": "page", "anonymousId": "a-1"}
     bomb = gzip.compress(b'{"batch": [' + b" " * (50 * 1024 * 1024) + b"]}")
     cases = {
@@ -196,8 +204,7 @@ def test_gzip_and_text_plain_bodies_are_read_as_json_whatever_the_content_type(
     collector = collector_factory()
     event = {"type": "page", "anonymousId": "a-1", "messageId": "m-gzip"}
     gzipped = gzip.compress(json.dumps({"batch": [event]}).encode())
-    rudder_node = {"Content-Encoding": "gzip",
-                   "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    rudder_node = {"Content-Encoding": "gzip", "Content-Type": "application/x-www-form-urlencoded"}
     analytics_js = {"Content-Type": "text/plain"}
     assert post(f"{collector.url}/v1/batch", gzipped, headers=rudder_node)[0] == 200
     plain = {**event, "messageId": "m-plain", "writeKey": SERVER_KEY}
@@ -215,8 +222,12 @@ def test_bad_events_in_a_good_batch_are_dead_lettered_with_a_reason_and_the_rest
     collector = collector_factory()
     good = {"type": "page", "messageId": "m-good", "anonymousId": "a-1"}
     no_identity = {"type": "page", "messageId": "m-no-id"}
-    unknown_type = {"type": "track", "event": "Wished Upon A Star", "messageId": "m-unknown",
-                    "anonymousId": "a-1"}  # fmt: skip
+    unknown_type = {
+        "type": "track",
+        "event": "Wished Upon A Star",
+        "messageId": "m-unknown",
+        "anonymousId": "a-1",
+    }
     body = json.dumps({"batch": [good, no_identity, unknown_type, "not an event"]})
     repeated = (
         '{"type": "track", "event": "Order Completed", "messageId": "m-repeat", "userId": "u-1", '
@@ -241,13 +252,22 @@ def test_event_time_is_corrected_for_the_client_clock_by_segments_rule(collector
     # The client's clock runs two hours fast; it sent the event ten seconds after it
     # happened, so the event happened ten seconds before the server received it.
     client_now = datetime.now(UTC) + timedelta(hours=2)
-    event = {"type": "page", "messageId": "m-skewed", "anonymousId": "a-1",
-             "originalTimestamp": _iso(client_now - timedelta(seconds=10))}  # fmt: skip
+    event = {
+        "type": "page",
+        "messageId": "m-skewed",
+        "anonymousId": "a-1",
+        "originalTimestamp": _iso(client_now - timedelta(seconds=10)),
+    }
     posted_at = datetime.now(UTC)
-    assert post(f"{collector.url}/v1/batch",
-                {"batch": [event], "sentAt": _iso(client_now)})[0] == 200  # fmt: skip
-    no_sent_at = {"type": "page", "messageId": "m-own-time", "anonymousId": "a-1",
-                  "timestamp": "2026-05-01T10:00:00+02:00"}  # fmt: skip
+    assert (
+        post(f"{collector.url}/v1/batch", {"batch": [event], "sentAt": _iso(client_now)})[0] == 200
+    )
+    no_sent_at = {
+        "type": "page",
+        "messageId": "m-own-time",
+        "anonymousId": "a-1",
+        "timestamp": "2026-05-01T10:00:00+02:00",
+    }
     assert post(f"{collector.url}/v1/page", no_sent_at)[0] == 200
     collector.ingest()
     rows = dict(stored(collector, "SELECT event_id, occurred_at FROM events"))
@@ -280,12 +300,15 @@ def test_cors_preflight_and_posts_name_only_allowed_origins_and_never_allow_cred
     assert "x-retry-count" in allowed[1]["access-control-allow-headers"].lower()
     assert refused[0] == 403 and "access-control-allow-origin" not in refused[1]
     event = {"type": "page", "anonymousId": "a-1"}
-    from_shop = post(f"{collector.url}/v1/p", event, key=WEB_KEY,
-                     headers={"Origin": "http://shop.test"})  # fmt: skip
-    from_evil = post(f"{collector.url}/v1/p", event, key=WEB_KEY,
-                     headers={"Origin": "http://evil.test"})  # fmt: skip
-    backend_key_in_browser = post(f"{collector.url}/v1/p", event,
-                                  headers={"Origin": "http://shop.test"})  # fmt: skip
+    from_shop = post(
+        f"{collector.url}/v1/p", event, key=WEB_KEY, headers={"Origin": "http://shop.test"}
+    )
+    from_evil = post(
+        f"{collector.url}/v1/p", event, key=WEB_KEY, headers={"Origin": "http://evil.test"}
+    )
+    backend_key_in_browser = post(
+        f"{collector.url}/v1/p", event, headers={"Origin": "http://shop.test"}
+    )
     assert from_shop[0] == 200
     assert _lower(from_shop[2])["access-control-allow-origin"] == "http://shop.test"
     assert from_evil[0] == 403 and from_evil[1]["code"] == "origin_not_allowed"

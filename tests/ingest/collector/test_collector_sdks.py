@@ -147,18 +147,47 @@ def script(users: int, start: datetime, id_prefix: str) -> list[Call]:
     for i in range(users):
         user, anon = f"{id_prefix}-user-{i}", f"{id_prefix}-anon-{i}"
         product, cart = f"sku-{i % 17}", f"cart-{i}"
-        add("page", "page_viewed", None, anon, name="Home",
-            properties={"url": f"https://shop.test/?u={i}"})  # fmt: skip
-        add("track", "product_viewed", None, anon, event="Product Viewed",
-            properties={"product_id": product, "price": 9.5})  # fmt: skip
-        add("identify", "identify", user, anon,
-            traits={"email": f"buyer{i}@example.com", "first_name": f"B{i}"})  # fmt: skip
+        add(
+            "page",
+            "page_viewed",
+            None,
+            anon,
+            name="Home",
+            properties={"url": f"https://shop.test/?u={i}"},
+        )
+        add(
+            "track",
+            "product_viewed",
+            None,
+            anon,
+            event="Product Viewed",
+            properties={"product_id": product, "price": 9.5},
+        )
+        add(
+            "identify",
+            "identify",
+            user,
+            anon,
+            traits={"email": f"buyer{i}@example.com", "first_name": f"B{i}"},
+        )
         add("alias", "alias", user, None, previous_id=anon)
-        add("track", "product_added", user, None, event="Product Added",
-            properties={"product_id": product, "cart_id": cart, "quantity": 1 + i % 3})  # fmt: skip
+        add(
+            "track",
+            "product_added",
+            user,
+            None,
+            event="Product Added",
+            properties={"product_id": product, "cart_id": cart, "quantity": 1 + i % 3},
+        )
         amount = {"total": 19.0 + i} if i % 2 else {"revenue": 21.5 + i}
-        add("track", "order_completed", user, None, event="Order Completed",
-            properties={"order_id": f"o-{id_prefix}-{i}", "currency": "EUR", **amount})  # fmt: skip
+        add(
+            "track",
+            "order_completed",
+            user,
+            None,
+            event="Order Completed",
+            properties={"order_id": f"o-{id_prefix}-{i}", "currency": "EUR", **amount},
+        )
         add("screen", "screen_viewed", user, None, name="Order confirmation")
         add("group", "group", user, None, group_id=f"acct-{i % 4}", traits={"plan": "pro"})
     return calls
@@ -251,8 +280,9 @@ def test_segment_analytics_python_events_are_each_stored_once_with_type_ids_trai
     collector_factory, segment_wire, monkeypatch
 ):
     collector = collector_factory()
-    calls = script(users=40, start=whole_milliseconds(datetime.now(UTC) - timedelta(days=2)),
-                   id_prefix="seg")  # fmt: skip
+    calls = script(
+        users=40, start=whole_milliseconds(datetime.now(UTC) - timedelta(days=2)), id_prefix="seg"
+    )
     assert send_through(analytics, "host", collector.url, calls, monkeypatch) == []
 
     # What it sent: /v1/batch, Basic auth and the key in the body, plain JSON.
@@ -277,8 +307,9 @@ def test_rudder_sdk_python_gzipped_batches_are_each_stored_once_with_context_tra
     collector_factory, rudder_wire, monkeypatch
 ):
     collector = collector_factory()
-    calls = script(users=40, start=datetime.now(UTC) - timedelta(days=1, microseconds=123),
-                   id_prefix="rud")  # fmt: skip
+    calls = script(
+        users=40, start=datetime.now(UTC) - timedelta(days=1, microseconds=123), id_prefix="rud"
+    )
     # Its module-level calls return nothing: the SDK's own messageIds are read off the
     # wire (below); the explicit ones are checked to be the ones stored.
     assert send_through(rudder_analytics, "dataPlaneUrl", collector.url, calls, monkeypatch) == []
@@ -361,8 +392,9 @@ def test_segment_sdk_retries_the_503s_of_a_stalled_broker_and_every_event_is_sto
         max_retries=20,
         on_error=lambda error, batch: errors.append((error, batch)),
     )
-    calls = script(users=60, start=whole_milliseconds(datetime.now(UTC) - timedelta(hours=5)),
-                   id_prefix="bp")  # fmt: skip
+    calls = script(
+        users=60, start=whole_milliseconds(datetime.now(UTC) - timedelta(hours=5)), id_prefix="bp"
+    )
     third = len(calls) // 3
     stopped = False
     try:

@@ -48,10 +48,17 @@ def messages_of(call: str, payload: dict, **overrides) -> list[dict]:
 def test_timestamp_is_received_at_minus_the_clients_send_delay():
     [event] = messages_of(
         "batch",
-        {"batch": [{"type": "page", "anonymousId": "a",
-                    "originalTimestamp": "2030-01-01T00:00:00.000Z"}],
-         "sentAt": "2030-01-01T00:00:05.500Z"},
-    )  # fmt: skip
+        {
+            "batch": [
+                {
+                    "type": "page",
+                    "anonymousId": "a",
+                    "originalTimestamp": "2030-01-01T00:00:00.000Z",
+                }
+            ],
+            "sentAt": "2030-01-01T00:00:05.500Z",
+        },
+    )
     assert event["timestamp"] == "2026-11-30T11:59:54.500Z"
     assert event["receivedAt"] == "2026-11-30T12:00:00.000Z"
     assert event["sentAt"] == "2030-01-01T00:00:05.500Z"
@@ -61,10 +68,18 @@ def test_timestamp_is_received_at_minus_the_clients_send_delay():
 def test_a_per_event_sent_at_wins_over_the_envelopes_and_a_timestamp_counts_as_original():
     [event] = messages_of(
         "batch",
-        {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-11-30T13:00:00Z",
-                    "sentAt": "2026-11-30T13:00:01Z"}],
-         "sentAt": "2026-11-30T15:00:00Z"},
-    )  # fmt: skip
+        {
+            "batch": [
+                {
+                    "type": "page",
+                    "anonymousId": "a",
+                    "timestamp": "2026-11-30T13:00:00Z",
+                    "sentAt": "2026-11-30T13:00:01Z",
+                }
+            ],
+            "sentAt": "2026-11-30T15:00:00Z",
+        },
+    )
     assert event["timestamp"] == "2026-11-30T11:59:59.000Z"
     assert event["originalTimestamp"] == "2026-11-30T13:00:00Z"
 
@@ -72,9 +87,13 @@ def test_a_per_event_sent_at_wins_over_the_envelopes_and_a_timestamp_counts_as_o
 def test_without_sent_at_the_events_own_time_stands_and_without_any_the_server_time():
     own, none = messages_of(
         "batch",
-        {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-01-01T00:00:00+02:00"},
-                   {"type": "page", "anonymousId": "a"}]},
-    )  # fmt: skip
+        {
+            "batch": [
+                {"type": "page", "anonymousId": "a", "timestamp": "2026-01-01T00:00:00+02:00"},
+                {"type": "page", "anonymousId": "a"},
+            ]
+        },
+    )
     assert own["timestamp"] == "2026-01-01T00:00:00+02:00"
     assert none["timestamp"] == "2026-11-30T12:00:00.000Z"
 
@@ -82,10 +101,18 @@ def test_without_sent_at_the_events_own_time_stands_and_without_any_the_server_t
 def test_envelope_context_is_merged_under_the_events_own_and_the_source_is_named():
     [event] = messages_of(
         "batch",
-        {"batch": [{"type": "page", "anonymousId": "a", "writeKey": "k",
-                    "context": {"locale": "de-DE"}}],
-         "context": {"locale": "en-US", "library": {"name": "x"}}},
-    )  # fmt: skip
+        {
+            "batch": [
+                {
+                    "type": "page",
+                    "anonymousId": "a",
+                    "writeKey": "k",
+                    "context": {"locale": "de-DE"},
+                }
+            ],
+            "context": {"locale": "en-US", "library": {"name": "x"}},
+        },
+    )
     assert event["context"] == {"locale": "de-DE", "library": {"name": "x"}, "source": "web"}
     assert "writeKey" not in event
 
@@ -98,17 +125,23 @@ def test_identify_traits_sent_only_in_context_become_the_events_traits():
 def test_each_event_goes_to_its_familys_topic_keyed_by_user_else_anonymous_id():
     events = messages_of(
         "batch",
-        {"batch": [
-            {"type": "track", "event": "Order Completed", "userId": "u", "anonymousId": "a"},
-            {"type": "track", "event": "Product Added", "anonymousId": "a"},
-            {"type": "alias", "userId": "u", "previousId": "a"},
-            {"type": "screen", "anonymousId": "a"},
-            {"type": "track", "event": "No Such Thing", "anonymousId": "a"},
-        ]},
-    )  # fmt: skip
+        {
+            "batch": [
+                {"type": "track", "event": "Order Completed", "userId": "u", "anonymousId": "a"},
+                {"type": "track", "event": "Product Added", "anonymousId": "a"},
+                {"type": "alias", "userId": "u", "previousId": "a"},
+                {"type": "screen", "anonymousId": "a"},
+                {"type": "track", "event": "No Such Thing", "anonymousId": "a"},
+            ]
+        },
+    )
     assert [(e["topic"], e["key"]) for e in events] == [
-        ("p", b"u"), ("c", b"a"), ("i", b"u"), ("b", b"a"), ("b", b"a")
-    ]  # fmt: skip
+        ("p", b"u"),
+        ("c", b"a"),
+        ("i", b"u"),
+        ("b", b"a"),
+        ("b", b"a"),
+    ]
 
 
 def test_an_event_without_message_id_gets_one_that_a_retry_of_it_gets_again():
@@ -127,8 +160,10 @@ def test_the_ip_is_added_only_when_given():
 
 
 def test_an_event_with_a_repeated_key_is_passed_on_as_written_for_ingest_to_dead_letter():
-    body = (b'{"batch": [{"type": "page", "anonymousId": "a"}, '
-            b'{"type": "page", "anonymousId": "a", "anonymousId": "b"}]}')  # fmt: skip
+    body = (
+        b'{"batch": [{"type": "page", "anonymousId": "a"}, '
+        b'{"type": "page", "anonymousId": "a", "anonymousId": "b"}]}'
+    )
     good, repeated = messages_from(body)
     assert json.loads(good.value)["context"]["source"] == "web"
     assert repeated.value == b'{"type":"page","anonymousId":"a","anonymousId":"b"}'
@@ -185,9 +220,13 @@ def test_basic_auth_user_is_the_write_key_with_or_without_the_colon(header, user
 def test_a_correction_past_the_calendar_keeps_the_clients_time_for_validation_to_judge():
     [event] = messages_of(
         "batch",
-        {"batch": [{"type": "page", "anonymousId": "a", "originalTimestamp": "0001-01-01T00:00Z"}],
-         "sentAt": "9999-12-31T23:59:59Z"},
-    )  # fmt: skip
+        {
+            "batch": [
+                {"type": "page", "anonymousId": "a", "originalTimestamp": "0001-01-01T00:00Z"}
+            ],
+            "sentAt": "9999-12-31T23:59:59Z",
+        },
+    )
     assert event["timestamp"] == "0001-01-01T00:00Z"
 
 

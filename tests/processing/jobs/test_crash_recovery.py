@@ -117,8 +117,11 @@ def test_kill_9_during_a_build_and_during_its_publish_then_the_next_build(tmp_pa
             "SELECT status, finished_at IS NOT NULL, message FROM builds ORDER BY build_id"
         ).fetchall()
     assert [status for status, _, _ in builds] == [
-        "succeeded", "interrupted", "publish_failed", "succeeded",
-    ]  # fmt: skip
+        "succeeded",
+        "interrupted",
+        "publish_failed",
+        "succeeded",
+    ]
     assert all(finished for _, finished, _ in builds)
     assert builds[1][2].startswith("interrupted:")
     assert "analyst database not published: interrupted" in builds[2][2]
@@ -210,8 +213,10 @@ def test_kill_9_during_exports_then_a_rerun_sends_each_change_under_one_key(tmp_
     assert _hidden(out) == []
     statuses = {(destination, status) for destination, status, _, _ in runs}
     assert statuses == {
-        ("files", "interrupted"), ("files", "succeeded"),
-        ("hook", "interrupted"), ("hook", "succeeded"),
-    }  # fmt: skip
+        ("files", "interrupted"),
+        ("files", "succeeded"),
+        ("hook", "interrupted"),
+        ("hook", "succeeded"),
+    }
     assert all(finished for *_, finished in runs)
     assert len(list((out / "segments").glob("buyers_*/*/manifest.json"))) == FILE_SEGMENTS

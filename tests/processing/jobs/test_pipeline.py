@@ -74,8 +74,10 @@ def test_builds_a_killed_process_left_unfinished_are_marked_at_the_next_build(li
     build_and_publish(con, settings, segments, AS_OF)
     builds = _builds(con)
     assert [(status, finished) for status, finished, _ in builds] == [
-        ("interrupted", True), ("publish_failed", True), ("succeeded", True),
-    ]  # fmt: skip
+        ("interrupted", True),
+        ("publish_failed", True),
+        ("succeeded", True),
+    ]
     assert builds[0][2].startswith("interrupted:")
     assert builds[1][2].startswith("2 merges; analyst database not published: interrupted")
 
@@ -143,8 +145,9 @@ def test_a_build_published_but_not_recorded_so_is_recorded_succeeded_by_the_next
     build_and_publish(con, settings, segments, AS_OF + timedelta(days=1))
     builds = _builds(con)
     assert [(status, finished) for status, finished, _ in builds] == [
-        ("succeeded", True), ("succeeded", True),
-    ]  # fmt: skip
+        ("succeeded", True),
+        ("succeeded", True),
+    ]
     assert "not published" not in builds[0][2]
     assert "recorded by a later build" in builds[0][2]
 
@@ -180,9 +183,14 @@ def test_a_build_with_screen_alias_and_group_calls_publishes_the_analyst_databas
         con,
         event("screen_viewed", days_ago(4), anonymous_id="a-1", properties={"name": "Home"}),
         event("alias", days_ago(3), previousId="a-1", userId="ann"),
-        event("group", days_ago(2), user_id="ann", groupId="acme",
-              traits={"name": "Acme", "email": "billing@acme.example"}),
-    )  # fmt: skip
+        event(
+            "group",
+            days_ago(2),
+            user_id="ann",
+            groupId="acme",
+            traits={"name": "Acme", "email": "billing@acme.example"},
+        ),
+    )
     published = build_and_publish(con, settings, segments, AS_OF)
     assert [status for status, _, _ in _builds(con)] == ["succeeded"]
     assert published.build.customers == 1
@@ -190,8 +198,11 @@ def test_a_build_with_screen_alias_and_group_calls_publishes_the_analyst_databas
     with duckdb.connect(str(published.analyst.path), read_only=True) as analyst:
         types = analyst.execute("SELECT type, count(*) FROM events GROUP BY 1 ORDER BY 1")
         assert types.fetchall() == [
-            ("alias", 1), ("group", 1), ("order_completed", 1), ("screen_viewed", 1)
-        ]  # fmt: skip
+            ("alias", 1),
+            ("group", 1),
+            ("order_completed", 1),
+            ("screen_viewed", 1),
+        ]
         profile = analyst.execute(
             "SELECT user_id, anonymous_ids, emails, orders, rfm_score IS NOT NULL"
             " FROM customer_profiles"

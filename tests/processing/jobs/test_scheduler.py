@@ -75,8 +75,10 @@ def _start_cdp_run(config, log) -> subprocess.Popen:
     env = {**os.environ, "CDP_SCHEDULE__REFRESH_MINUTES": "0.05"}
     return subprocess.Popen(
         [sys.executable, "-m", "cdp", "--config", str(config), "-v", "run"],
-        stdout=subprocess.PIPE, stderr=log.open("wb"), env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        env=env,
+    )
 
 
 @pytest.mark.kafka
@@ -153,8 +155,10 @@ def test_analysts_read_the_published_copy_while_cdp_run_keeps_ingesting(
 
         status = subprocess.run(
             [sys.executable, "-m", "cdp", "--config", str(isolated_config), "status"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stderr
         assert "figures from: analyst snapshot" in status.stdout  # the live file is in use
         assert "consumer lag:" in status.stdout and "[0]  end" in status.stdout

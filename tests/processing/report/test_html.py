@@ -10,9 +10,14 @@ from cdp.storage.paths import report_path
 from tests.browser import run_chromium
 
 CHARTS = {
-    "kpis", "clv-distribution", "rfm-heatmap", "segment-sizes", "cohort-retention", "funnel",
+    "kpis",
+    "clv-distribution",
+    "rfm-heatmap",
+    "segment-sizes",
+    "cohort-retention",
+    "funnel",
     "top-products",
-}  # fmt: skip
+}
 ARTIFACTS = Path(os.environ.get("CDP_TEST_ARTIFACTS", Path(__file__).parents[3] / "test-artifacts"))
 
 

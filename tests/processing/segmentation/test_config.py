@@ -44,21 +44,31 @@ def test_rolling_window_columns_follow_the_configured_windows():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("orders >= 2", "orders >= 'two'"),
-         "segment 'repeat': rule \"orders >= 'two'\": type mismatch: 'orders' needs a number"),
-        (("orders >= 2", "order_count >= 2"),
-         "segment 'repeat': rule 'order_count >= 2': unknown column"),
-        (('destinations = ["files"]', 'destinations = ["crm"]'),
-         "segment 'repeat': destinations: unknown destination 'crm' (known: files)"),
-        (('traits = ["orders"]', 'traits = ["shoe_size"]'),
-         "segment 'repeat': traits: unknown column 'shoe_size'"),
+        (
+            ("orders >= 2", "orders >= 'two'"),
+            "segment 'repeat': rule \"orders >= 'two'\": type mismatch: 'orders' needs a number",
+        ),
+        (
+            ("orders >= 2", "order_count >= 2"),
+            "segment 'repeat': rule 'order_count >= 2': unknown column",
+        ),
+        (
+            ('destinations = ["files"]', 'destinations = ["crm"]'),
+            "segment 'repeat': destinations: unknown destination 'crm' (known: files)",
+        ),
+        (
+            ('traits = ["orders"]', 'traits = ["shoe_size"]'),
+            "segment 'repeat': traits: unknown column 'shoe_size'",
+        ),
         (('consent = "email"', 'consent = "carrier-pigeon"'), "segments.0.consent"),
         (('type = "files"', 'type = "ftp"'), "destinations.files"),
         (('name = "repeat"', 'name = "Repeat Buyers"'), "segments.0.name"),
-        (('rule = "orders >= 2"', 'rule = "orders >= 2"\ncolour = "red"'),
-         "segments.0.colour: unknown key"),
+        (
+            ('rule = "orders >= 2"', 'rule = "orders >= 2"\ncolour = "red"'),
+            "segments.0.colour: unknown key",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_errors_name_the_segment_and_the_problem(change, message):
     with pytest.raises(ConfigError) as caught:
         load_segment_config(Settings(), GOOD.replace(*change))
