@@ -62,8 +62,9 @@ traits = ["orders"]
     ).fetchall()[0][0]
     bodies = [json.loads(m.value) for m in messages]
     assert [(m.key.decode(), b["change"]) for m, b in zip(messages, bodies, strict=True)] == [
-        (ann, "entered"), (ann, "exited"),
-    ]  # fmt: skip
+        (ann, "entered"),
+        (ann, "exited"),
+    ]
     assert bodies[0]["traits"] == {"orders": 1} and bodies[0]["segment"] == "recent"
     assert bodies[0]["as_of"] == "2026-06-30"
     # The key is derived from what the message carries, so a message re-sent after a
