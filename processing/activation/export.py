@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdp.errors import ExportError
+from cdp.errors import CdpError, ExportError
 from cdp.processing.activation.destinations import Delivery, deliver, remove_staging_leftovers
 from cdp.processing.as_of import end_of_day
 from cdp.processing.segmentation.config import Segment, SegmentConfig
@@ -267,7 +267,10 @@ def _export_one(
             con, settings, destination, delivery,
             lambda e, x: _confirm(con, name, segment.name, entered, e, x), out_dir,
         )  # fmt: skip
-    except Exception as exc:
+    except CdpError as exc:
+        # A destination that failed (DeliveryError; DiskError for a full disk;
+        # TransientError for a broker not reachable): this delivery fails and keeps
+        # its diff, the others go on. Anything else is a bug, and propagates.
         message = f"{type(exc).__name__}: {exc}"
         log.warning("export of %s to %s failed: %s", segment.name, name, message)
         _finish(con, run_id, "failed", counts, None, message)

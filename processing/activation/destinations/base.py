@@ -57,7 +57,13 @@ class Deliverer(ABC, Generic[ConfigT]):
     @abstractmethod
     def deliver(self, delivery: Delivery, confirm: Confirm, context: Context) -> str:
         """Send ``delivery``, call ``confirm`` with what the destination acknowledged,
-        and return where it went (a folder, a topic, a URL)."""
+        and return where it went (a folder, a topic, a URL).
+
+        A failure of the transport (disk, network, broker, receiver) is raised as a
+        :class:`~cdp.errors.CdpError` — :class:`~cdp.errors.DeliveryError` unless a
+        more precise one applies, such as :class:`~cdp.errors.DiskError` — so the
+        export records this delivery as failed, keeps its diff and goes on with the
+        others. Anything else is a bug, and propagates."""
 
     def folder_root(self, out_dir: Path) -> Path | None:
         """The folder under which it writes ``<segment>/<as-of>`` folders, if it writes

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from cdp.errors import DeliveryError
 from cdp.processing.activation.destinations.base import (
     Confirm,
     Context,
@@ -87,9 +88,16 @@ def publish_folder(target: Path, delivery: Delivery, write: Callable[[Path], Non
     a reader sees the previous folder or the complete new one, never a partial one.
 
     A full disk (or an I/O error) is a :class:`~cdp.errors.DiskError` naming
-    ``target``; the temporary folder is deleted and the previous folder stays."""
-    with storage_errors(target):
-        _write_folder(target, delivery, write)
+    ``target``, any other failure to write it (no permission, a file in the way) a
+    :class:`~cdp.errors.DeliveryError`; the temporary folder is deleted and the
+    previous folder stays."""
+    try:
+        with storage_errors(target):
+            _write_folder(target, delivery, write)
+    except OSError as exc:  # not a full disk or an I/O error: those are DiskError now
+        raise DeliveryError(
+            f"{target}: cannot write the folder ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _write_folder(target: Path, delivery: Delivery, write: Callable[[Path], None]) -> None:

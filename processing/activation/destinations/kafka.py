@@ -5,6 +5,8 @@ cdp's own (``kafka.bootstrap_servers``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from cdp.errors import DeliveryError
 from cdp.processing.activation.destinations.base import Confirm, Context, Deliverer, Delivery
 from cdp.processing.activation.destinations.messages import (
@@ -14,6 +16,9 @@ from cdp.processing.activation.destinations.messages import (
     idempotency_key,
 )
 from cdp.processing.segmentation.config import KafkaDestination
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
 
 
 class KafkaDeliverer(Deliverer[KafkaDestination]):
@@ -42,23 +47,31 @@ class KafkaDeliverer(Deliverer[KafkaDestination]):
         except KafkaError as exc:
             raise DeliveryError(f"{location}: cannot connect: {exc}") from None
         try:
-            futures = []
-            for change in sent:
-                value = encode(change)
-                futures.append(
-                    producer.send(
-                        topic,
-                        key=change["customer_id"].encode(),
-                        value=value,
-                        headers=[("idempotency-key", idempotency_key(delivery, value).encode())],
-                    )
-                )
-            producer.flush(timeout=60)
-            for future in futures:
-                future.get(timeout=0)
+            try:
+                _send_and_wait(producer, topic, delivery, sent)
+            finally:
+                producer.close(timeout=5)  # it flushes what is left, so it can time out too
         except KafkaError as exc:
             raise DeliveryError(f"{location}: not acknowledged: {exc}") from None
-        finally:
-            producer.close(timeout=5)
         confirm_changes(confirm, sent)
         return location
+
+
+def _send_and_wait(
+    producer: KafkaProducer, topic: str, delivery: Delivery, sent: list[dict[str, Any]]
+) -> None:
+    """Send one message per change and wait until every one is acknowledged."""
+    futures = []
+    for change in sent:
+        value = encode(change)
+        futures.append(
+            producer.send(
+                topic,
+                key=change["customer_id"].encode(),
+                value=value,
+                headers=[("idempotency-key", idempotency_key(delivery, value).encode())],
+            )
+        )
+    producer.flush(timeout=60)
+    for future in futures:
+        future.get(timeout=0)

@@ -61,9 +61,9 @@ def _post_with_retries(destination: WebhookDestination, body: bytes, key: str) -
     }
     last_error = ""
     for attempt in range(1, destination.max_attempts + 1):
-        request = urllib.request.Request(destination.url, data=body, headers=headers)
         asked: float | None = None  # the receiver's Retry-After, in seconds
         try:
+            request = urllib.request.Request(destination.url, data=body, headers=headers)
             with urllib.request.urlopen(request, timeout=destination.timeout_s) as response:
                 response.read()
             return
@@ -83,6 +83,13 @@ def _post_with_retries(destination: WebhookDestination, body: bytes, key: str) -
             http.client.HTTPException,
         ) as exc:
             last_error = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        except (OSError, ValueError) as exc:
+            # Neither an answer nor a failure worth retrying: a URL or a header the
+            # HTTP client refuses (ValueError), an SSL error reading the answer, ...
+            raise DeliveryError(
+                f"webhook {destination.url}: the batch cannot be sent "
+                f"({type(exc).__name__}: {exc}; not retried)"
+            ) from exc
         if attempt < destination.max_attempts:
             time.sleep(asked if asked is not None else backoff_s(destination.backoff_s, attempt))
     raise DeliveryError(

@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cdp.errors import ExportError
+from cdp.processing.activation.destinations import DELIVERERS, Deliverer
 from cdp.processing.activation.export import run_export
 from cdp.processing.stages.run import run_build
 from tests.processing.activation.scenario import (
@@ -128,3 +129,19 @@ def test_an_export_cleans_up_what_a_killed_export_left(memory_db, tmp_path):
     ).fetchall()[0]
     assert status == "interrupted" and finished is not None
     assert "interrupted" in message
+
+
+class _BuggyDeliverer(Deliverer):
+    def deliver(self, delivery, confirm, context):
+        raise ZeroDivisionError("a bug in the deliverer, not a failed delivery")
+
+
+def test_a_bug_in_a_deliverer_propagates_instead_of_being_a_failed_export(
+    memory_db, tmp_path, monkeypatch
+):
+    _timeline(memory_db)
+    config = _config()
+    run_build(memory_db, settings(), AS_OF, config)
+    monkeypatch.setitem(DELIVERERS, "files", _BuggyDeliverer)
+    with pytest.raises(ZeroDivisionError, match="a bug in the deliverer"):
+        _export(memory_db, config, tmp_path, destinations=["files"])

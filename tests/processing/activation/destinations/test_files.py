@@ -4,7 +4,9 @@ import json
 import duckdb
 import pyarrow.parquet as pq
 
-from tests.processing.activation.scenario import _first_export
+from cdp.processing.stages.run import run_build
+from tests.processing.activation.scenario import _config, _export, _first_export, _timeline
+from tests.processing.store import AS_OF, settings
 
 
 def test_export_files_are_readable_and_the_manifest_matches_them(memory_db, tmp_path):
@@ -24,3 +26,15 @@ def test_export_files_are_readable_and_the_manifest_matches_them(memory_db, tmp_
         f"SELECT count(*) FROM read_json('{folder / 'members.jsonl'}')"
     ).fetchall() == [(1,)]
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "no temp folders"
+
+
+def test_a_folder_that_cannot_be_written_fails_that_delivery_only(memory_db, tmp_path):
+    _timeline(memory_db)
+    config = _config()
+    run_build(memory_db, settings(), AS_OF, config)
+    (tmp_path / "segments").write_text("a file where the folder should be")
+    results = _export(memory_db, config, tmp_path, destinations=["files", "audiences"])
+    failed = results[("files", "recent")]
+    assert failed.status == "failed"
+    assert "NotADirectoryError" in failed.message and "segments" in failed.message
+    assert results[("audiences", "recent")].status == "succeeded"

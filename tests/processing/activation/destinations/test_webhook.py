@@ -6,6 +6,7 @@ from cdp.processing.activation.destinations.webhook import (
     backoff_s,
     retry_after_s,
 )
+from cdp.processing.segmentation.config import load_segment_config
 from cdp.processing.stages.run import run_build
 from tests.processing.activation.scenario import T2, _config, _export, _timeline
 from tests.processing.store import AS_OF, days_ago, order, settings, store
@@ -105,3 +106,28 @@ def test_the_backoff_grows_exponentially_with_jitter():
         ceiling = 0.5 * 2 ** (attempt - 1)
         assert all(ceiling / 2 <= d <= ceiling for d in drawn)
         assert len(set(drawn)) > 40  # spread out, not one fixed delay
+
+
+def test_a_request_that_cannot_be_sent_fails_the_delivery_without_retries(memory_db, tmp_path):
+    store(memory_db, order("ann", days_ago(3), "10"))
+    with webhook_receiver() as receiver:
+        config = load_segment_config(
+            settings(),
+            f"""
+[destinations.hook]
+type = "webhook"
+url = "{receiver.url}"
+headers = {{ "X-Token" = "line\\nbreak" }}
+
+[[segments]]
+name = "recent"
+rule = "last_order_at within 30 days"
+destinations = ["hook"]
+consent = "none"
+""",
+        )
+        run_build(memory_db, settings(), AS_OF, config)
+        result = _export(memory_db, config, tmp_path)[("hook", "recent")]
+    assert result.status == "failed"
+    assert "Invalid header value" in result.message
+    assert receiver.attempts == 0
