@@ -41,48 +41,8 @@ from cdp.settings import Settings
 from cdp.storage.analyst import AnalystPublish, publish_analyst_database, remove_publish_leftovers
 from cdp.storage.database import execute_script
 from cdp.storage.paths import analyst_path
+from cdp.storage.sql import read_sql
 from cdp.storage.transactions import transaction
-
-_FORGET = """
-INSERT OR IGNORE INTO suppressed_identifiers
-SELECT sha256(identifier), $now, 'cdp forget' FROM forget_identifiers;
-
-CREATE OR REPLACE TEMP TABLE forget_events AS
-SELECT event_id FROM events
-WHERE anonymous_id IN (SELECT identifier[6:] FROM forget_identifiers
-                       WHERE starts_with(identifier, 'anon:'))
-   OR user_id IN (SELECT identifier[6:] FROM forget_identifiers
-                  WHERE starts_with(identifier, 'user:'))
-   OR lower(trim(email)) IN (SELECT identifier[7:] FROM forget_identifiers
-                             WHERE starts_with(identifier, 'email:'));
-
-DELETE FROM events WHERE event_id IN (SELECT event_id FROM forget_events);
-
-DELETE FROM customer_profiles WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM customer_rolling_windows
-WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM orders WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM profile_history WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM customer_consent WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM customer_recommendations
-WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM segment_membership WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM segment_membership_history
-WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM customer_identities WHERE customer_id IN (SELECT customer_id FROM forget_customers);
-
-DELETE FROM customer_aliases
-WHERE customer_id IN (SELECT customer_id FROM forget_customers)
-   OR alias_id IN (SELECT customer_id FROM forget_customers);
-"""
 
 
 @dataclass(frozen=True)
@@ -135,7 +95,11 @@ def forget_customer(
     con.register("forget_customers", pa.table({"customer_id": ids}))
     try:
         with transaction(con):
-            execute_script(con, _FORGET, {"now": datetime.now(UTC)})
+            execute_script(
+                con,
+                read_sql("cdp.processing.activation", "privacy_forget.sql"),
+                {"now": datetime.now(UTC)},
+            )
             deleted = con.execute("SELECT count(*) FROM forget_events").fetchall()[0][0]
     finally:
         con.unregister("forget_identifiers")

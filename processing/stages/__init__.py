@@ -25,4 +25,9 @@ Tables only one stage uses (``identity_*``, ``clv_inputs``, ``build_consent``,
 ``build_product_affinity``...) are created and read within that stage's module.
 Nothing is written to the live tables until ``run`` publishes them all at once, so
 a failed or cancelled build changes nothing.
+
+Statements longer than a screen are ``.sql`` files beside the module that runs them,
+named after it (``profiles.sql``, ``profiles_facts.sql``, ``identity_tuples.sql``...)
+and read with ``cdp.storage.sql.read_sql``. Each opens with a comment saying what it
+makes, which temp tables it reads and which ``$parameters`` it takes.
 """

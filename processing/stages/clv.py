@@ -61,103 +61,10 @@ from cdp.processing.models import clv_models
 from cdp.processing.stages.profiles import ProfileColumns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
+from cdp.storage.sql import read_sql
 
 WEEKS_PER_MONTH = 52.0 / 12.0
 MIN_CHURNED_FOR_LIFESPAN = 30
-
-_KPIS = """
-CREATE OR REPLACE TEMP TABLE build_kpis AS
-WITH window_orders AS (
-    SELECT * FROM order_facts
-    WHERE NOT cancelled AND ordered_at > $as_of - to_days($window)
-),
-totals AS (
-    SELECT count(*) AS orders, count(DISTINCT customer_id) AS buyers,
-           coalesce(sum(gross - refunded), 0) AS revenue
-    FROM window_orders
-),
-buyers_ever AS (SELECT count(*) FILTER (WHERE orders > 0) AS buyers,
-                       count(*) FILTER (WHERE orders > 1) AS repeaters,
-                       count(*) AS customers,
-                       min(first_order_at) AS first_order
-                FROM build_profiles),
-months AS (
-    SELECT unnest(generate_series(date_trunc('month', $as_of::TIMESTAMP) - INTERVAL 12 MONTH,
-                                  date_trunc('month', $as_of::TIMESTAMP) - INTERVAL 1 MONTH,
-                                  INTERVAL 1 MONTH)) AS month_start
-),
-activity AS (  -- active at a date = an order within the inactivity window before it
-    SELECT m.month_start, o.customer_id,
-           bool_or(o.ordered_at <= m.month_start) AS active_at_start,
-           bool_or(o.ordered_at > m.month_start + INTERVAL 1 MONTH - to_days($inactive_days))
-               AS active_at_end
-    FROM months m
-    JOIN order_facts o
-      ON NOT o.cancelled
-     AND o.ordered_at > m.month_start - to_days($inactive_days)
-     AND o.ordered_at <= m.month_start + INTERVAL 1 MONTH
-    GROUP BY ALL
-),
-monthly AS (
-    SELECT month_start,
-           count(*) FILTER (WHERE active_at_start) AS active_start,
-           count(*) FILTER (WHERE active_at_start AND NOT active_at_end) AS churned
-    FROM activity GROUP BY 1
-),
-churn AS (
-    SELECT avg(churned / active_start) AS churn_rate
-    FROM monthly WHERE active_start > 0
-),
-lifespan AS (
-    SELECT count(*) AS churned_customers,
-           avg(date_diff('day', first_order_at, last_order_at)) / 365.25 AS measured_years
-    FROM build_profiles
-    WHERE orders > 0 AND date_diff('day', last_order_at, $as_of) > $inactive_days
-),
-visitors AS (
-    SELECT count(DISTINCT customer_key) AS viewers FROM build_events
-    WHERE type = 'product_viewed' AND occurred_at > $as_of - to_days($window)
-),
-new_customers AS (
-    SELECT count(*) AS n FROM build_profiles WHERE first_order_at > $as_of - to_days($window)
-),
-measured AS (
-    SELECT CASE WHEN date_diff('day', b.first_order, $as_of) >= $min_history
-                     AND l.churned_customers >= $min_churned AND l.measured_years > 0
-                THEN l.measured_years END AS years
-    FROM buyers_ever b, lifespan l
-),
-base AS (
-    SELECT
-        $as_of::DATE AS as_of, $window AS window_days, $currency AS reporting_currency,
-        b.customers, t.buyers, t.orders, t.revenue::DECIMAL(18, 4) AS revenue,
-        t.revenue / nullif(t.orders, 0) AS aov,
-        t.orders / nullif(t.buyers, 0) AS purchase_frequency,
-        t.revenue / nullif(t.buyers, 0) AS customer_value,  -- = AOV x purchase frequency
-        b.repeaters / nullif(b.buyers, 0) AS repeat_rate,
-        c.churn_rate AS churn_rate_monthly,
-        1 - c.churn_rate AS retention_rate_monthly,
-        coalesce(ms.years, $default_lifespan) AS lifespan_years,
-        ms.years IS NULL AS lifespan_is_default,
-        t.revenue / ($window / 30.4375) / nullif(t.buyers, 0) AS monthly_revenue_per_customer,
-        $margin AS gross_margin,
-        t.buyers / nullif(v.viewers, 0) AS conversion_rate,
-        n.n AS new_customers
-    FROM totals t, buyers_ever b, churn c, measured ms, visitors v, new_customers n
-)
-SELECT *,
-       customer_value * lifespan_years AS basic_clv,
-       monthly_revenue_per_customer / nullif(churn_rate_monthly, 0) * gross_margin AS advanced_clv,
-       customer_value * lifespan_years * conversion_rate AS max_cost_per_click,
-       NULL::DOUBLE AS marketing_spend, NULL::DOUBLE AS cac,
-       NULL::DOUBLE AS ltv_to_cac, NULL::DOUBLE AS clv_minus_cac
-FROM base;
-
--- Each buyer's net revenue in the window, for their advanced CLV.
-CREATE OR REPLACE TEMP TABLE build_window_revenue AS
-SELECT customer_id, sum(gross - refunded) AS revenue FROM order_facts
-WHERE ordered_at > $as_of - to_days($window) GROUP BY 1;
-"""
 
 # Formula CLVs per customer, from the store's lifespan, churn and margin.
 FORMULA_CLV_COLUMNS = ProfileColumns(
@@ -166,6 +73,7 @@ FORMULA_CLV_COLUMNS = ProfileColumns(
            * k.gross_margin)::DOUBLE AS advanced_clv""",
     """CROSS JOIN build_kpis k
        LEFT JOIN build_window_revenue w ON w.customer_id = p.customer_id""",
+    name="clv.FORMULA_CLV_COLUMNS",
 )
 
 # Customers who never ordered: nothing to predict from, nothing expected.
@@ -176,6 +84,7 @@ PREDICTED_CLV_COLUMNS = ProfileColumns(
        c.expected_spend_per_order::DOUBLE AS expected_spend_per_order,
        (CASE WHEN p.orders = 0 THEN 0 ELSE c.predicted_clv END)::DOUBLE AS predicted_clv""",
     "LEFT JOIN build_clv_predictions c ON c.customer_id = p.customer_id",
+    name="clv.PREDICTED_CLV_COLUMNS",
 )
 
 # The models' per-customer inputs, from ``clv_purchases`` (customer_id, day, value):
@@ -221,7 +130,7 @@ def compute_store_kpis(con: duckdb.DuckDBPyConnection, settings: Settings, as_of
     clv = settings.clv
     execute_script(
         con,
-        _KPIS,
+        read_sql("cdp.processing.stages", "clv_store_kpis.sql"),
         {
             "as_of": as_of,
             "window": clv.kpi_window_days,
@@ -243,9 +152,10 @@ def _apply_marketing_spend(
     spend = read_marketing_spend(path)
     start = as_of.date().toordinal() - window_days
     in_window = sum(
-        amount for (year, month), amount in spend.items()
+        amount
+        for (year, month), amount in spend.items()
         if start <= _month_end_ordinal(year, month) and (year, month) <= (as_of.year, as_of.month)
-    )  # fmt: skip
+    )
     con.execute(
         "UPDATE build_kpis SET marketing_spend = $spend, cac = $spend / nullif(new_customers, 0)",
         {"spend": in_window},
@@ -307,9 +217,11 @@ def fit_models(con: duckdb.DuckDBPyConnection) -> ModelRuns:
     """Fit BG/NBD and Gamma-Gamma by maximum likelihood on ``clv_inputs``."""
     grouped = con.sql(_GROUPED).to_arrow_table()
     bgnbd = clv_models.fit_bgnbd(
-        grouped["x"].to_numpy(), grouped["t_x"].to_numpy(), grouped["T"].to_numpy(),
+        grouped["x"].to_numpy(),
+        grouped["t_x"].to_numpy(),
+        grouped["T"].to_numpy(),
         grouped["n"].to_numpy(),
-    )  # fmt: skip
+    )
     spend = con.sql(_REPEAT_SPEND).to_arrow_table()
     gamma_gamma = clv_models.fit_gamma_gamma(spend["x"].to_numpy(), spend["m"].to_numpy())
     return ModelRuns(bgnbd, gamma_gamma)
@@ -344,14 +256,22 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
         expected = rate * horizon_weeks * p_alive
     fallback_spend = float(np.mean(mean_value)) if len(mean_value) else 0.0
     spend = clv_models.gamma_gamma_expected_spend(
-        gamma_gamma.params if gamma_gamma.converged else {}, x, np.where(x > 0, m, mean_value),
+        gamma_gamma.params if gamma_gamma.converged else {},
+        x,
+        np.where(x > 0, m, mean_value),
         fallback_spend,
-    )  # fmt: skip
+    )
     if bgnbd.converged:
         predicted = clv_models.discounted_clv(
-            bgnbd.params, spend, x, t_x, T, months=clv.horizon_months,
-            units_per_month=WEEKS_PER_MONTH, annual_discount_rate=clv.annual_discount_rate,
-        )  # fmt: skip
+            bgnbd.params,
+            spend,
+            x,
+            t_x,
+            T,
+            months=clv.horizon_months,
+            units_per_month=WEEKS_PER_MONTH,
+            annual_discount_rate=clv.annual_discount_rate,
+        )
     else:
         monthly = (1 + clv.annual_discount_rate) ** (1 / 12) - 1
         months = np.arange(1, clv.horizon_months + 1)

@@ -31,62 +31,17 @@ import duckdb
 
 from cdp.storage.database import execute_script
 from cdp.storage.event_store import TRIM_PARAMETERS
+from cdp.storage.sql import read_sql
+
+# This stage's longer statements are .sql files beside this module: identity_tuples.sql,
+# identity_customer_ids.sql and identity_apply.sql.
+_PACKAGE = "cdp.processing.stages"
 
 MAX_ROUNDS = 64
 
 # What validation strips from identifiers (pydantic's strip_whitespace), which the
 # stored payload still carries.
 WHITESPACE = TRIM_PARAMETERS["whitespace"]
-
-# Most events repeat the same few identifiers, so the graph is built from the
-# distinct identifier tuples events carry, not from every event. Each tuple links its
-# identifiers as a star around its smallest one, its anchor.
-_IDENTIFIERS = """
-CREATE OR REPLACE TEMP TABLE identity_tuples AS
-WITH scoped AS (
-    -- Identify traits are typed columns; orders may carry contact details in their
-    -- properties too, parsed once per build into build_order_payloads. A group call's
-    -- traits are its account's, not the person's: a shared billing address would merge
-    -- every member of the account into one customer.
-    SELECT occurred_at, anonymous_id, user_id,
-           CASE WHEN type <> 'group' THEN email END AS email,
-           CASE WHEN type <> 'group' THEN phone END AS phone
-    FROM events
-    WHERE occurred_at <= $as_of AND type <> 'order_completed'
-    UNION ALL
-    SELECT occurred_at, anonymous_id, user_id, email, phone FROM build_order_payloads
-),
-as_sent AS (  -- collapse repeats first: normalizing is per distinct value, not per event
-    SELECT anonymous_id, user_id, email, phone, min(occurred_at) AS first_seen_at
-    FROM scoped GROUP BY ALL
-),
--- Tuples that normalize alike stay separate rows: they link the same identifiers to
--- the same anchor, and grouping them again cost more than the duplicate edges.
-normalized AS (
-    SELECT 'anon:' || anonymous_id AS anonymous, 'user:' || user_id AS "user",
-           'email:' || CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
-           'phone:' || CASE WHEN length(regexp_replace(phone, '[^0-9]', '', 'g')) >= 7
-                            THEN cdp_normalize_phone(phone) END AS phone,
-           first_seen_at
-    FROM as_sent
-)
-SELECT *, least(anonymous, "user", email, phone) AS anchor FROM normalized;
-
--- Forgotten customers' identifiers are suppressed: an event carrying any of them
--- links nothing, so it is never stitched into a profile again.
-DELETE FROM identity_tuples
-WHERE EXISTS (SELECT 1 FROM suppressed_identifiers)
-  AND list_has_any([sha256(anonymous), sha256("user"), sha256(email), sha256(phone)],
-                   (SELECT list(identifier_sha256) FROM suppressed_identifiers));
-
-CREATE OR REPLACE TEMP TABLE tuple_identifiers AS
-SELECT identifier, anchor, first_seen_at FROM (
-    SELECT anonymous AS identifier, anchor, first_seen_at FROM identity_tuples
-    UNION ALL SELECT "user", anchor, first_seen_at FROM identity_tuples
-    UNION ALL SELECT email, anchor, first_seen_at FROM identity_tuples
-    UNION ALL SELECT phone, anchor, first_seen_at FROM identity_tuples
-) WHERE identifier IS NOT NULL;
-"""
 
 # Segment's alias call: previousId is whatever id the person was known by before the
 # event's userId — usually the anonymousId of a device, sometimes an earlier userId —
@@ -179,67 +134,6 @@ SELECT EXISTS (
 )
 """
 
-_ASSIGN = """
--- Every identifier with its label, and the customer it had before (one join, which
--- the statements below share).
-CREATE OR REPLACE TEMP TABLE identity_known AS
-SELECT l.identifier, l.label, n.first_seen_at,
-       c.customer_id AS previous_id, c.first_seen_at AS previous_first_seen_at
-FROM identity_labels l
-JOIN identity_nodes n USING (identifier)
-LEFT JOIN customer_identities c USING (identifier);
-
--- A component keeps the id of the customer, among those its identifiers had, first
--- seen earliest (ties: the smaller id).
-CREATE OR REPLACE TEMP TABLE identity_components AS
-SELECT label,
-       coalesce(
-           arg_min(previous_id, {'since': previous_first_seen_at, 'id': previous_id})
-               FILTER (WHERE previous_id IS NOT NULL),
-           'cus_' || substr(md5(label), 1, 16)
-       ) AS customer_id
-FROM identity_known GROUP BY label;
-
--- Merged-away ids become aliases of the survivor.
-CREATE OR REPLACE TEMP TABLE identity_merges AS
-SELECT DISTINCT k.previous_id AS alias_id, c.customer_id
-FROM identity_known k JOIN identity_components c USING (label)
-WHERE k.previous_id <> c.customer_id;
-
--- This build's view of every identifier it saw (applied by apply_identities).
-CREATE OR REPLACE TEMP TABLE build_identities AS
-SELECT k.identifier, c.customer_id,
-       least(k.first_seen_at, k.previous_first_seen_at) AS first_seen_at  -- NULLs ignored
-FROM identity_known k JOIN identity_components c USING (label);
-"""
-
-_APPLY = """
--- Aliases of a merged-away id follow it to the survivor.
-UPDATE customer_aliases a SET customer_id = m.customer_id
-FROM identity_merges m WHERE a.customer_id = m.alias_id;
-
-INSERT OR REPLACE INTO customer_aliases (alias_id, customer_id, merged_at)
-SELECT alias_id, customer_id, $now FROM identity_merges;
-
--- Only identifiers that are new or changed are written: most are neither.
-CREATE OR REPLACE TEMP TABLE identity_changes AS
-SELECT b.identifier, b.customer_id, b.first_seen_at
-FROM build_identities b LEFT JOIN customer_identities old USING (identifier)
-WHERE old.identifier IS NULL OR old.customer_id <> b.customer_id
-   OR old.first_seen_at <> b.first_seen_at;
-
-DELETE FROM customer_identities
-WHERE identifier IN (SELECT identifier FROM identity_changes);
-
-INSERT INTO customer_identities (identifier, customer_id, first_seen_at)
-SELECT identifier, customer_id, first_seen_at FROM identity_changes;
-
--- Identifiers of merged-away customers that this (possibly earlier as-of) build did
--- not see still follow their customer.
-UPDATE customer_identities i SET customer_id = m.customer_id
-FROM identity_merges m WHERE i.customer_id = m.alias_id;
-"""
-
 _MACROS = r"""
 CREATE OR REPLACE TEMP MACRO cdp_normalize_phone(phone) AS
     CASE WHEN starts_with(trim(phone), '+') THEN '+' ELSE '' END
@@ -262,7 +156,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
     Every event carries an anonymous or user id, so the rest of the build finds
     an event's customer through either."""
     con.execute(_MACROS)
-    execute_script(con, _IDENTIFIERS, {"as_of": as_of})
+    execute_script(con, read_sql(_PACKAGE, "identity_tuples.sql"), {"as_of": as_of})
     execute_script(con, _ALIASES, {"as_of": as_of, "whitespace": WHITESPACE})
     if con.execute("SELECT count(*) FROM identity_alias_candidates").fetchall()[0][0]:
         execute_script(con, _ALIAS_LINKS)
@@ -275,7 +169,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
         con.execute(_PROPAGATE)
         con.execute("DROP TABLE identity_labels")
         con.execute("ALTER TABLE identity_labels_next RENAME TO identity_labels")
-    execute_script(con, _ASSIGN)
+    execute_script(con, read_sql(_PACKAGE, "identity_customer_ids.sql"))
     identifiers, customers = con.execute(
         "SELECT (SELECT count(*) FROM identity_known), (SELECT count(*) FROM identity_components)"
     ).fetchall()[0]
@@ -285,7 +179,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
 
 def apply_identities(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     """Record the staged identities and merges (inside the build's publish transaction)."""
-    execute_script(con, _APPLY, {"now": now})
+    execute_script(con, read_sql(_PACKAGE, "identity_apply.sql"), {"now": now})
 
 
 def resolve_customer_id(con: duckdb.DuckDBPyConnection, customer_or_alias: str) -> str | None:

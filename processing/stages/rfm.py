@@ -42,69 +42,21 @@ import duckdb
 from cdp.processing.stages.profiles import ProfileColumns
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
+from cdp.storage.sql import read_sql
 
 SEGMENTS = (
-    "Champions", "Loyal", "Potential loyalist", "New", "Promising", "Need attention",
-    "About to sleep", "At risk", "Can't lose them", "Hibernating", "Lost",
-)  # fmt: skip
-
-_SCORE = """
-CREATE OR REPLACE TEMP TABLE build_rfm AS
-WITH base AS (
-    SELECT p.customer_id,
-           date_diff('day', p.last_order_at, $as_of) AS recency_days,
-           count(o.order_id) FILTER (
-               WHERE NOT o.cancelled AND o.ordered_at > $as_of - to_days($window))
-               AS frequency,
-           coalesce(sum(o.gross - o.refunded)
-               FILTER (WHERE o.ordered_at > $as_of - to_days($window)), 0) AS monetary
-    FROM build_profiles p JOIN order_facts o USING (customer_id)
-    WHERE p.orders > 0
-    GROUP BY ALL
-),
-ranked AS (  -- ranked against the other buyers of the window only
-    SELECT *,
-           count(*) OVER () AS n,
-           rank() OVER (ORDER BY recency_days DESC) AS recency_rank,
-           rank() OVER (ORDER BY frequency) AS frequency_rank,
-           rank() OVER (ORDER BY monetary) AS monetary_rank
-    FROM base WHERE frequency > 0
-),
-scored AS (
-    SELECT customer_id, recency_days, frequency, monetary,
-           CASE WHEN $window_recency
-                THEN greatest(1, $k - floor(recency_days * $k / $window)::INTEGER)
-                ELSE 1 + floor($k * (recency_rank - 1) / n)::INTEGER END AS r,
-           1 + floor($k * (frequency_rank - 1) / n)::INTEGER AS f,
-           1 + floor($k * (monetary_rank - 1) / n)::INTEGER AS m
-    FROM ranked
-    UNION ALL  -- bought before, but not within the window: the lowest scores
-    SELECT customer_id, recency_days, frequency, monetary, 1, 1, 1 FROM base WHERE frequency = 0
-),
-five AS (  -- segment rules are written on the 1-5 scale
-    SELECT *, CASE WHEN $k = 3 THEN 2 * r - 1 ELSE r END AS r5,
-              CASE WHEN $k = 3 THEN 2 * f - 1 ELSE f END AS f5
-    FROM scored
+    "Champions",
+    "Loyal",
+    "Potential loyalist",
+    "New",
+    "Promising",
+    "Need attention",
+    "About to sleep",
+    "At risk",
+    "Can't lose them",
+    "Hibernating",
+    "Lost",
 )
-SELECT customer_id, recency_days, frequency, monetary,
-       r AS recency_score, f AS frequency_score, m AS monetary_score,
-       r::VARCHAR || f::VARCHAR || m::VARCHAR AS cell, r + f + m AS total,
-       CASE
-           WHEN r5 = 5 AND f5 >= 4 THEN 'Champions'
-           WHEN r5 BETWEEN 3 AND 4 AND f5 >= 4 THEN 'Loyal'
-           WHEN r5 = 5 AND f5 = 1 THEN 'New'
-           WHEN r5 = 4 AND f5 = 1 THEN 'Promising'
-           WHEN r5 >= 4 AND f5 BETWEEN 2 AND 3 THEN 'Potential loyalist'
-           WHEN r5 = 3 AND f5 = 3 THEN 'Need attention'
-           WHEN r5 = 3 AND f5 <= 2 THEN 'About to sleep'
-           WHEN r5 <= 2 AND f5 = 5 THEN 'Can''t lose them'
-           WHEN r5 <= 2 AND f5 >= 3 THEN 'At risk'
-           WHEN r5 = 1 AND f5 = 1 THEN 'Lost'
-           ELSE 'Hibernating'
-       END AS segment
-FROM five;
-
-"""
 
 RFM_COLUMNS = ProfileColumns(
     """s.recency_days::INTEGER AS rfm_recency_days, s.frequency::BIGINT AS rfm_frequency,
@@ -114,6 +66,7 @@ RFM_COLUMNS = ProfileColumns(
        s.monetary_score::INTEGER AS rfm_monetary_score, s.cell AS rfm_cell,
        s.total::INTEGER AS rfm_score, s.segment AS rfm_segment""",
     "LEFT JOIN build_rfm s ON s.customer_id = p.customer_id",
+    name="rfm.RFM_COLUMNS",
 )
 
 
@@ -123,7 +76,7 @@ def score_rfm(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetim
     rfm = settings.rfm
     execute_script(
         con,
-        _SCORE,
+        read_sql("cdp.processing.stages", "rfm_scores.sql"),
         {
             "as_of": as_of,
             "window": rfm.window_days,
