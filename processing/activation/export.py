@@ -192,9 +192,11 @@ def clean_up_interrupted_exports(
     ).fetchall()
     for run_id, destination, segment in runs:
         log.warning(
-            "export run %d (%s to %s) was interrupted: its process ended", run_id, segment,
+            "export run %d (%s to %s) was interrupted: its process ended",
+            run_id,
+            segment,
             destination,
-        )  # fmt: skip
+        )
     removed = remove_staging_leftovers(
         config.destinations.values(), out_dir or settings.export.out_dir
     )
@@ -264,9 +266,13 @@ def _export_one(
     counts = {"members": current.num_rows, "entered": entered.num_rows, "exited": exited.num_rows}
     try:
         location = deliver(
-            con, settings, destination, delivery,
-            lambda e, x: _confirm(con, name, segment.name, entered, e, x), out_dir,
-        )  # fmt: skip
+            con,
+            settings,
+            destination,
+            delivery,
+            lambda e, x: _confirm(con, name, segment.name, entered, e, x),
+            out_dir,
+        )
     except CdpError as exc:
         # A destination that failed (DeliveryError; DiskError for a full disk;
         # TransientError for a broker not reachable): this delivery fails and keeps
@@ -312,9 +318,10 @@ def _confirm(
     try:
         with transaction(con):
             execute_script(
-                con, _CONFIRM,
+                con,
+                _CONFIRM,
                 {"destination": destination, "segment": segment, "now": datetime.now(UTC)},
-            )  # fmt: skip
+            )
     finally:
         for view in ("confirmed_entered_rows", "confirmed_entered", "confirmed_exited"):
             con.unregister(view)
@@ -332,6 +339,12 @@ def _finish(
         "UPDATE export_runs SET finished_at = $now, status = $status, members = $members, "
         "entered = $entered, exited = $exited, location = $location, message = $message "
         "WHERE export_run_id = $id",
-        {"now": datetime.now(UTC), "status": status, **counts, "location": location,
-         "message": message, "id": run_id},
-    )  # fmt: skip
+        {
+            "now": datetime.now(UTC),
+            "status": status,
+            **counts,
+            "location": location,
+            "message": message,
+            "id": run_id,
+        },
+    )
