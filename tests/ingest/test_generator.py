@@ -1,8 +1,10 @@
+import hashlib
 import json
 from datetime import date
 
 import pytest
 
+from cdp.ingest import generator
 from cdp.ingest.events import CANONICAL_TYPES
 from cdp.ingest.generator import generate_store
 
@@ -90,3 +92,40 @@ def test_nobody_buys_when_the_buyer_share_is_zero(tmp_path):
 def test_shape_options_out_of_range_are_refused_by_name(tmp_path, option, value, message):
     with pytest.raises(ValueError, match=message):
         generate_store(tmp_path / "s.jsonl", customers=10, **{option: value})
+
+
+# sha256 of stores written by the generator before issue 17 rewrote it for speed (832715a:
+# an event dict per event, json.dumps, datetime arithmetic, random.randint/choice/sample),
+# with (events, malformed, re-sent). The first holds every kind of malformed line; the
+# last has nobody buy and nobody come back (randint(0, 0) still draws).
+BEFORE_ISSUE_17 = [
+    (
+        dict(customers=2000, seed=42),
+        "9cc05d4cf86c35ae1c20d3335b63df5edbf6340e8568ee618d339fb9c3845acf",
+        (35948, 147, 62),
+    ),
+    (
+        dict(customers=2000, seed=7, buyer_share=0.19, return_visits=1),
+        "0d0564956a64603cbd6312242c777cc98fc03e924c4409e127878bd9879f4a80",
+        (20856, 63, 45),
+    ),
+    (
+        dict(customers=500, seed=3, buyer_share=0.0, return_visits=0),
+        "469fd0e78e2efa8983cbcc30b141b24adf90c57d3965b94c030f0c3a269a8ba8",
+        (2107, 3, 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("options", "digest", "counts"), BEFORE_ISSUE_17)
+@pytest.mark.parametrize("flush_lines", [None, 97])
+def test_the_store_is_byte_for_byte_the_one_written_before_the_speed_up(
+    tmp_path, monkeypatch, options, digest, counts, flush_lines
+):
+    if flush_lines:  # many small writes, some just before a non-UTF-8 line
+        monkeypatch.setattr(generator, "_FLUSH_LINES", flush_lines)
+    path = tmp_path / "s.jsonl"
+    report = generate_store(path, end=date(2026, 1, 1), **options)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert (report.events, report.malformed, report.resent) == counts
+    assert sum(report.by_type.values()) == report.events
