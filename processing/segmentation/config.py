@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cdp.errors import ConfigError
 from cdp.processing.segmentation.rules import CompiledRule, RuleError, compile_rule
-from cdp.processing.stages.segments import segment_catalog
+from cdp.processing.stages.segment_source import segment_catalog
 from cdp.settings import Settings, format_validation_error
 
 Channel = Literal["email", "sms", "push", "ads", "none"]

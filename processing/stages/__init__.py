@@ -4,25 +4,33 @@
 the whole ``events`` table; the stages hand each other TEMP tables, named here so a
 reader knows where each comes from and who reads it:
 
-===========================  ===========  ==========================================
-temp table                   made by      read by
-===========================  ===========  ==========================================
-build_order_payloads         payloads     identity, profiles
-build_identify_traits        payloads     profiles, segments
-build_identities             identity     profiles
-build_events                 profiles     payloads, clv
-anonymous_customers,         profiles     payloads
+============================  ==============  ======================================
+temp table                    made by         read by
+============================  ==============  ======================================
+build_order_payloads          payloads        identity, profiles
+build_identify_traits         payloads        profiles, segment_source
+build_identities              identity        profiles
+build_events                  profiles        payloads, clv
+anonymous_customers,          profiles        payloads
 user_customers
-order_facts                  profiles     clv, rfm, segments, run (publish)
-build_profiles               profiles     clv, rfm, segments, run (publish)
-build_rolling_windows        profiles     segments, run (publish)
-build_kpis                   clv          run (publish)
-build_rfm                    rfm          rfm (merged into build_profiles)
-build_segment_members        segments     segments (published by run)
-===========================  ===========  ==========================================
+order_facts                   profiles        clv, rfm, segment_source, run (publish)
+build_profiles                profiles        clv, rfm, segment_source (adds the
+                                              columns rules read), segments, run
+build_rolling_windows         profiles        segment_source, run (publish)
+build_kpis                    clv             run (publish)
+build_rfm                     rfm             rfm (merged into build_profiles)
+build_product_affinity,       segment_source  segments (published with memberships)
+build_recommendations,
+build_consent
+build_segment_members         segments        segments (published by run)
+============================  ==============  ======================================
 
-Tables only one stage uses (``identity_*``, ``clv_inputs``, ``build_consent``,
-``build_product_affinity``...) are created and read within that stage's module.
+The stages, in order: ``payloads`` (order and identify JSON parsed once),
+``identity`` (identity resolution), ``profiles``, ``clv`` (formula CLV, store KPIs,
+predictive CLV), ``rfm``, ``segment_source`` (the columns segment rules read) and
+``segments`` (membership and traits); ``run`` runs them and publishes. Tables only
+one stage uses (``identity_*``, ``clv_inputs``, ``build_order_products``...) are
+created and read within that stage's module.
 Nothing is written to the live tables until ``run`` publishes them all at once, so
 a failed or cancelled build changes nothing.
 

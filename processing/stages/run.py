@@ -54,12 +54,8 @@ from cdp.processing.stages.profiles import (
     unconverted_orders,
 )
 from cdp.processing.stages.rfm import RFM_COLUMNS, score_rfm
-from cdp.processing.stages.segments import (
-    compute_segments,
-    publish_segments,
-    segment_source_columns,
-    stage_segment_inputs,
-)
+from cdp.processing.stages.segment_source import segment_source_columns, stage_segment_inputs
+from cdp.processing.stages.segments import compute_segments, publish_segments
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
 from cdp.storage.transactions import transaction

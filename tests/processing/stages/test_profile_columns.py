@@ -10,7 +10,7 @@ from cdp.processing.stages.profiles import (
     set_profile_columns,
 )
 from cdp.processing.stages.rfm import RFM_COLUMNS
-from cdp.processing.stages.segments import segment_source_columns
+from cdp.processing.stages.segment_source import segment_source_columns
 from tests.processing.store import AS_OF, settings
 
 
@@ -41,7 +41,7 @@ def test_a_column_taken_without_an_alias_counts_by_its_own_name(profiles):
     other = ProfileColumns(additions="NULL AS recommended_products")
     with pytest.raises(
         ValueError,
-        match=r"'recommended_products' by segments\.segment_source_columns, stage 2 of 2",
+        match=r"'recommended_products' by segment_source\.segment_source_columns, stage 2 of 2",
     ):
         set_profile_columns(
             profiles, segment_source_columns(settings()), other, params={"as_of": AS_OF}

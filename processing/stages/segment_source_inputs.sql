@@ -1,5 +1,5 @@
 -- Product affinity, recommendations and consent: the segment stage's inputs
--- (segments.stage_segment_inputs).
+-- (segment_source.stage_segment_inputs).
 --
 -- Makes temp tables: build_order_products (distinct products per order),
 -- build_product_affinity (pairs bought together: support, confidence, lift),
