@@ -48,6 +48,7 @@ Per customer (``customer_profiles``):
 from __future__ import annotations
 
 import csv
+from calendar import monthrange
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -167,9 +168,6 @@ def _apply_marketing_spend(
 
 
 def _month_end_ordinal(year: int, month: int) -> int:
-    from calendar import monthrange
-    from datetime import date
-
     return date(year, month, monthrange(year, month)[1]).toordinal()
 
 

@@ -15,10 +15,16 @@ from tests.processing.store import AS_OF, days_ago, event, order, settings, stor
 from tests.processing.webhook_server import webhook_receiver
 
 TABLES_BY_CUSTOMER = (
-    "customer_profiles", "customer_rolling_windows", "orders", "profile_history",
-    "customer_consent", "segment_membership", "segment_membership_history",
-    "customer_identities", "customer_recommendations",
-)  # fmt: skip
+    "customer_profiles",
+    "customer_rolling_windows",
+    "orders",
+    "profile_history",
+    "customer_consent",
+    "segment_membership",
+    "segment_membership_history",
+    "customer_identities",
+    "customer_recommendations",
+)
 
 
 def _config(url: str):
@@ -46,12 +52,17 @@ consent = "none"
 def _ann_and_bob(con):
     store(
         con,
-        event("identify", days_ago(20), anonymous_id="a-1", user_id="ann",
-              traits={"email": "ann@example.com", "consent": {"email": True}}),
+        event(
+            "identify",
+            days_ago(20),
+            anonymous_id="a-1",
+            user_id="ann",
+            traits={"email": "ann@example.com", "consent": {"email": True}},
+        ),
         event("page_viewed", days_ago(21), anonymous_id="a-1", properties={"url": "/"}),
         order("ann", days_ago(5), "10"),
         order("bob", days_ago(5), "10"),
-    )  # fmt: skip
+    )
 
 
 def test_forget_deletes_everything_sends_exits_and_keeps_the_customer_out(memory_db, tmp_path):
@@ -83,9 +94,10 @@ def test_forget_deletes_everything_sends_exits_and_keeps_the_customer_out(memory
     store(
         memory_db,
         order("ann", AS_OF + timedelta(days=1), "99"),
-        event("page_viewed", AS_OF + timedelta(days=1), anonymous_id="a-1",
-              properties={"url": "/"}),
-    )  # fmt: skip
+        event(
+            "page_viewed", AS_OF + timedelta(days=1), anonymous_id="a-1", properties={"url": "/"}
+        ),
+    )
     run_build(memory_db, settings(), AS_OF + timedelta(days=2), config)
     profiles = memory_db.execute("SELECT user_id FROM customer_profiles").fetchall()
     assert profiles == [("bob",)]

@@ -111,10 +111,16 @@ def test_contact_details_in_order_properties_stitch_a_guest_checkout_to_its_cust
         event("identify", days_ago(20), user_id="u7", traits={"email": "Pat@Example.com"}),
         # A guest checkout on another device: only the order's properties name Pat.
         order(
-            None, days_ago(3), "40.00", order_id="guest-1", email=" pat@example.com ",
-            phone="+44 20 7946 0000", products=[{"product_id": "p9", "quantity": 2}],
-        ) | {"anonymous_id": "guest-device"},
-    )  # fmt: skip
+            None,
+            days_ago(3),
+            "40.00",
+            order_id="guest-1",
+            email=" pat@example.com ",
+            phone="+44 20 7946 0000",
+            products=[{"product_id": "p9", "quantity": 2}],
+        )
+        | {"anonymous_id": "guest-device"},
+    )
     run_build(memory_db, settings(), AS_OF)
     rows = memory_db.execute(
         "SELECT user_id, anonymous_ids, emails, phones, orders, units FROM customer_profiles"
@@ -164,13 +170,21 @@ def _visitor_and_buyer_on_two_devices(con, visitor: dict) -> None:
     phone. No event carries ids of both, so they are two customers until an alias."""
     store(
         con,
-        event("product_viewed", days_ago(9), **visitor,
-              properties={"product_id": "p1", "category": "cakes"}),
-        event("product_added", days_ago(9), **visitor,
-              properties={"product_id": "p1", "cart_id": "c1", "price": "12.50", "quantity": 1}),
+        event(
+            "product_viewed",
+            days_ago(9),
+            **visitor,
+            properties={"product_id": "p1", "category": "cakes"},
+        ),
+        event(
+            "product_added",
+            days_ago(9),
+            **visitor,
+            properties={"product_id": "p1", "cart_id": "c1", "price": "12.50", "quantity": 1},
+        ),
         order("u-42", days_ago(3), "12.50", products=[{"product_id": "p1", "quantity": 1}])
         | {"anonymous_id": "phone-9"},
-    )  # fmt: skip
+    )
     assert run_build(con, settings(), AS_OF).customers == 2
 
 

@@ -14,16 +14,26 @@ def test_journey_stages_follow_the_documented_rules(memory_db):
         memory_db,
         event("page_viewed", days_ago(3), user_id="aware", properties={"url": "/"}),
         event("product_viewed", days_ago(3), user_id="considering", properties={"product_id": "p"}),
-        event("product_added", days_ago(3), user_id="deciding", properties={"product_id": "p", "cart_id": "c"}),  # noqa: E501
-        order("loyal", days_ago(40), "10"), order("loyal", days_ago(4), "10"),
-        order("lapsed", days_ago(400), "10"), order("lapsed", days_ago(300), "10"),
-    )  # fmt: skip
+        event(
+            "product_added",
+            days_ago(3),
+            user_id="deciding",
+            properties={"product_id": "p", "cart_id": "c"},
+        ),
+        order("loyal", days_ago(40), "10"),
+        order("loyal", days_ago(4), "10"),
+        order("lapsed", days_ago(400), "10"),
+        order("lapsed", days_ago(300), "10"),
+    )
     run_build(memory_db, settings(), AS_OF)
     stages = {user: values[0] for user, values in _profiles(memory_db, "journey_stage").items()}
     assert stages == {
-        "aware": "awareness", "considering": "consideration", "deciding": "decision",
-        "loyal": "loyalty", "lapsed": "lapsed",
-    }  # fmt: skip
+        "aware": "awareness",
+        "considering": "consideration",
+        "deciding": "decision",
+        "loyal": "loyalty",
+        "lapsed": "lapsed",
+    }
 
 
 def test_open_cart_is_the_latest_unconverted_cart(memory_db):
@@ -72,19 +82,28 @@ def test_top_lists_put_the_most_frequent_first_break_ties_to_the_smaller_value_a
     store(
         memory_db,
         # Products: d 3, b 2, c 2, a 1. Categories: alpha 3 (b, a), zeta 3, beta 2.
-        *viewed("d", "zeta", 3), *viewed("b", "alpha", 2), *viewed("c", "beta", 2),
+        *viewed("d", "zeta", 3),
+        *viewed("b", "alpha", 2),
+        *viewed("c", "beta", 2),
         *viewed("a", "alpha", 1),
         # Products: y 2, x 1, z 1. Categories: kitchen 3, media 1.
         bought("o1", ("x", "kitchen"), ("y", "kitchen")),
         bought("o2", ("y", "kitchen"), ("z", "media")),
-    )  # fmt: skip
+    )
     run_build(memory_db, settings(), AS_OF)
     tops = _profiles(
-        memory_db, "top_products_viewed", "top_categories_viewed", "top_products_bought",
+        memory_db,
+        "top_products_viewed",
+        "top_categories_viewed",
+        "top_products_bought",
         "top_categories_bought",
-    )  # fmt: skip
-    assert tops["u"] == (["d", "b", "c"], ["alpha", "zeta", "beta"], ["y", "x", "z"],
-                         ["kitchen", "media"])  # fmt: skip
+    )
+    assert tops["u"] == (
+        ["d", "b", "c"],
+        ["alpha", "zeta", "beta"],
+        ["y", "x", "z"],
+        ["kitchen", "media"],
+    )
 
 
 def test_consent_and_birthday_come_from_the_latest_identify_traits(memory_db):
@@ -144,9 +163,15 @@ def test_a_screen_view_counts_as_activity_as_a_page_view_does(memory_db):
     store(
         memory_db,
         event("page_viewed", days_ago(3), user_id="web", properties={"url": "/"}),
-        {"messageId": "s-1", "type": "screen", "name": "Home", "userId": "app",
-         "timestamp": days_ago(3).isoformat(), "properties": {"name": "Home"}},
-    )  # fmt: skip
+        {
+            "messageId": "s-1",
+            "type": "screen",
+            "name": "Home",
+            "userId": "app",
+            "timestamp": days_ago(3).isoformat(),
+            "properties": {"name": "Home"},
+        },
+    )
     run_build(memory_db, settings(), AS_OF)
     columns = ("journey_stage", "first_seen_at", "last_seen_at", "top_products_viewed")
     profiles = _profiles(memory_db, *columns)
@@ -199,15 +224,23 @@ def test_orders_are_published_with_their_resolved_customer_refunds_and_line_item
     store(
         memory_db,
         # Ordered anonymously, then identified: the order is ann's.
-        event("order_completed", days_ago(9), anonymous_id="a-1",
-              properties={"order_id": "first", "total": "30.00", "products": lines}),
+        event(
+            "order_completed",
+            days_ago(9),
+            anonymous_id="a-1",
+            properties={"order_id": "first", "total": "30.00", "products": lines},
+        ),
         event("identify", days_ago(8), anonymous_id="a-1", user_id="ann"),
         order("ann", days_ago(5), "9.20", order_id="euro", currency="EUR"),
-        event("order_refunded", days_ago(4), user_id="ann",
-              properties={"order_id": "first", "total": "10.00"}),
+        event(
+            "order_refunded",
+            days_ago(4),
+            user_id="ann",
+            properties={"order_id": "first", "total": "10.00"},
+        ),
         order("ann", days_ago(3), "5.00", order_id="gone"),
         event("order_cancelled", days_ago(2), user_id="ann", properties={"order_id": "gone"}),
-    )  # fmt: skip
+    )
     run_build(memory_db, settings(), AS_OF)
     ann = memory_db.execute("SELECT customer_id FROM customer_profiles").fetchall()
     rows = memory_db.execute(
@@ -216,8 +249,16 @@ def test_orders_are_published_with_their_resolved_customer_refunds_and_line_item
     ).fetchall()
     assert len(ann) == 1
     assert rows == [
-        ("first", ann[0][0], Decimal("30"), Decimal("10"), False, 3, ["mug", "tea"],
-         ["kitchen", "pantry"]),
+        (
+            "first",
+            ann[0][0],
+            Decimal("30"),
+            Decimal("10"),
+            False,
+            3,
+            ["mug", "tea"],
+            ["kitchen", "pantry"],
+        ),
         ("euro", ann[0][0], Decimal("10"), Decimal("0"), False, 1, None, None),
         ("gone", ann[0][0], Decimal("5"), Decimal("5"), True, 1, None, None),
-    ]  # fmt: skip
+    ]

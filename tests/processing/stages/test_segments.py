@@ -42,10 +42,10 @@ def test_membership_history_records_entries_exits_and_re_entries(memory_db):
     )
     store(
         memory_db,
-        order("ann", days_ago(5), "10"),                          # recent at t1, t2; gone by t3
-        order("bob", AS_OF + timedelta(days=10), "10"),           # enters at t2
-        order("ann", AS_OF + timedelta(days=50), "10"),           # ann re-enters at t4
-    )  # fmt: skip
+        order("ann", days_ago(5), "10"),  # recent at t1, t2; gone by t3
+        order("bob", AS_OF + timedelta(days=10), "10"),  # enters at t2
+        order("ann", AS_OF + timedelta(days=50), "10"),  # ann re-enters at t4
+    )
     _build(memory_db, t1)
     assert _members(memory_db, "recent") == {"ann"}
     _build(memory_db, t2)
@@ -62,8 +62,10 @@ def test_membership_history_records_entries_exits_and_re_entries(memory_db):
         "WHERE segment = 'recent' ORDER BY 1, 2"
     ).fetchall()
     assert [(user, entered, exited) for user, entered, exited in stays] == [
-        ("ann", t1, t3), ("ann", t4, None), ("bob", t2, t3),
-    ]  # fmt: skip
+        ("ann", t1, t3),
+        ("ann", t4, None),
+        ("bob", t2, t3),
+    ]
     sizes = memory_db.execute(
         "SELECT as_of, members, entered, exited FROM segment_sizes WHERE segment = 'recent' "
         "ORDER BY as_of"
@@ -98,16 +100,20 @@ def test_traits_are_stored_with_each_membership(memory_db):
 def test_cross_sell_recommends_what_others_bought_with_the_same_products(memory_db):
     def basket(user, *products):
         return order(
-            user, days_ago(10), "30",
+            user,
+            days_ago(10),
+            "30",
             products=[{"product_id": p, "price": "10", "quantity": 1} for p in products],
-        )  # fmt: skip
+        )
 
     store(
         memory_db,
-        basket("a", "cake", "candles"), basket("b", "cake", "candles"),
-        basket("c", "cake", "candles", "card"), basket("d", "cake", "card"),
+        basket("a", "cake", "candles"),
+        basket("b", "cake", "candles"),
+        basket("c", "cake", "candles", "card"),
+        basket("d", "cake", "card"),
         basket("e", "cake"),
-    )  # fmt: skip
+    )
     _build(memory_db, AS_OF)
     pairs = memory_db.execute(
         "SELECT orders_together, confidence FROM product_affinity "
@@ -127,15 +133,19 @@ def test_cross_sell_recommends_what_others_bought_with_the_same_products(memory_
 def test_segment_traits_count_members_and_compare_them_with_the_whole_store(memory_db):
     def bought(user, days, product, category):
         return order(
-            user, days_ago(days), "10",
+            user,
+            days_ago(days),
+            "10",
             products=[{"product_id": product, "category": category, "price": "10", "quantity": 1}],
-        )  # fmt: skip
+        )
 
     store(
         memory_db,
-        bought("ann", 5, "cake", "bakery"), bought("ann", 40, "candles", "party"),
-        bought("bob", 3, "bread", "bakery"), bought("cid", 100, "balloons", "party"),
-    )  # fmt: skip
+        bought("ann", 5, "cake", "bakery"),
+        bought("ann", 40, "candles", "party"),
+        bought("bob", 3, "bread", "bakery"),
+        bought("cid", 100, "balloons", "party"),
+    )
     _build(memory_db, AS_OF)
     rows = memory_db.execute(
         "SELECT value, members, share, store_share, lift FROM segment_traits "
