@@ -5,9 +5,14 @@ cdp's own (``kafka.bootstrap_servers``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from cdp.errors import DeliveryError
+from cdp.ingest.broker import bootstrap_list
+from cdp.ingest.topics import ensure_topics
 from cdp.processing.activation.destinations.base import Confirm, Context, Deliverer, Delivery
 from cdp.processing.activation.destinations.messages import (
     changes,
@@ -17,18 +22,9 @@ from cdp.processing.activation.destinations.messages import (
 )
 from cdp.processing.segmentation.config import KafkaDestination
 
-if TYPE_CHECKING:
-    from kafka import KafkaProducer
-
 
 class KafkaDeliverer(Deliverer[KafkaDestination]):
     def deliver(self, delivery: Delivery, confirm: Confirm, context: Context) -> str:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
-
-        from cdp.ingest.broker import bootstrap_list
-        from cdp.ingest.topics import ensure_topics
-
         settings, topic = context.settings, self.config.topic
         location = f"kafka topic {topic}"
         if not settings.kafka.bootstrap_servers:
