@@ -158,3 +158,31 @@ def test_typed_columns_hold_the_values_validation_read(memory_db):
 
 def coalesce(*values):
     return next((value for value in values if value is not None), None)
+
+
+def test_the_copy_kept_of_an_id_sent_twice_in_one_batch_is_the_first_one(memory_db):
+    # Many copies, so a parallel INSERT OR IGNORE would not keep the first by luck.
+    bodies = [event("page_viewed", f"id-{n % 500}") for n in range(20_000)]
+    batch = _batch(bodies)
+    result = write_batch(memory_db, batch.events, batch.dead_letters)
+    assert (result.stored, result.duplicates) == (500, 19_500)
+    kept = memory_db.execute("SELECT max(source_offset) FROM events").fetchone()[0]
+    assert kept == 499
+
+
+def test_an_id_stored_by_an_earlier_batch_is_a_duplicate_and_the_rest_of_the_batch_stored(
+    memory_db,
+):
+    first = _batch([event("page_viewed", "early")], start=0)
+    write_batch(memory_db, first.events, first.dead_letters)
+    later = _batch(
+        [event("page_viewed", "new-1"), event("page_viewed", "early"), event("cart_viewed", "n2")],
+        start=1,
+    )
+    result = write_batch(
+        memory_db, later.events, later.dead_letters, group_id="g", next_offsets={("t", 0): 4}
+    )
+    assert (result.stored, result.duplicates) == (2, 1)
+    assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == 3
+    assert memory_db.execute("SELECT source_offset FROM duplicate_events").fetchall() == [(2,)]
+    assert stored_offsets(memory_db, "g") == {("t", 0): 4}
