@@ -37,7 +37,7 @@ from cdp.ingest.topics import create_topics
 from cdp.processing.jobs.pipeline import build_publish_export
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import CollectorSource, Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect, connect_live
 from cdp.storage.sql import sql_string
 
 
@@ -96,7 +96,7 @@ def run_demo(
         # exit, so offsets stored by an earlier demo would point past the new topics.
         for stale in (db_path, db_path.with_name(db_path.name + ".wal")):
             stale.unlink(missing_ok=True)
-        con = stack.enter_context(connect(db_path))
+        con = stack.enter_context(connect_live(settings.storage))
         con.execute(f"COMMENT ON TABLE schema_migrations IS {sql_string(_DEMO_MARK)}")
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)

@@ -241,6 +241,13 @@ class StorageSettings(_Section):
     # The read-only snapshot for analysts, republished after every build; empty means
     # <db name>.analyst.duckdb beside the live database. The HTML report goes beside it.
     analyst_db_path: str = ""
+    # DuckDB's memory for the live database's process: a size ("8GB", "512MiB") or a
+    # share of the machine's memory ("50%"). Beyond it DuckDB spills to temp_directory
+    # (a build of millions of customers does); the rest is left to the Python side
+    # (validation, Arrow batches, model fits) and to other processes.
+    memory_limit: str = Field(default="50%", pattern=r"(?i)^\d+(\.\d+)?\s*(%|[kmgt]i?b)$")
+    # Where DuckDB spills; empty = <db_path>.tmp beside the live database.
+    temp_directory: str = ""
 
 
 class MoneySettings(_Section):

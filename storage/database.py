@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from cdp.errors import DatabaseLocked, DiskError, StorageError
+from cdp.settings import StorageSettings
 from cdp.storage.disk import storage_errors
 from cdp.storage.migrations import migrate
 
@@ -32,9 +33,31 @@ CHECKPOINT_THRESHOLD = "256MB"
 _CONFIG = {"preserve_insertion_order": False}
 
 
-def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the database (creating it if needed) with every migration applied."""
+def connect_live(storage: StorageSettings) -> duckdb.DuckDBPyConnection:
+    """The live database, with the memory and spill settings of ``[storage]``."""
+    return connect(
+        storage.db_path,
+        memory_limit=storage.memory_limit,
+        temp_directory=storage.temp_directory or None,
+    )
+
+
+def connect(
+    path: Path | str,
+    *,
+    read_only: bool = False,
+    memory_limit: str | None = None,
+    temp_directory: str | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the database (creating it if needed) with every migration applied.
+    ``memory_limit`` and ``temp_directory`` default to DuckDB's (80% of the machine's
+    memory; ``<path>.tmp``)."""
     path = Path(path)
+    config: dict[str, object] = dict(_CONFIG)
+    if memory_limit is not None:
+        config["memory_limit"] = memory_limit
+    if temp_directory is not None:
+        config["temp_directory"] = temp_directory
     if read_only and not path.exists():
         raise StorageError(f"database {str(path)!r} does not exist")
     if not read_only and path.parent and not path.parent.exists():
@@ -42,7 +65,7 @@ def connect(path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     new = not path.exists()
     try:
         with storage_errors(path):
-            con = duckdb.connect(str(path), read_only=read_only, config=_CONFIG)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
     except DiskError:
         if new:  # DuckDB left a file it could not finish, which it would not open again
             path.unlink(missing_ok=True)

@@ -64,3 +64,10 @@ def test_collector_limits_that_cannot_work_together_are_errors_naming_both(tmp_p
     path.write_text("[collector]\nmax_in_flight_events = 1000\nmax_batch_events = 2500\n")
     with pytest.raises(ConfigError, match=r"max_in_flight_events .* max_batch_events"):
         load_settings(path)
+
+
+def test_a_memory_limit_that_is_neither_a_size_nor_a_share_names_the_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[storage]\nmemory_limit = "lots"\n')
+    with pytest.raises(ConfigError, match=r"storage\.memory_limit"):
+        load_settings(config)

@@ -11,13 +11,13 @@ from cdp.processing.jobs.pipeline import STAGES, PublishedBuild, build_and_publi
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.progress import Progress
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def build(args: argparse.Namespace, settings: Settings) -> int:
     as_of = end_of_day(args.as_of) if args.as_of else None
     segments = load_segment_config(settings)  # a bad rule fails here, before any work
-    with connect(settings.storage.db_path) as con, Progress("build", total=len(STAGES)) as bar:
+    with connect_live(settings.storage) as con, Progress("build", total=len(STAGES)) as bar:
         stage = iter(range(1, len(STAGES) + 1))
         published = build_and_publish(
             con, settings, segments, as_of, progress=lambda name: bar.update(next(stage), name)

@@ -6,11 +6,11 @@ import argparse
 
 from cdp.ingest.deadletters import list_dead_letters, replay_dead_letters
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def list_letters(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(settings.storage.db_path) as con:
+    with connect_live(settings.storage) as con:
         rows, total = list_dead_letters(con, limit=args.limit, kind=args.kind)
     print(f"{total:,} dead letters" + (f" of kind {args.kind}" if args.kind else ""))
     for row in rows:
@@ -21,7 +21,7 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def replay(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(settings.storage.db_path) as con:
+    with connect_live(settings.storage) as con:
         report = replay_dead_letters(con, settings, kind=args.kind)
     print(
         f"examined {report.examined:,}: {report.moved_to_events:,} moved to events, "

@@ -9,12 +9,12 @@ from cdp.processing.activation.export import run_export
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.progress import Progress
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def export(args: argparse.Namespace, settings: Settings) -> int:
     segments = load_segment_config(settings)
-    with connect(settings.storage.db_path) as con, Progress("export", unit="deliveries") as bar:
+    with connect_live(settings.storage) as con, Progress("export", unit="deliveries") as bar:
 
         def delivered(done: int, total: int) -> None:
             bar.total = total

@@ -9,12 +9,12 @@ from cdp.commands.common import print_export
 from cdp.processing.activation.privacy import forget_customer
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def forget(args: argparse.Namespace, settings: Settings) -> int:
     segments = load_segment_config(settings)
-    with connect(settings.storage.db_path) as con:
+    with connect_live(settings.storage) as con:
         report = forget_customer(con, settings, segments, args.customer)
     print(
         f"forgot {report.customer_id}: {report.events_deleted:,} events deleted, "

@@ -12,11 +12,11 @@ from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
 from cdp.progress import Progress
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def load(args: argparse.Namespace, settings: Settings) -> int:
-    with connect(settings.storage.db_path) as con, Progress("load", unit="events") as bar:
+    with connect_live(settings.storage) as con, Progress("load", unit="events") as bar:
         stats = load_file(
             con,
             args.file,
@@ -33,7 +33,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(stop)
     # A bar only for --until-idle: the service form runs for days, and logs instead.
     bar = Progress("ingest", unit="messages") if args.until_idle else None
-    with connect(settings.storage.db_path) as con:
+    with connect_live(settings.storage) as con:
         consumer = EventConsumer(
             settings,
             con,

@@ -8,7 +8,7 @@ import threading
 from cdp.commands.common import print_stats, require_kafka, stop_on_signals
 from cdp.service import run_service
 from cdp.settings import Settings
-from cdp.storage.database import connect
+from cdp.storage.database import connect_live
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -22,7 +22,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"nightly build '{schedule.nightly_cron}' ({schedule.timezone})",
         flush=True,
     )
-    with connect(settings.storage.db_path) as con:
+    with connect_live(settings.storage) as con:
         stats = run_service(settings, con, stop, say=lambda line: print(line, flush=True))
     print_stats(stats)
     return 0

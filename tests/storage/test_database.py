@@ -1,0 +1,32 @@
+"""Opening the live database with the memory and spill settings of [storage]."""
+
+from __future__ import annotations
+
+from cdp.settings import StorageSettings
+from cdp.storage.database import connect_live
+
+
+def test_the_live_database_gets_the_configured_memory_limit_and_spill_folder(tmp_path):
+    storage = StorageSettings(
+        db_path=tmp_path / "live.duckdb", memory_limit="300MB", temp_directory=str(tmp_path / "s")
+    )
+    with connect_live(storage) as con:
+        limit, spill = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert limit == "286.1 MiB"  # 300 MB as DuckDB prints it
+    assert spill == str(tmp_path / "s")
+
+
+def test_a_share_of_the_machine_s_memory_is_a_memory_limit(tmp_path):
+    with connect_live(StorageSettings(db_path=tmp_path / "live.duckdb")) as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    with connect_live(StorageSettings(db_path=tmp_path / "live.duckdb", memory_limit="25%")) as con:
+        quarter = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert abs(_bytes(limit) / _bytes(quarter) - 2) < 0.02  # the default, 50%, twice 25%
+
+
+def _bytes(size: str) -> float:
+    """DuckDB's printed size ("11.7 GiB") in bytes."""
+    number, unit = size.split()
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
