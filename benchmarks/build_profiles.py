@@ -35,9 +35,9 @@ from threadpoolctl import threadpool_limits
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
+from cdp.processing.as_of import end_of_day
 from cdp.processing.models import clv_models
 from cdp.processing.stages.clv import fit_models, summarize_purchases
-from cdp.processing.stages.run import end_of_day
 from cdp.storage.database import connect
 
 END = date(2026, 11, 1)
