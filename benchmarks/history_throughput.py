@@ -26,6 +26,7 @@ from datetime import date
 from pathlib import Path
 
 from cdp.ingest.generator import generate_store
+from cdp.settings import IngestSettings
 
 # The child: load the file, and at every million events stored print one JSON line.
 _CHILD = r"""
@@ -39,7 +40,7 @@ def memory():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
     return [int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")]
 
-store, db = Path(sys.argv[1]), Path(sys.argv[2])
+store, db, memory_limit = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 state = {"next": 1_000_000, "at": time.perf_counter(), "stored": 0}
 
 def progress(stats):
@@ -52,7 +53,9 @@ def progress(stats):
         state["next"] += 1_000_000
         state["at"] = now
 
-with connect(db) as con:
+with connect(db, memory_limit=memory_limit) as con:
+    print(json.dumps({"memory_limit": con.execute(
+        "SELECT current_setting('memory_limit')").fetchone()[0]}), flush=True)
     load_file(con, store, limits=ValidationLimits(), progress=progress)
 rss, peak = memory()
 print(json.dumps({"done": True, "rss": rss, "peak": peak}), flush=True)
@@ -64,6 +67,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2_000_000)
     parser.add_argument("--store", type=Path, help="a store file to load instead")
     parser.add_argument("--keep", action="store_true", help="keep the store and database")
+    parser.add_argument(
+        "--memory-limit", default=IngestSettings().memory_limit, help="DuckDB's, for the load"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="cdp-history-"))
     store = args.store
@@ -78,7 +84,9 @@ def main() -> None:
         )
     db = folder / "history.duckdb"
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(store), str(db)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CHILD, str(store), str(db), args.memory_limit],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     print(f"{'million':>7}  {'events/s':>9}  {'vs 1st':>6}  {'RSS MB':>7}  {'peak MB':>7}")
     first_rate = None
@@ -86,6 +94,9 @@ def main() -> None:
     peak = 0
     for line in child.stdout:
         row = json.loads(line)
+        if "memory_limit" in row:
+            print(f"DuckDB memory_limit: {row['memory_limit']}", flush=True)
+            continue
         peak = max(peak, row["peak"])
         if row.get("done"):
             break

@@ -103,7 +103,16 @@ class KafkaSettings(_Section):
         return value
 
 
+# A DuckDB memory_limit: a size ("8GB", "512MiB") or a share of the machine ("50%").
+_MEMORY_SIZE = r"(?i)^\d+(\.\d+)?\s*(%|[kmgt]i?b)$"
+
+
 class IngestSettings(_Section):
+    # DuckDB's memory while ingesting or loading (cdp ingest, cdp load, and cdp run
+    # between builds; a build raises it to storage.memory_limit while it runs). Ingest
+    # only appends: more memory is only a cache, and the process's size would grow
+    # with history up to the limit.
+    memory_limit: str = Field(default="1GB", pattern=_MEMORY_SIZE)
     # Records per poll; larger batches amortise the DuckDB transaction per batch.
     max_batch_records: int = Field(default=20000, ge=1, le=1_000_000)
     poll_timeout_ms: int = Field(default=500, ge=10)
@@ -245,7 +254,7 @@ class StorageSettings(_Section):
     # share of the machine's memory ("50%"). Beyond it DuckDB spills to temp_directory
     # (a build of millions of customers does); the rest is left to the Python side
     # (validation, Arrow batches, model fits) and to other processes.
-    memory_limit: str = Field(default="50%", pattern=r"(?i)^\d+(\.\d+)?\s*(%|[kmgt]i?b)$")
+    memory_limit: str = Field(default="50%", pattern=_MEMORY_SIZE)
     # Where DuckDB spills; empty = <db_path>.tmp beside the live database.
     temp_directory: str = ""
 

@@ -11,8 +11,9 @@ migration (``cdp.storage.migrations``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import duckdb
@@ -33,13 +34,32 @@ CHECKPOINT_THRESHOLD = "256MB"
 _CONFIG = {"preserve_insertion_order": False}
 
 
-def connect_live(storage: StorageSettings) -> duckdb.DuckDBPyConnection:
-    """The live database, with the memory and spill settings of ``[storage]``."""
+def connect_live(
+    storage: StorageSettings, *, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """The live database, with the memory and spill settings of ``[storage]``;
+    ``memory_limit`` instead of ``storage.memory_limit`` (ingest's, which is lower)."""
     return connect(
         storage.db_path,
-        memory_limit=storage.memory_limit,
+        memory_limit=memory_limit or storage.memory_limit,
         temp_directory=storage.temp_directory or None,
     )
+
+
+@contextlib.contextmanager
+def raised_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """DuckDB's memory limit set to ``limit`` (for a build) and set back afterwards,
+    which makes DuckDB give back what it cached beyond the old limit. The limit is
+    the database's, shared by all its cursors."""
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    con.execute("SET memory_limit = $limit", {"limit": limit})
+    try:
+        yield
+    finally:
+        try:
+            con.execute("SET memory_limit = $limit", {"limit": before})
+        except duckdb.Error as exc:  # memory held that cannot be given back yet
+            log.warning("could not set DuckDB's memory limit back to %s: %s", before, exc)
 
 
 def connect(

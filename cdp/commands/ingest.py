@@ -16,7 +16,10 @@ from cdp.storage.database import connect_live
 
 
 def load(args: argparse.Namespace, settings: Settings) -> int:
-    with connect_live(settings.storage) as con, Progress("load", unit="events") as bar:
+    with (
+        connect_live(settings.storage, memory_limit=settings.ingest.memory_limit) as con,
+        Progress("load", unit="events") as bar,
+    ):
         stats = load_file(
             con,
             args.file,
@@ -33,7 +36,7 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(stop)
     # A bar only for --until-idle: the service form runs for days, and logs instead.
     bar = Progress("ingest", unit="messages") if args.until_idle else None
-    with connect_live(settings.storage) as con:
+    with connect_live(settings.storage, memory_limit=settings.ingest.memory_limit) as con:
         consumer = EventConsumer(
             settings,
             con,

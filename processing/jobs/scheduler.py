@@ -43,6 +43,7 @@ from cdp.errors import CdpError
 from cdp.processing.jobs.pipeline import PublishedBuild, build_publish_export
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
+from cdp.storage.database import raised_memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def make_scheduler(
         },
     )
     one_at_a_time = threading.Lock()
+    memory = settings.storage.memory_limit  # a build's; ingest runs with less
 
     def build(kind: str) -> None:
         with one_at_a_time:
@@ -150,7 +152,7 @@ def make_scheduler(
                 return not jobs.failed.is_set()
 
             try:
-                with jobs.running(cursor):
+                with jobs.running(cursor), raised_memory_limit(cursor, memory):
                     run = build_publish_export(
                         cursor, settings, segments, export=kind == "nightly", built=built
                     )
