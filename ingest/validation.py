@@ -152,6 +152,23 @@ def validate_batch(
     Sources not in the mapping (files) accept every family. Event times are bounded
     by ``limits`` relative to now, the moment the batch is validated.
     """
+    return _validate(
+        ((m.value, m.topic, m.partition, m.offset, m.key) for m in messages),
+        family_by_topic,
+        limits,
+    )
+
+
+# One message as the validation loop reads it: value, topic, partition, offset, key.
+# A tuple, not a RawMessage: making a frozen dataclass per message cost ~0.7 us.
+_Message = tuple[bytes | None, str, int, int, bytes | None]
+
+
+def _validate(
+    messages: Iterable[_Message],
+    family_by_topic: Mapping[str, Family] | None,
+    limits: ValidationLimits,
+) -> ValidatedBatch:
     max_event_bytes = limits.max_event_bytes
     received = datetime.now(UTC)
     # This loop runs once per message on the ingest hot path: one tuple per accepted
@@ -166,33 +183,35 @@ def validate_batch(
     # (a dead letter keeps its key). Not the messages: 10k+ objects kept alive per
     # batch set off full garbage collections (~1 us a message).
     keys: list[bytes | None] = []
-    rejected: list[tuple[RawMessage | ConsumerRecord, Rejection]] = []
+    rejected: list[tuple[RawMessage, Rejection]] = []
     consumed = 0
-    for message in messages:
+    for value, topic, partition, offset, key in messages:
         consumed += 1
-        value = message.value
         if not value:
-            rejected.append(
-                (message, Rejection(DeadLetterKind.EMPTY, "empty message (no value bytes)"))
-            )
+            rejection = Rejection(DeadLetterKind.EMPTY, "empty message (no value bytes)")
+            rejected.append((RawMessage(value, topic, partition, offset, key), rejection))
             continue
         if len(value) > max_event_bytes:
-            rejected.append((message, _oversized(len(value), max_event_bytes)))
+            rejection = _oversized(len(value), max_event_bytes)
+            rejected.append((RawMessage(value, topic, partition, offset, key), rejection))
             continue
         try:
             event = validate(value)
         except ValidationError as exc:
-            rejected.append((message, _invalid(exc, value)))
+            rejection = _invalid(exc, value)
+            rejected.append((RawMessage(value, topic, partition, offset, key), rejection))
             continue
         if not cannot_differ(value, event):
             problem = _repeated_key_or_non_number(value)
             if problem is not None:
-                rejected.append((message, Rejection(DeadLetterKind.INVALID_EVENT, problem)))
+                rejection = Rejection(DeadLetterKind.INVALID_EVENT, problem)
+                rejected.append((RawMessage(value, topic, partition, offset, key), rejection))
                 continue
         family = family_of[event["type"]]
-        expected = expected_of.get(message.topic)
+        expected = expected_of.get(topic)
         if expected is not None and family != expected:
-            rejected.append((message, _wrong_topic(event["type"], family, message.topic, expected)))
+            rejection = _wrong_topic(event["type"], family, topic, expected)
+            rejected.append((RawMessage(value, topic, partition, offset, key), rejection))
             continue
         rows.append(
             (
@@ -202,13 +221,13 @@ def validate_batch(
                 event["timestamp"],
                 event.get("user_id"),
                 event.get("anonymous_id"),
-                message.topic,
-                message.partition,
-                message.offset,
+                topic,
+                partition,
+                offset,
                 value,
             )
         )
-        keys.append(message.key)
+        keys.append(key)
     events = _event_table(rows)
     outside = _outside_time_bounds(events, limits, received)
     if outside:
@@ -238,7 +257,7 @@ def _event_table(rows: list[tuple]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
-def _dead_letter_table(rejected: list[tuple[RawMessage | ConsumerRecord, Rejection]]) -> pa.Table:
+def _dead_letter_table(rejected: list[tuple[RawMessage, Rejection]]) -> pa.Table:
     return pa.Table.from_pylist(
         [
             {
@@ -467,16 +486,23 @@ class PartitionSlice:
 def validate_slices(
     slices: list[PartitionSlice], family_by_topic: Mapping[str, Family], limits: ValidationLimits
 ) -> ValidatedBatch:
-    """``validate_batch`` over polled partitions; runs in the validator process."""
-    return validate_batch(
-        (
-            RawMessage(value, part.topic, part.partition, offset, key)
-            for part in slices
-            for offset, key, value in zip(part.offsets, part.keys, part.values, strict=True)
-        ),
-        family_by_topic,
-        limits,
+    """``validate_batch`` over polled partitions; runs in the validator process.
+
+    The garbage collector is off meanwhile: a batch makes only acyclic objects (the
+    events' dicts and lists, tuples), freed by reference counting, and each batch set
+    off full collections (~0.4 us a message)."""
+    messages = (
+        (value, part.topic, part.partition, offset, key)
+        for part in slices
+        for offset, key, value in zip(part.offsets, part.keys, part.values, strict=True)
     )
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _validate(messages, family_by_topic, limits)
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def start_validator_process() -> ProcessPoolExecutor:
