@@ -23,7 +23,7 @@
 --
 -- Written as projections, not filters: DuckDB pushes a filter below the projection
 -- that computes what it tests, repeating json_transform for every reference. The
--- caller keeps the rows where `fast` is true.
+-- caller keeps the rows whose `keys` are not NULL and pass its check.
 WITH lines AS (
     SELECT row_index, TRY(decode(raw)) AS text, octet_length(raw) AS size
     FROM incoming_lines
@@ -52,7 +52,7 @@ parsed AS (
                "anonymous_id": "JSON", "anonymousId": "JSON",
                "previous_id": "JSON", "previousId": "JSON",
                "group_id": "JSON", "groupId": "JSON",
-               "context": {"channel": "JSON", "locale": "JSON",
+               "context": {"channel": "JSON", "locale": "JSON", "device": {"type": "JSON"},
                            "campaign": {"name": "JSON", "source": "JSON", "medium": "JSON",
                                         "term": "JSON", "content": "JSON"}},
                "properties": {"product_id": "JSON", "sku": "JSON", "name": "JSON",
@@ -67,9 +67,6 @@ parsed AS (
                           "consent": {"email": "JSON", "sms": "JSON", "push": "JSON",
                                       "ads": "JSON"}}
            }') AS j,
-           json_type(text, ['$.context', '$.context.campaign', '$.context.device',
-                            '$.properties', '$.properties.products', '$.traits',
-                            '$.traits.consent']) AS kinds,
            json_keys(text, ['$', '$.context', '$.context.campaign', '$.context.device',
                             '$.properties', '$.traits', '$.traits.consent']) AS keys
     FROM plain
@@ -86,18 +83,22 @@ named AS (
            aware_time(j.timestamp) AS occurred_at,
            j.properties AS props
     FROM parsed
-)
-SELECT row_index, id[2:-2] AS event_id, type, family_of(type) AS family, occurred_at,
-       uid[2:-2] AS user_id, anonymous[2:-2] AS anonymous_id,
-       coalesce(
-      -- context, properties, traits and the objects in them are objects where present
-      (kinds[1] IS NULL OR kinds[1] = 'OBJECT')
-      AND (kinds[2] IS NULL OR kinds[2] = 'OBJECT')
-      AND (kinds[3] IS NULL OR kinds[3] = 'OBJECT')
-      AND (kinds[4] IS NULL OR kinds[4] = 'OBJECT')
-      AND (kinds[5] IS NULL OR kinds[5] = 'ARRAY')
-      AND (kinds[6] IS NULL OR kinds[6] = 'OBJECT')
-      AND (kinds[7] IS NULL OR kinds[7] = 'OBJECT')
+),
+checked AS (
+    SELECT row_index, id, type, occurred_at, uid, anonymous, key_count, keys,
+           list_transform(props.products, lambda x: json_keys(x)) AS product_keys,
+           coalesce(
+      -- context, campaign, device, properties, traits, consent: objects with a key or
+      -- more where present (json_keys gives [] for {} and for a value of another type)
+      list_bool_and(list_transform(keys, lambda k: k IS NULL OR len(k) > 0))
+      -- properties.products a list (json_transform gives NULL for another type) of
+      -- objects of well-typed fields (the count of their keys, below, proves them
+      -- objects)
+      AND (props.products IS NOT NULL OR NOT coalesce(list_contains(keys[5], 'products'), false))
+      AND coalesce(list_bool_and(list_transform(props.products, lambda x: product_line(
+              json_transform(x, '{"product_id": "JSON", "sku": "JSON", "name": "JSON",
+                                  "category": "JSON", "price": "JSON", "quantity": "JSON"}')))),
+                   true)
       -- a type pydantic's lookup has as it is written (no stripping, no lower-casing)
       AND type IS NOT NULL
       AND starts_with(j.type, '"')
@@ -163,9 +164,13 @@ SELECT row_index, id[2:-2] AS event_id, type, family_of(type) AS family, occurre
       AND boolean_or_absent(j.traits.consent.sms)
       AND boolean_or_absent(j.traits.consent.push)
       AND boolean_or_absent(j.traits.consent.ads)
-      -- no repeated key anywhere (see the top)
-      AND keys_distinct(keys)
-      AND CASE WHEN props.products IS NULL THEN key_total(keys) = key_count
-               ELSE products_sound(props.products, key_count - key_total(keys)) END,
-       false) AS fast
-FROM named
+      AND text_or_absent(j.context.device.type),
+           false) AS fields_ok
+    FROM named
+)
+-- The caller proves no key repeats (see the top) from `keys`, the key lists of the
+-- objects written as one string (few distinct per batch), against `key_count`.
+SELECT row_index, id[2:-2] AS event_id, type, family_of(type) AS family, occurred_at,
+       uid[2:-2] AS user_id, anonymous[2:-2] AS anonymous_id, key_count,
+       CASE WHEN fields_ok THEN key_lists(keys || coalesce(product_keys, [])) END AS keys
+FROM checked
