@@ -2,10 +2,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 
 import duckdb
+import pytest
 
 from cdp.ingest import loader
 from cdp.ingest.generator import generate_store
@@ -125,3 +127,31 @@ def test_a_load_killed_mid_file_keeps_whole_batches_and_a_rerun_is_exact(tmp_pat
     with duckdb.connect(str(db), read_only=True) as con:
         accounted = offsets_accounted(con)
     assert accounted == [(f"file:{source.resolve()}", 0, lines, lines)]
+
+
+def test_a_failed_write_stops_the_validating_thread_and_is_raised(tmp_path, memory_db, monkeypatch):
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"\n".join(encode(event("page_viewed", f"e{n}")) for n in range(20)))
+    writes = []
+
+    def failing(con, events, dead_letters):
+        writes.append(events.num_rows)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(loader, "write_batch", failing)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk gone"):
+        load_file(memory_db, source, limits=ValidationLimits(), batch_lines=2)
+    assert writes == [2]
+    assert threading.active_count() == before
+
+
+def test_a_failed_validation_is_raised_where_the_load_was_called(tmp_path, memory_db, monkeypatch):
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"\n".join(encode(event("page_viewed", f"e{n}")) for n in range(5)))
+    monkeypatch.setattr(
+        loader.BatchValidator, "validate", lambda *args: (_ for _ in ()).throw(MemoryError())
+    )
+    with pytest.raises(MemoryError):
+        load_file(memory_db, source, limits=ValidationLimits())
+    assert memory_db.execute("SELECT count(*) FROM events").fetchone() == (0,)
