@@ -25,7 +25,7 @@ import duckdb
 
 from cdp.errors import ConfigError
 from cdp.ingest.batch_validation import BatchValidator
-from cdp.ingest.consumer import IngestStats
+from cdp.ingest.stats import IngestStats
 from cdp.ingest.validation import ValidatedBatch, ValidationLimits
 from cdp.storage.event_store import write_batch
 
