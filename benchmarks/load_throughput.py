@@ -17,6 +17,7 @@ Rounds alternate the order of the
 two, as the machine may be shared and noisy; every round is printed.
 
     python benchmarks/load_throughput.py [--customers N] [--file FILE] [--rounds N]
+        [--baseline PYTHON]
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from cdp.ingest.generator import generate_store
 from cdp.storage.sql import sql_string
 
 
-def cdp_load(path: Path, folder: Path) -> tuple[float, float, str]:
+def cdp_load(path: Path, folder: Path, python: str = sys.executable) -> tuple[float, float, str]:
     db = folder / "load.duckdb"
     cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "cdp", "load", str(path), "--db", str(db)],
+        [python, "-m", "cdp", "load", str(path), "--db", str(db)],
         capture_output=True,
         text=True,
         check=True,
@@ -81,6 +82,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--file", type=Path, help="a JSON-lines file (default: generate one)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also time `PYTHON -m cdp load` (e.g. the venv of a checkout of another revision)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -108,6 +114,13 @@ def main() -> None:
                 f" | ratio {ratio:.2f} (cpu {json_cpu / load_cpu:.2f})"
             )
             print(f"         cdp load: {summary}")
+            if args.baseline:
+                base_s, base_cpu, _ = cdp_load(path, folder, args.baseline)
+                print(
+                    f"         baseline cdp load {base_s:5.2f} s (cpu {base_cpu:5.2f} s)"
+                    f" = {lines / base_s:7,.0f} lines/s | ratio to read_json"
+                    f" {json_s / base_s:.2f} (cpu {json_cpu / base_cpu:.2f})"
+                )
         print(f"ratio: min {min(ratios):.2f}, max {max(ratios):.2f} (target >= 0.5)")
 
 
