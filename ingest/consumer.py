@@ -53,6 +53,7 @@ from kafka.structs import OffsetAndMetadata
 from cdp.errors import IngestError, OffsetOutOfRange, TransientError
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
 from cdp.ingest.events import Family
+from cdp.ingest.stats import IngestStats  # defined apart, for cdp load without kafka-python
 from cdp.ingest.validation import (
     PartitionSlice,
     ValidatedBatch,
@@ -62,7 +63,6 @@ from cdp.ingest.validation import (
 )
 from cdp.settings import Settings
 from cdp.storage.event_store import (
-    WriteResult,
     reset_stored_offsets,
     stored_offsets,
     write_batch,
@@ -83,33 +83,6 @@ IDLE_CHECK_EVERY_S = 1.0
 # A courtesy commit to Kafka with no answer after this long is sent again (its answer
 # may never come, e.g. when the coordinator moved during an outage).
 COMMIT_ANSWER_S = 10.0
-
-
-@dataclass
-class IngestStats:
-    consumed: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    batches: int = 0
-    dead_letter_kinds: dict[str, int] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.monotonic)
-    # Seconds from poll to commit of the last stored batch; when it was stored.
-    last_batch_latency_s: float | None = None
-    last_stored_at: float | None = None
-
-    @property
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started_at
-
-    def record(self, validated: ValidatedBatch, result: WriteResult) -> None:
-        self.batches += 1
-        self.consumed += validated.consumed
-        self.stored += result.stored
-        self.duplicates += result.duplicates
-        self.dead_lettered += validated.dead_letters.num_rows
-        for kind, count in validated.dead_letter_kinds.items():
-            self.dead_letter_kinds[kind] = self.dead_letter_kinds.get(kind, 0) + count
 
 
 @dataclass

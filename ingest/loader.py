@@ -3,31 +3,34 @@
 Lines are validated and written in batches; every line ends up in ``events``,
 ``dead_letters`` (with line number and raw bytes) or ``duplicate_events``. The
 source of each row is ``file:<absolute path>`` with the line number as its offset,
-so loading the same file twice stores nothing twice.
+so loading the same file twice stores nothing twice, and each batch is one
+transaction with its lines: a load that is killed keeps whole batches, and loading
+the file again stores the rest.
+
+Validation is :class:`cdp.ingest.batch_validation.BatchValidator`: DuckDB proves the
+common lines valid a whole batch at a time, pydantic judges the others. Batches are
+big enough (> 122,880 rows, a DuckDB row group) for DuckDB to write their rows
+straight to the database file rather than through the WAL.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import BrokenExecutor, Future
 from pathlib import Path
 from typing import BinaryIO
 
 import duckdb
 
-from cdp.errors import ConfigError, IngestError
-from cdp.ingest.consumer import IngestStats
-from cdp.ingest.validation import (
-    PartitionSlice,
-    ValidatedBatch,
-    ValidationLimits,
-    start_validator_process,
-    validate_slices,
-)
+from cdp.errors import ConfigError
+from cdp.ingest.batch_validation import BatchValidator
+from cdp.ingest.stats import IngestStats
+from cdp.ingest.validation import ValidatedBatch, ValidationLimits
 from cdp.storage.event_store import write_batch
 
-BATCH_LINES = 50_000
+BATCH_LINES = 200_000
+_READ_BYTES = 1 << 24
 
 
 def load_file(
@@ -36,51 +39,95 @@ def load_file(
     *,
     limits: ValidationLimits,
     progress: Callable[[IngestStats], None] | None = None,
+    batch_lines: int = BATCH_LINES,
 ) -> IngestStats:
-    """Load ``path``; the next batch is validated (in the validator process) while the
-    current one is written, as in ``cdp ingest``. ``limits`` are usually
-    ``ValidationLimits.from_settings(settings.ingest)``. A validator process that dies
-    (killed, out of memory) is an :class:`IngestError`; the batches stored stay."""
+    """Load ``path``; the next batch is read and validated (in a thread, on a DuckDB
+    connection of its own) while the current one is written. ``limits`` are usually
+    ``ValidationLimits.from_settings(settings.ingest)``."""
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"input file {str(path)!r} does not exist") from None
-    with handle:
-        try:
-            with start_validator_process() as validator:
-                in_flight: deque[Future[ValidatedBatch]] = deque()
-                for chunk in _chunks(handle, source):
-                    in_flight.append(validator.submit(validate_slices, [chunk], {}, limits))
-                    if len(in_flight) > 1:
-                        _store(con, in_flight.popleft().result(), stats, progress)
-                while in_flight:
-                    _store(con, in_flight.popleft().result(), stats, progress)
-        except BrokenExecutor as exc:  # killed, or out of memory
-            # Each batch is stored in one transaction with its line numbers: a re-run
-            # stores the rest, and nothing twice.
-            raise IngestError(
-                f"the validator process died ({exc}); load the file again to store the rest"
-            ) from None
+    with handle, _Validating(handle, source, limits, batch_lines) as batches:
+        for validated in batches:
+            _store(con, validated, stats, progress)
     return stats
 
 
-def _chunks(handle: BinaryIO, source: str) -> Iterator[PartitionSlice]:
-    """Non-blank lines in batches, each line keeping its 1-based line number."""
+class _Validating:
+    """Validated batches of a file, made one ahead in a thread. DuckDB and pydantic's
+    core release the GIL while they work, so validating the next batch overlaps with
+    writing this one (~1/3 less wall time on two cores)."""
+
+    def __init__(self, handle: BinaryIO, source: str, limits: ValidationLimits, lines: int):
+        self._queue: queue.Queue[ValidatedBatch | BaseException | None] = queue.Queue(1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(handle, source, limits, lines), name="cdp-load-validate"
+        )
+
+    def __enter__(self) -> Iterator[ValidatedBatch]:
+        self._thread.start()
+        return self._batches()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _batches(self) -> Iterator[ValidatedBatch]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self, handle: BinaryIO, source: str, limits: ValidationLimits, lines: int) -> None:
+        try:
+            with BatchValidator(limits) as validator:
+                for offsets, values in _batches(handle, lines):
+                    if not self._put(validator.validate(source, offsets, values)):
+                        return
+            self._put(None)
+        except BaseException as exc:  # handed to the writing thread, which raises it
+            self._put(exc)
+
+    def _put(self, item: ValidatedBatch | BaseException | None) -> bool:
+        """Hand ``item`` over; False if the writing side stopped first."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+def _batches(handle: BinaryIO, batch_lines: int) -> Iterator[tuple[list[int], list[bytes]]]:
+    """Non-blank lines in batches, each line keeping its 1-based line number (lines
+    end at b"\\n"; trailing b"\\r"s are dropped, as are lines of whitespace only)."""
     offsets: list[int] = []
-    values: list[bytes | None] = []
-    for line_number, line in enumerate(handle, start=1):
-        line = line.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        offsets.append(line_number)
-        values.append(line)
-        if len(values) >= BATCH_LINES:
-            yield PartitionSlice(source, 0, offsets, [None] * len(values), values)
-            offsets, values = [], []
+    values: list[bytes] = []
+    line_number = 0
+    rest = b""
+    while True:
+        block = handle.read(_READ_BYTES)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop() if block else b""
+        for line in lines:
+            line_number += 1
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            offsets.append(line_number)
+            values.append(line)
+            if len(values) >= batch_lines:
+                yield offsets, values
+                offsets, values = [], []
+        if not block:
+            break
     if values:
-        yield PartitionSlice(source, 0, offsets, [None] * len(values), values)
+        yield offsets, values
 
 
 def _store(

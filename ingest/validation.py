@@ -43,14 +43,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
 from cdp.ingest.events import EVENT_ADAPTER, FAMILY_OF_TYPE, Family, UnknownEventType
 from cdp.settings import IngestSettings
+
+if TYPE_CHECKING:  # kafka-python costs ~0.17 s to import; cdp load needs none of it
+    from kafka.consumer.fetcher import ConsumerRecord
 
 
 class DeadLetterKind(StrEnum):

@@ -7,7 +7,6 @@ import argparse
 import threading
 
 from cdp.commands.common import print_stats, require_kafka, stop_on_signals
-from cdp.ingest.consumer import EventConsumer
 from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
 from cdp.progress import Progress
@@ -31,6 +30,8 @@ def load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from cdp.ingest.consumer import EventConsumer  # kafka-python: not for cdp load
+
     settings = require_kafka(settings)
     stop = threading.Event()
     stop_on_signals(stop)

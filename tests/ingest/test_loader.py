@@ -2,17 +2,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
-from pathlib import Path
 
 import duckdb
 import pytest
 
+from cdp.ingest import loader
 from cdp.ingest.generator import generate_store
-from cdp.ingest.loader import load_file
+from cdp.ingest.loader import BATCH_LINES, load_file
 from cdp.ingest.validation import ValidationLimits
-from tests.helpers import offsets_accounted, validator_process_of
+from cdp.storage.database import memory_database
+from tests.helpers import encode, event, offsets_accounted
 
 
 def test_every_line_lands_in_exactly_one_table(tmp_path, memory_db):
@@ -37,43 +39,119 @@ def test_loading_the_same_file_twice_stores_nothing_twice(tmp_path, memory_db):
     assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == first.stored
 
 
-# -- the validator process dies ---------------------------------------------------------
+def test_blank_lines_are_skipped_and_the_others_keep_their_line_numbers(tmp_path, memory_db):
+    source = tmp_path / "s.jsonl"
+    good = [encode(event("page_viewed", f"e{n}")) for n in range(3)]
+    source.write_bytes(
+        good[0] + b"\r\n\n   \n\t\r\n" + good[1] + b"\nnot json\n\n" + good[2] + b"\r\r"
+    )
+    stats = load_file(memory_db, source, limits=ValidationLimits())
+    assert (stats.consumed, stats.stored, stats.dead_lettered) == (4, 3, 1)
+    stored = memory_db.execute("SELECT source_offset, payload FROM events ORDER BY 1").fetchall()
+    assert stored == [(1, good[0].decode()), (5, good[1].decode()), (8, good[2].decode())]
+    [(line, raw, kind)] = memory_db.execute(
+        "SELECT source_offset, raw, error_kind FROM dead_letters"
+    ).fetchall()
+    assert (line, raw, kind) == (6, b"not json", "invalid_json")
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the validator through /proc")
-def test_load_whose_validator_process_is_killed_fails_in_one_line_and_a_rerun_is_exact(
-    tmp_path,
-):
+def test_batches_are_reported_as_they_are_stored_and_copies_across_them_found(tmp_path, memory_db):
+    source = tmp_path / "s.jsonl"
+    lines = [encode(event("page_viewed", f"e{n}")) for n in range(10)]
+    lines.insert(7, lines[2])  # a re-send, in a later batch
+    source.write_bytes(b"\n".join(lines))
+    seen = []
+    stats = load_file(
+        memory_db,
+        source,
+        limits=ValidationLimits(),
+        progress=lambda stats: seen.append((stats.batches, stats.consumed)),
+        batch_lines=4,
+    )
+    assert seen == [(1, 4), (2, 8), (3, 11)]
+    assert (stats.stored, stats.duplicates) == (10, 1)
+    assert memory_db.execute("SELECT source_offset FROM duplicate_events").fetchall() == [(8,)]
+
+
+def test_the_generated_store_is_validated_almost_entirely_by_duckdb(tmp_path, monkeypatch):
+    source = tmp_path / "s.jsonl"
+    report = generate_store(source, customers=300, seed=3, end=date(2026, 11, 1))
+    validators = []
+    real = loader.BatchValidator
+
+    def recording(limits):
+        validators.append(real(limits))
+        return validators[-1]
+
+    monkeypatch.setattr(loader, "BatchValidator", recording)
+    con = memory_database()
+    load_file(con, source, limits=ValidationLimits())
+    [validator] = validators
+    assert validator.fast + validator.slow == report.events + report.resent
+    assert validator.fast >= 0.95 * (validator.fast + validator.slow)
+
+
+# -- a load that is killed --------------------------------------------------------------
+
+
+def test_a_load_killed_mid_file_keeps_whole_batches_and_a_rerun_is_exact(tmp_path):
     source = tmp_path / "store.jsonl"
-    generate_store(source, customers=12_000, seed=7, end=date(2026, 11, 1))  # ~5 batches
+    generate_store(source, customers=15_000, seed=7, end=date(2026, 11, 1))  # 2 batches
+    lines = sum(1 for line in source.read_bytes().splitlines() if line.strip())
+    assert lines > BATCH_LINES
     db = tmp_path / "cdp.duckdb"
     wal = db.with_name(db.name + ".wal")
     command = [sys.executable, "-m", "cdp", "load", str(source), "--db", str(db)]
     load = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # Mid-load: once the first batch is committed (its ~20 MB reach the WAL), with
-        # several batches still to validate.
+        # Once the first batch is committed: its rows went straight to the database
+        # file, and its commit wrote the WAL.
         deadline = time.monotonic() + 60
-        while not (wal.exists() and wal.stat().st_size > 10_000_000):
+        while not (wal.exists() and wal.stat().st_size > 100_000):
             assert load.poll() is None, load.communicate()
             assert time.monotonic() < deadline, "the first batch was never written"
-            time.sleep(0.005)
-        validator = validator_process_of(load.pid)
-        assert validator is not None
-        os.kill(validator, signal.SIGKILL)
-        _, stderr = load.communicate(timeout=60)
+            time.sleep(0.002)
+        os.kill(load.pid, signal.SIGKILL)
+        load.communicate(timeout=60)
     finally:
         if load.poll() is None:
             load.kill()
             load.wait()
+    assert load.returncode == -signal.SIGKILL
+    with duckdb.connect(str(db), read_only=True) as con:
+        [(_, _, rows, distinct)] = offsets_accounted(con)
+    assert rows == distinct == BATCH_LINES  # the first batch whole, nothing of the second
 
-    assert "Traceback" not in stderr, stderr
-    assert load.returncode != 0, stderr
-    assert stderr.startswith("error: "), stderr
-    assert "validator process died" in stderr, stderr
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     with duckdb.connect(str(db), read_only=True) as con:
         accounted = offsets_accounted(con)
-    lines = sum(1 for line in source.read_bytes().splitlines() if line.strip())
     assert accounted == [(f"file:{source.resolve()}", 0, lines, lines)]
+
+
+def test_a_failed_write_stops_the_validating_thread_and_is_raised(tmp_path, memory_db, monkeypatch):
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"\n".join(encode(event("page_viewed", f"e{n}")) for n in range(20)))
+    writes = []
+
+    def failing(con, events, dead_letters):
+        writes.append(events.num_rows)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(loader, "write_batch", failing)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="disk gone"):
+        load_file(memory_db, source, limits=ValidationLimits(), batch_lines=2)
+    assert writes == [2]
+    assert threading.active_count() == before
+
+
+def test_a_failed_validation_is_raised_where_the_load_was_called(tmp_path, memory_db, monkeypatch):
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"\n".join(encode(event("page_viewed", f"e{n}")) for n in range(5)))
+    monkeypatch.setattr(
+        loader.BatchValidator, "validate", lambda *args: (_ for _ in ()).throw(MemoryError())
+    )
+    with pytest.raises(MemoryError):
+        load_file(memory_db, source, limits=ValidationLimits())
+    assert memory_db.execute("SELECT count(*) FROM events").fetchone() == (0,)
