@@ -23,7 +23,9 @@ def test_a_share_of_the_machine_s_memory_is_a_memory_limit(tmp_path):
         limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     with connect_live(StorageSettings(db_path=tmp_path / "live.duckdb", memory_limit="25%")) as con:
         quarter = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    assert abs(_bytes(limit) / _bytes(quarter) - 1.6) < 0.02  # the default, 40%, over 25%
+    assert (
+        abs(_bytes(limit) / _bytes(quarter) - 1.6) < 0.05
+    )  # the default, 40%, over 25% (printed to 0.1 GiB)
 
 
 def _bytes(size: str) -> float:
