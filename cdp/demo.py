@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from cdp.errors import ConfigError, DatabaseLocked, IngestError, StorageError
+from cdp.errors import ConfigError, IngestError, StorageError
 from cdp.ingest.broker import local_broker
 from cdp.ingest.collector import CollectorWorkers
 from cdp.ingest.consumer import EventConsumer, IngestStats
@@ -134,9 +134,7 @@ def _refuse_foreign_database(db_path: Path) -> None:
             mark = con.execute(
                 "SELECT comment FROM duckdb_tables() WHERE table_name = 'schema_migrations'"
             ).fetchall()
-    except DatabaseLocked:
-        raise  # in use by another cdp: its own clear error
-    except StorageError:
+    except StorageError:  # DatabaseLocked (in use by another cdp) is not one: it passes
         mark = []  # not a DuckDB database at all
     if mark != [(_DEMO_MARK,)]:
         raise ConfigError(
