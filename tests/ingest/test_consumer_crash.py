@@ -59,6 +59,25 @@ def _wait_for_log(
     return False
 
 
+def _consumed_so_far(log: Path) -> int:
+    """The most this run has logged as stored ("stored a batch: N consumed so far")."""
+    consumed = 0
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            message = json.loads(line)["message"]
+            if message.startswith("stored a batch: "):
+                consumed = max(consumed, int(message.split()[3]))
+    return consumed
+
+
+def _wait_until_consumed(log: Path, process: subprocess.Popen, at_least: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if _consumed_so_far(log) >= at_least:
+            return
+        time.sleep(0.01)
+
+
 def _wait_for_assignment(log: Path, process: subprocess.Popen) -> None:
     assigned = _wait_for_log(log, process, "cdp.ingest.consumer", "partitions assigned: t")
     assert assigned, "ingest was never assigned partitions"
@@ -85,11 +104,13 @@ def test_kill_9_at_random_moments_then_restart_loses_and_duplicates_nothing(
         log = tmp_path / f"ingest-{attempt}.log"
         process = _start_ingest(isolated_config, log)
         _wait_for_assignment(log, process)
-        # Kill at a random moment after this run stored its first batch, so that every
-        # kill lands mid-stream until the backlog is done, however fast the machine
-        # (a run that finds the backlog already done stores nothing: killed all the same).
-        _wait_for_log(log, process, "cdp.ingest.consumer", "stored a batch", timeout_s=15)
-        time.sleep(chaos.uniform(0.0, 1.5))
+        # Kill once this run has stored a random share (at most a quarter) of what is
+        # left, then a few random milliseconds later so the kill can land inside a
+        # transaction: paced by progress, not by the clock, so every kill lands
+        # mid-stream however fast the machine or the writer's merged transactions.
+        left = sent - (stored_after_each_kill[-1] if stored_after_each_kill else 0)
+        _wait_until_consumed(log, process, chaos.randint(1, max(1, left // 4)))
+        time.sleep(chaos.uniform(0.0, 0.05))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
