@@ -73,6 +73,41 @@ def test_batches_are_reported_as_they_are_stored_and_copies_across_them_found(tm
     assert memory_db.execute("SELECT source_offset FROM duplicate_events").fetchall() == [(8,)]
 
 
+def test_batches_of_big_lines_are_cut_by_bytes_so_memory_stays_bounded(tmp_path, memory_db):
+    # 200,000 lines of up to max_event_bytes (256 KiB) would be 50 GB in one batch.
+    source = tmp_path / "s.jsonl"
+    big = [
+        encode(event("page_viewed", f"e{n}", properties={"url": "x" * 40_000})) for n in range(9)
+    ]
+    source.write_bytes(b"\n".join(big))
+    seen = []
+    stats = load_file(
+        memory_db,
+        source,
+        limits=ValidationLimits(),
+        progress=lambda stats: seen.append(stats.consumed),
+        batch_bytes=125_000,
+    )
+    assert seen == [3, 6, 9]  # the line that would pass 125,000 bytes starts the next batch
+    assert stats.stored == 9
+
+
+def test_a_line_over_the_batch_bytes_is_a_batch_of_its_own(tmp_path, memory_db):
+    source = tmp_path / "s.jsonl"
+    small = encode(event("page_viewed", "small"))
+    huge = encode(event("page_viewed", "huge", properties={"url": "x" * 50_000}))
+    source.write_bytes(b"\n".join([small, huge, small.replace(b"small", b"later")]))
+    seen = []
+    load_file(
+        memory_db,
+        source,
+        limits=ValidationLimits(),
+        progress=lambda stats: seen.append(stats.consumed),
+        batch_bytes=1_000,
+    )
+    assert seen == [1, 2, 3]
+
+
 def test_the_generated_store_is_validated_almost_entirely_by_duckdb(tmp_path, monkeypatch):
     source = tmp_path / "s.jsonl"
     report = generate_store(source, customers=300, seed=3, end=date(2026, 11, 1))
