@@ -342,7 +342,10 @@ class EventConsumer:
                 self._stop.wait(1.0)
                 continue
             if polled:
-                self._broker_reachable()
+                # Not a sign the broker is back: kafka-python hands out records it
+                # fetched before the outage. Only a round trip says so (_probe, every
+                # CHECK_EVERY_S); taking polled records for one made a loaded machine
+                # log "unreachable" / "reachable again after 0 s" a dozen times.
                 if self._generation != generation:
                     # Polled across a rebalance (the first join too): the writer would
                     # discard it, after validating it, and all polled until a rewind.
