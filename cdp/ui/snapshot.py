@@ -23,6 +23,23 @@ import duckdb
 from cdp.errors import StorageError
 from cdp.processing.stages.identity import NORMALIZE_MACROS
 from cdp.storage.database import execute_script
+from cdp.storage.sql import sql_string
+
+_ALIAS = "snapshot"
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB with the snapshot attached read-only. Not
+    ``duckdb.connect(path)``: DuckDB caches one instance per path in a process, and
+    would hand back the instance of the file that was replaced (and refuse the
+    publish's own reader in the same process, whose settings differ)."""
+    connection = duckdb.connect(":memory:")
+    try:
+        connection.execute(f"ATTACH {sql_string(str(path))} AS {_ALIAS} (READ_ONLY)")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 class NotPublished(StorageError):
@@ -51,7 +68,7 @@ class AnalystSnapshot:
         with self._lock:
             if identity != self._identity or self._connection is None:
                 try:
-                    connection = duckdb.connect(str(self.path), read_only=True)
+                    connection = _open(self.path)
                 except duckdb.Error as exc:
                     raise StorageError(
                         f"{self.path}: cannot open the analyst database: {exc}"
@@ -68,6 +85,7 @@ class AnalystSnapshot:
         between threads), with identity resolution's normalization macros."""
         cursor = self._current().cursor()
         try:
+            cursor.execute(f"USE {_ALIAS}")  # a cursor starts in the in-memory catalog
             execute_script(cursor, NORMALIZE_MACROS)
             yield cursor
         finally:
