@@ -78,7 +78,7 @@ ANALYST_TABLES = (
 )
 
 # Tables derived in the snapshot for lookups (``analyst_lookups.sql``); not in the live one.
-LOOKUP_TABLES = ("customer_events",)
+LOOKUP_TABLES = ("customer_events", "customer_identities_by_customer", "segment_members")
 
 # Copies sorted by the column pages look rows up by: DuckDB keeps min/max per row
 # group, so a lookup of one key (or an email prefix) reads one row group, not the table.

@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdp.errors import CdpError
 from cdp.processing.segmentation.config import SegmentConfig
@@ -278,11 +279,38 @@ def create_app(ui: UiContext) -> ASGIApp:
         },
     )
     gated = TokenGate(app, ui.settings.ui.access_token, ui.page)
-    return ReadOnlyMethods(gated)
+    return ServerTiming(ReadOnlyMethods(gated))
 
 
 def _query_string(f: dict[str, Any]) -> dict[str, str]:
     return {k: f[k] for k in ("rfm", "tier", "sort", "dir") if f[k]}
+
+
+class ServerTiming:
+    """``Server-Timing: app;dur=<ms>`` on every answer: the time from the request's
+    arrival to its answer's start, which benchmarks/ui_latency.py reads (and a
+    browser's developer tools show)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - started) * 1000
+                headers = [
+                    *message.get("headers", []),
+                    (b"server-timing", f"app;dur={ms:.2f}".encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 class ReadOnlyMethods:

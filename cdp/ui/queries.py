@@ -28,13 +28,13 @@ FAMILIES = ("browse", "cart", "purchase", "identify")
 
 # Sortable columns of a segment's members: key in the URL -> expression.
 MEMBER_SORTS = {
-    "entered": "m.entered_at",
-    "historic_clv": "p.historic_clv",
-    "predicted_clv": "p.predicted_clv",
-    "p_alive": "p.p_alive",
-    "orders": "p.orders",
-    "recency": "p.days_since_last_order",
-    "customer": "m.customer_id",
+    "historic_clv": "historic_clv",
+    "predicted_clv": "predicted_clv",
+    "p_alive": "p_alive",
+    "orders": "orders",
+    "recency": "days_since_last_order",
+    "entered": "entered_at",
+    "customer": "customer_id",
 }
 
 
@@ -117,7 +117,6 @@ class Customer:
     recommendations: list[str]
     windows: list[Row]
     orders: list[Row]
-    history: list[Row]
 
 
 def customer(cursor: duckdb.DuckDBPyConnection, customer_id: str) -> Customer | None:
@@ -135,7 +134,7 @@ def customer(cursor: duckdb.DuckDBPyConnection, customer_id: str) -> Customer | 
         profile=profile,
         identifiers=_rows(
             cursor,
-            "SELECT identifier, first_seen_at FROM customer_identities "
+            "SELECT identifier, first_seen_at FROM customer_identities_by_customer "
             "WHERE customer_id = $id ORDER BY identifier",
             param,
         ),
@@ -174,12 +173,6 @@ def customer(cursor: duckdb.DuckDBPyConnection, customer_id: str) -> Customer | 
             cursor,
             "SELECT order_id, ordered_at, gross, refunded, cancelled, units, product_ids "
             "FROM orders WHERE customer_id = $id ORDER BY ordered_at DESC LIMIT 200",
-            param,
-        ),
-        history=_rows(
-            cursor,
-            "SELECT as_of, orders, historic_clv, predicted_clv, rfm_segment, journey_stage "
-            "FROM profile_history WHERE customer_id = $id ORDER BY as_of",
             param,
         ),
     )
@@ -233,10 +226,9 @@ def segment_changes(cursor: duckdb.DuckDBPyConnection, segment: str) -> dict[str
     for change in ("entered", "exited"):  # column names from this fixed pair
         changes[change] = _rows(
             cursor,
-            f"SELECT h.customer_id, h.{change}_at AS at, p.emails[1] AS email "
-            "FROM segment_membership_history h LEFT JOIN customer_profiles p USING (customer_id) "
-            f"WHERE h.segment = $segment AND h.{change}_at > $since "
-            f"ORDER BY h.{change}_at DESC, h.customer_id LIMIT 200",
+            f"SELECT customer_id, {change}_at AS at FROM segment_membership_history "
+            f"WHERE segment = $segment AND {change}_at > $since "
+            f"ORDER BY {change}_at DESC, customer_id LIMIT 200",
             {"segment": segment, "since": since},
         )
     return changes
@@ -259,7 +251,7 @@ def members(
     params: dict[str, Any] = {"segment": segment, "rfm": rfm, "tier": tier}
     total = cursor.execute(f"SELECT count(*) FROM ({base})", params).fetchall()[0][0]
     direction = "DESC NULLS LAST" if descending else "ASC NULLS LAST"
-    sql = f"{base} ORDER BY {MEMBER_SORTS[sort]} {direction}, m.customer_id"
+    sql = f"{base} ORDER BY {MEMBER_SORTS[sort]} {direction}, customer_id"
     if limit is not None:
         sql += " LIMIT $limit OFFSET $offset"
         params |= {"limit": limit, "offset": offset}
@@ -269,10 +261,9 @@ def members(
 def member_filters(cursor: duckdb.DuckDBPyConnection, segment: str) -> dict[str, list[str]]:
     """The RFM segments and loyalty tiers present among a segment's members."""
     row = cursor.execute(
-        "SELECT list(DISTINCT p.rfm_segment ORDER BY p.rfm_segment) FILTER (p.rfm_segment "
-        "IS NOT NULL), list(DISTINCT p.loyalty_tier ORDER BY p.loyalty_tier) FILTER "
-        "(p.loyalty_tier IS NOT NULL) FROM segment_membership m JOIN customer_profiles p "
-        "USING (customer_id) WHERE m.segment = $segment",
+        "SELECT list(DISTINCT rfm_segment ORDER BY rfm_segment) FILTER (rfm_segment "
+        "IS NOT NULL), list(DISTINCT loyalty_tier ORDER BY loyalty_tier) FILTER "
+        "(loyalty_tier IS NOT NULL) FROM segment_members WHERE segment = $segment",
         {"segment": segment},
     ).fetchall()[0]
     return {"rfm": row[0] or [], "tier": row[1] or []}
