@@ -54,9 +54,11 @@ class AnalystSnapshot:
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int] | None = None
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self._previous: duckdb.DuckDBPyConnection | None = None
         self.opened = 0  # how many snapshots this process opened (tests read it)
 
     def _current(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the snapshot in place, opening it if it changed."""
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
@@ -73,17 +75,20 @@ class AnalystSnapshot:
                     raise StorageError(
                         f"{self.path}: cannot open the analyst database: {exc}"
                     ) from None
-                # The old connection is dropped, not closed: cursors of requests still
-                # running keep it (and its file) alive until they finish.
+                # The previous connection is kept (not closed, not collected) until the
+                # next publish: closing a connection closes its cursors, and requests
+                # still running on the previous snapshot hold cursors of it.
+                self._previous = self._connection
                 self._connection, self._identity = connection, identity
                 self.opened += 1
-            return self._connection
+            # Under the lock too: a connection is not safe to use from two threads at once.
+            return self._connection.cursor()
 
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor of its own for one request (DuckDB connections are not shared
         between threads), with identity resolution's normalization macros."""
-        cursor = self._current().cursor()
+        cursor = self._current()
         try:
             cursor.execute(f"USE {_ALIAS}")  # a cursor starts in the in-memory catalog
             execute_script(cursor, NORMALIZE_MACROS)

@@ -152,3 +152,18 @@ def test_the_command_refuses_a_public_bind_with_a_clear_error(living, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: ui.listen: 0.0.0.0:0 is reachable")
     assert "Traceback" not in result.stderr
+
+
+def test_before_any_publish_pages_say_so(living, tmp_path):
+    settings = living.settings.model_copy(
+        update={"ui": living.settings.ui.model_copy(update={"listen": "127.0.0.1:0"})}
+    )
+    server = UiServer(settings, tmp_path / "none.analyst.duckdb", tmp_path / "none.html")
+    server.start()
+    try:
+        for path in ("/customers?q=ann", "/segments", "/operations"):
+            answer = request(server, path)
+            assert answer.status == 503 and "is published by every build" in answer.body
+        assert request(server, "/report").status == 404
+    finally:
+        server.stop()
