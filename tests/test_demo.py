@@ -48,9 +48,7 @@ def test_a_second_demo_replaces_the_database_the_first_one_made(tmp_path, monkey
 
 
 @pytest.mark.kafka
-def test_the_demo_store_is_alive_a_year_of_trends_and_every_segment_filled(
-    tmp_path, monkeypatch
-):
+def test_the_demo_store_is_alive_a_year_of_trends_and_every_segment_filled(tmp_path, monkeypatch):
     """Month-end builds over the last 12 months give every trend a year of points, and
     the store's fresh last days fill the welcome and abandoned-cart segments."""
     monkeypatch.chdir(tmp_path)
