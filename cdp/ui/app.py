@@ -279,17 +279,30 @@ def create_app(ui: UiContext) -> ASGIApp:
         },
     )
     gated = TokenGate(app, ui.settings.ui.access_token, ui.page)
-    return ServerTiming(ReadOnlyMethods(gated))
+    return ServerTiming(ReadOnlyMethods(gated))  # outermost: its headers go on every answer
 
 
 def _query_string(f: dict[str, Any]) -> dict[str, str]:
     return {k: f[k] for k in ("rfm", "tier", "sort", "dir") if f[k]}
 
 
+# Pages hold personal data: not cached, not framed, no referrer leaving with their
+# URL (which may hold an email), and nothing loaded or run but the app's own files
+# (the report's inline style and its one layout-measuring script aside).
+_PAGE_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_CSP = b"default-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+_REPORT_CSP = b"default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+
 class ServerTiming:
     """``Server-Timing: app;dur=<ms>`` on every answer: the time from the request's
     arrival to its answer's start, which benchmarks/ui_latency.py reads (and a
-    browser's developer tools show)."""
+    browser's developer tools show); and the headers every page gets."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -303,8 +316,11 @@ class ServerTiming:
         async def timed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 ms = (time.perf_counter() - started) * 1000
+                csp = _REPORT_CSP if scope["path"] == "/report" else _CSP
                 headers = [
                     *message.get("headers", []),
+                    *_PAGE_HEADERS,
+                    (b"content-security-policy", csp),
                     (b"server-timing", f"app;dur={ms:.2f}".encode()),
                 ]
                 message = {**message, "headers": headers}

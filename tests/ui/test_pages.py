@@ -138,6 +138,10 @@ def test_assets_are_local(ui_server, ui_store):
     assert "http://" not in page and "https://" not in page
     css = request(ui_server, "/static/style.css")
     assert css.status == 200 and "font" in css.body
+    answer = request(ui_server, "/segments")
+    assert answer.headers["cache-control"] == "no-store"
+    assert "default-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-frame-options"] == "DENY"
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
