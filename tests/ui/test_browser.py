@@ -117,3 +117,28 @@ def test_a_marketer_pages_filters_and_downloads_a_segment(ui_server, ui_store, b
 
     browser.get(_url(ui_server, f"/customers/{champion}"))
     _shoot(browser, "ui-customer.png")
+
+
+def test_a_page_open_across_a_publish_keeps_working(browser, tmp_path_factory):
+    """A person has a customer open while the service publishes a new snapshot (here:
+    the one that merges Bob's device into Ann); their next click reads the new data,
+    with no restart of the app."""
+    from tests.ui.conftest import LINK, make_store, start_server
+
+    store = make_store(tmp_path_factory.mktemp("ui-browser-publish"))
+    server = start_server(store)
+    try:
+        browser.get(_url(server, "/customers?q=ann-42"))
+        WebDriverWait(browser, 10).until(lambda b: "/customers/cus_" in b.current_url)
+        ann_page = browser.current_url
+        identifiers = browser.find_element(By.TAG_NAME, "main").text
+        assert "anon:anon-bob" not in identifiers
+        store.load_and_publish(LINK, "link.jsonl")
+        browser.find_element(By.LINK_TEXT, "identify").click()  # the open page's next click
+        WebDriverWait(browser, 10).until(lambda b: "family=identify" in b.current_url)
+        page = browser.find_element(By.TAG_NAME, "main").text
+        assert "anon:anon-bob" in page and "merged into this customer" in page
+        assert "bob.b@example.org" in page  # Bob's identify is Ann's now
+        assert browser.current_url.startswith(ann_page)
+    finally:
+        server.stop()
