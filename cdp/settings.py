@@ -499,6 +499,10 @@ def load_settings(
         _CURRENT_FILE_DATA.clear()
 
 
+# Keys whose values are secrets: an error names the key and the problem, never the value.
+_SECRET_KEYS = ("access_token",)
+
+
 def format_validation_error(exc: ValidationError, title: str) -> str:
     """One line per problem: the dotted key, then what is wrong with it."""
     lines = [f"{title}:"]
@@ -507,5 +511,6 @@ def format_validation_error(exc: ValidationError, title: str) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config/cdp.toml)"
-        lines.append(f"  {key}: {message} (got {error.get('input')!r})")
+        got = "(hidden)" if key.endswith(_SECRET_KEYS) else repr(error.get("input"))
+        lines.append(f"  {key}: {message} (got {got})")
     return "\n".join(lines)

@@ -3,6 +3,7 @@ test module, since these tests change it while the server runs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -167,3 +168,14 @@ def test_before_any_publish_pages_say_so(living, tmp_path):
         assert request(server, "/report").status == 404
     finally:
         server.stop()
+
+
+def test_a_bad_token_is_refused_without_echoing_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cdp", "ui", "--db", str(tmp_path / "x.duckdb")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "CDP_UI__ACCESS_TOKEN": "tooshort"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "ui.access_token: Value error, must be at least 16 characters" in result.stderr
+    assert "tooshort" not in result.stderr
