@@ -73,6 +73,7 @@ def _handler(name: str) -> Handler:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    listen, explorer = getattr(args, "listen", None), args.handler == "ui:ui"
     return {
         "kafka": {
             "bootstrap_servers": getattr(args, "bootstrap_servers", None),
@@ -80,7 +81,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         },
         "storage": {"db_path": getattr(args, "db", None)},
         "ingest": {"offset_reset": getattr(args, "offset_reset", None)},
-        "collector": {"listen": getattr(args, "listen", None)},
+        # --listen is the address of the command's own server.
+        "collector": {"listen": None if explorer else listen},
+        "ui": {"listen": listen if explorer else None},
     }
 
 
@@ -243,6 +246,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     kafka_flags(collect)
     collect.add_argument("--listen", metavar="HOST:PORT", help="address (collector.listen)")
+
+    ui = command(
+        "ui", "ui:ui", "the customer explorer: a read-only web app over the analyst database"
+    )
+    db_flag(ui)
+    ui.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="address (ui.listen, default 127.0.0.1:8089; another host needs ui.access_token)",
+    )
 
     build = command("build", "build:build", "build customer profiles, CLV, RFM and store KPIs")
     db_flag(build)

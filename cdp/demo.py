@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from cdp.errors import ConfigError, IngestError, StorageError
@@ -33,7 +33,10 @@ from cdp.ingest.consumer import EventConsumer, IngestStats
 from cdp.ingest.events import FAMILY_OF_TYPE, Family, UnknownEventType, canonical_type
 from cdp.ingest.generator import GenerateReport, generate_store
 from cdp.ingest.producer import ProduceReport, produce_file
+from cdp.ingest.recent_activity import append_recent_activity
 from cdp.ingest.topics import create_topics
+from cdp.processing.as_of import end_of_day
+from cdp.processing.jobs.backfill import backfill_month_ends
 from cdp.processing.jobs.pipeline import build_publish_export
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import CollectorSource, Settings
@@ -86,6 +89,12 @@ def run_demo(
         events_file = workdir / "store-events.jsonl"
         generated = generate_store(events_file, customers=customers, seed=seed, end=end)
         say(f"generated {generated.events:,} events for {customers:,} customers (seed {seed})")
+        started = datetime.now(UTC)
+        last_moment = min(started, end_of_day(end)) if end else started
+        fresh = append_recent_activity(
+            events_file, customers=customers, seed=seed, until=last_moment
+        )
+        say(f"added {fresh} events of the store's last days: first orders and open carts")
         backend_file = workdir / "store-backend.jsonl"
         browser_events = _split_browser_events(events_file, backend_file)
         collected = _collect_over_http(settings, browser_events)
@@ -101,6 +110,14 @@ def run_demo(
         consumer = EventConsumer(settings, con, stop=threading.Event())
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
+        history = backfill_month_ends(
+            con, settings, segments, before=started, months=BACKFILL_MONTHS
+        )
+        say(
+            f"built the {len(history)} month-end builds before it "
+            f"({history[0].as_of:%Y-%m-%d} to {history[-1].as_of:%Y-%m-%d}) in "
+            f"{sum(b.seconds for b in history):.1f} s, so every trend has a year of points"
+        )
         run = build_publish_export(con, settings, segments)
         published, exported = run.published, run.exported
         built = published.build
@@ -121,6 +138,9 @@ def run_demo(
             report=report,
         )
 
+
+# Month-end builds before the demo's own: a year of points in every trend.
+BACKFILL_MONTHS = 12
 
 # What a demo writes on the database it made (a catalog comment: no schema change).
 _DEMO_MARK = "made by cdp demo, which replaces it at its next run"

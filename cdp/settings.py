@@ -165,6 +165,32 @@ class ServiceSettings(_Section):
         return check_listen(value, may_be_empty=True)
 
 
+class UiSettings(_Section):
+    """`cdp ui`: the read-only customer explorer over the analyst database."""
+
+    # HOST:PORT to serve on. Its pages show personal data, so any address but a
+    # loopback one (127.0.0.1, ::1, localhost) needs access_token.
+    listen: str = "127.0.0.1:8089"
+    # Shared secret for a non-loopback bind: sent once to /login, then kept in a cookie
+    # (or given as the header "Authorization: Bearer <token>"). Empty = none. Set it
+    # through CDP_UI__ACCESS_TOKEN rather than in a file others can read.
+    access_token: str = ""
+    # Rows per page of customer timelines, search results and segment members.
+    page_size: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return check_listen(value, may_be_empty=False)
+
+    @field_validator("access_token")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("must be at least 16 characters (or empty for none)")
+        return value
+
+
 class CollectorSource(_Section):
     """One sender of events over HTTP (a web shop, an app, a back end), known by its key."""
 
@@ -386,6 +412,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     service: ServiceSettings = ServiceSettings()
     collector: CollectorSettings = CollectorSettings()
+    ui: UiSettings = UiSettings()
     storage: StorageSettings = StorageSettings()
     money: MoneySettings = MoneySettings()
     clv: ClvSettings = ClvSettings()
@@ -472,6 +499,10 @@ def load_settings(
         _CURRENT_FILE_DATA.clear()
 
 
+# Keys whose values are secrets: an error names the key and the problem, never the value.
+_SECRET_KEYS = ("access_token",)
+
+
 def format_validation_error(exc: ValidationError, title: str) -> str:
     """One line per problem: the dotted key, then what is wrong with it."""
     lines = [f"{title}:"]
@@ -480,5 +511,6 @@ def format_validation_error(exc: ValidationError, title: str) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config/cdp.toml)"
-        lines.append(f"  {key}: {message} (got {error.get('input')!r})")
+        got = "(hidden)" if key.endswith(_SECRET_KEYS) else repr(error.get("input"))
+        lines.append(f"  {key}: {message} (got {got})")
     return "\n".join(lines)

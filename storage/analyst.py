@@ -46,7 +46,7 @@ from cdp.storage.analyst_events import (
 from cdp.storage.database import execute_script
 from cdp.storage.disk import storage_errors
 from cdp.storage.paths import analyst_path, events_folder
-from cdp.storage.sql import sql_string
+from cdp.storage.sql import read_sql, sql_string
 from cdp.storage.transactions import oldest_uncommitted, transaction
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,23 @@ ANALYST_TABLES = (
     "export_runs",
     "dead_letters",
 )
+
+# Tables derived in the snapshot for lookups (``analyst_lookups.sql``); not in the live one.
+LOOKUP_TABLES = ("customer_events", "customer_identities_by_customer", "segment_members")
+
+# Copies sorted by the column pages look rows up by: DuckDB keeps min/max per row
+# group, so a lookup of one key (or an email prefix) reads one row group, not the table.
+_SORTED_BY = {
+    "customer_profiles": "customer_id",
+    "orders": "customer_id, ordered_at",
+    "customer_identities": "identifier",
+    "customer_aliases": "alias_id",
+    "customer_rolling_windows": "customer_id",
+    "segment_membership": "segment, customer_id",
+    "segment_membership_history": "customer_id",
+    "customer_recommendations": "customer_id",
+    "customer_consent": "customer_id",
+}
 
 # Columns left out of the copy: the raw bytes of dead letters may hold personal data
 # from a message that never became an event; the reason and source are what analysts need.
@@ -232,6 +249,7 @@ def _publish(con: duckdb.DuckDBPyConnection, target: Path) -> AnalystPublish:
                     "event_parts": list(parts.files),
                 },
             )
+            execute_script(con, read_sql("cdp.storage", "analyst_lookups.sql"))
         # Detaching checkpoints the copy: on a full disk this is where it fails.
         con.execute("DETACH analyst_snapshot")
     except BaseException:
@@ -315,7 +333,10 @@ def _copy_whole(con: duckdb.DuckDBPyConnection, table: str) -> None:
     excluded = _EXCLUDED.get(table)
     columns = f"* EXCLUDE ({', '.join(excluded)})" if excluded else "*"
     con.execute(f"DROP TABLE IF EXISTS analyst_snapshot.{table}")
-    con.execute(f"CREATE TABLE analyst_snapshot.{table} AS SELECT {columns} FROM main.{table}")
+    order = f" ORDER BY {_SORTED_BY[table]}" if table in _SORTED_BY else ""
+    con.execute(
+        f"CREATE TABLE analyst_snapshot.{table} AS SELECT {columns} FROM main.{table}{order}"
+    )
 
 
 def _apply_changes(con: duckdb.DuckDBPyConnection, table: str, previous: datetime) -> bool:

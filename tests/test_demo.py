@@ -8,6 +8,7 @@ import pytest
 
 from cdp.demo import run_demo
 from cdp.errors import ConfigError
+from cdp.ingest.recent_activity import recent_people
 from cdp.settings import Settings, StorageSettings
 from cdp.storage.database import connect
 
@@ -43,4 +44,23 @@ def test_a_second_demo_replaces_the_database_the_first_one_made(tmp_path, monkey
     with connect(db, read_only=True) as con:
         customers = con.execute("SELECT count(*) FROM customer_profiles").fetchone()[0]
     assert first.ingested.consumed > 0 and second.ingested.consumed > 0
-    assert customers == 40
+    assert customers == 40 + sum(recent_people(40))  # the store's fresh last days
+
+
+@pytest.mark.kafka
+def test_the_demo_store_is_alive_a_year_of_trends_and_every_segment_filled(tmp_path, monkeypatch):
+    """Month-end builds over the last 12 months give every trend a year of points, and
+    the store's fresh last days fill the welcome and abandoned-cart segments."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "demo.duckdb"
+    run_demo(_settings(db), customers=300, seed=3, say=lambda line: None)
+    with connect(db, read_only=True) as con:
+        dates = con.execute("SELECT count(DISTINCT as_of) FROM store_kpis").fetchone()[0]
+        sizes = dict(
+            con.execute(
+                "SELECT segment, members FROM segment_sizes "
+                "WHERE as_of = (SELECT max(as_of) FROM segment_sizes)"
+            ).fetchall()
+        )
+    assert dates == 13  # 12 month ends and today
+    assert sizes["welcome"] >= 1 and sizes["abandoned_cart"] >= 1

@@ -30,6 +30,10 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
     db = f" --db {result.db_path}" if args.db is None else ""
     query = "SELECT rfm_segment, count(*) FROM customer_profiles GROUP BY 1"
     print(f'query it: {_program_name()} sql "{query}"{db}')
+    print(
+        f"explore it in a browser: {_program_name()} ui --db {result.db_path}   "
+        f"then open http://{settings.ui.listen}/customers"
+    )
     return 0
 
 

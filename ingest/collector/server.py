@@ -107,14 +107,21 @@ def check_sources(settings: Settings) -> None:
         )
 
 
-def bind(listen: str, *, reuse_port: bool = False, listening: bool = True) -> socket.socket:
+def bind(
+    listen: str,
+    *,
+    reuse_port: bool = False,
+    listening: bool = True,
+    setting: str = "collector.listen",
+) -> socket.socket:
     """A socket bound to ``listen`` (HOST:PORT; port 0 picks a free one).
 
     With ``reuse_port``, several processes bind one port each with a socket of its
     own (SO_REUSEPORT) and the kernel spreads new connections evenly over them: one
     shared socket would leave most keep-alive connections with whichever worker
     accepted first. A socket bound but not ``listening`` holds the port for the
-    workers without taking connections itself."""
+    workers without taking connections itself. ``setting`` names the address's key
+    in errors (``cdp ui`` binds through here too)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -127,7 +134,7 @@ def bind(listen: str, *, reuse_port: bool = False, listening: bool = True) -> so
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"collector.listen: cannot listen on {listen}: {exc.strerror or exc} "
+            f"{setting}: cannot listen on {listen}: {exc.strerror or exc} "
             "(choose another address or port)"
         ) from None
     if listening:

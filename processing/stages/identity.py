@@ -134,10 +134,20 @@ SELECT EXISTS (
 )
 """
 
-_MACROS = r"""
+# How an email or phone becomes an identifier (after its 'email:' / 'phone:' prefix):
+# NULL when it cannot be one. The one home of this rule: the build's identity tuples
+# use it, and so does ``cdp ui``'s search (``NORMALIZE_MACROS`` on its connection).
+NORMALIZE_MACROS = r"""
 CREATE OR REPLACE TEMP MACRO cdp_normalize_phone(phone) AS
     CASE WHEN starts_with(trim(phone), '+') THEN '+' ELSE '' END
     || regexp_replace(phone, '[^0-9]', '', 'g');
+
+CREATE OR REPLACE TEMP MACRO cdp_identity_email(email) AS
+    CASE WHEN contains(email, '@') THEN lower(trim(email)) END;
+
+CREATE OR REPLACE TEMP MACRO cdp_identity_phone(phone) AS
+    CASE WHEN length(regexp_replace(phone, '[^0-9]', '', 'g')) >= 7
+         THEN cdp_normalize_phone(phone) END;
 """
 
 
@@ -155,7 +165,7 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, as_of: datetime) -> Ident
     them. Needs ``build_order_payloads`` (``payloads.parse_order_payloads``).
     Every event carries an anonymous or user id, so the rest of the build finds
     an event's customer through either."""
-    con.execute(_MACROS)
+    execute_script(con, NORMALIZE_MACROS)
     execute_script(con, read_sql(_PACKAGE, "identity_tuples.sql"), {"as_of": as_of})
     execute_script(con, _ALIASES, {"as_of": as_of, "whitespace": WHITESPACE})
     if con.execute("SELECT count(*) FROM identity_alias_candidates").fetchall()[0][0]:

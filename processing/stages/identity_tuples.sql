@@ -7,7 +7,7 @@
 -- tuples carrying a suppressed identifier removed), tuple_identifiers (identifier,
 -- anchor, first_seen_at).
 -- Reads: events, suppressed_identifiers; the temp table build_order_payloads
--- (payloads); the macro cdp_normalize_phone (identity.py).
+-- (payloads); the macros cdp_identity_email and cdp_identity_phone (identity.py).
 -- Parameters: $as_of.
 
 CREATE OR REPLACE TEMP TABLE identity_tuples AS
@@ -32,9 +32,8 @@ as_sent AS (  -- collapse repeats first: normalizing is per distinct value, not 
 -- the same anchor, and grouping them again cost more than the duplicate edges.
 normalized AS (
     SELECT 'anon:' || anonymous_id AS anonymous, 'user:' || user_id AS "user",
-           'email:' || CASE WHEN contains(email, '@') THEN lower(trim(email)) END AS email,
-           'phone:' || CASE WHEN length(regexp_replace(phone, '[^0-9]', '', 'g')) >= 7
-                            THEN cdp_normalize_phone(phone) END AS phone,
+           'email:' || cdp_identity_email(email) AS email,
+           'phone:' || cdp_identity_phone(phone) AS phone,
            first_seen_at
     FROM as_sent
 )

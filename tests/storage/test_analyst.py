@@ -9,7 +9,7 @@ import pytest
 
 from cdp.processing.stages.run import run_build
 from cdp.settings import Settings
-from cdp.storage.analyst import ANALYST_TABLES, publish_analyst_database
+from cdp.storage.analyst import ANALYST_TABLES, LOOKUP_TABLES, publish_analyst_database
 from cdp.storage.database import connect
 from cdp.storage.paths import analyst_path, events_folder
 from tests.processing.store import AS_OF, days_ago, order, store
@@ -38,7 +38,7 @@ def test_every_analyst_table_and_column_is_described_in_the_dictionary(published
             "SELECT count(*) FROM duckdb_columns() WHERE NOT internal "
             "AND database_name = current_database() AND table_name <> 'data_dictionary'"
         ).fetchall()[0][0]
-    assert tables == set(ANALYST_TABLES) | {"data_dictionary", "publish_info"}
+    assert tables == set(ANALYST_TABLES + LOOKUP_TABLES) | {"data_dictionary", "publish_info"}
     assert undescribed == []
     assert described == columns
 
