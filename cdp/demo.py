@@ -111,7 +111,7 @@ def run_demo(
         ingested = consumer.run(until_idle=True)
         say(f"ingested {ingested.consumed:,} messages in {ingested.elapsed_s:.1f} s")
         history = backfill_month_ends(
-            con, settings, segments, before=started, months=BACKFILL_MONTHS
+            con, settings, segments, before=last_moment, months=BACKFILL_MONTHS
         )
         say(
             f"built the {len(history)} month-end builds before it "

@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,13 @@ from cdp.settings import Settings
 from cdp.ui import queries
 from cdp.ui.auth import TokenGate, login_routes
 from cdp.ui.explain import clv_variants
-from cdp.ui.format import FILTERS
+from cdp.ui.format import FILTERS, spreadsheet_cell
 from cdp.ui.snapshot import AnalystSnapshot, NotPublished
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1_000_000
+_PAGE = re.compile(r"[0-9]{1,7}")
 
 
 class BadRequest(Exception):
@@ -82,7 +84,8 @@ def _param(request: Request, name: str, allowed: tuple[str, ...] | None = None) 
 
 def _page_number(request: Request) -> int:
     text = _param(request, "page") or "1"
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    # ASCII digits only: str.isdigit() takes '²' and '①', which int() then refuses.
+    if not _PAGE.fullmatch(text) or not 1 <= int(text) <= MAX_PAGE:
         raise BadRequest(f"page: {text[:40]!r} is not a page number (1 to {MAX_PAGE:,})")
     return int(text)
 
@@ -209,7 +212,7 @@ def create_app(ui: UiContext) -> ASGIApp:
         columns = list(rows[0]) if rows else list(queries.MEMBER_COLUMNS)
         writer = csv.writer(out)
         writer.writerow(columns)
-        writer.writerows([row[c] for c in columns] for row in rows)
+        writer.writerows([spreadsheet_cell(row[c]) for c in columns] for row in rows)
         return Response(
             out.getvalue(),
             media_type="text/csv; charset=utf-8",

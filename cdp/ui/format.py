@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+_FORMULA_START = ("=", "@", "\t", "\r")
+_SIGNED_NUMBER = re.compile(r"[+-][0-9 ().-]*")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text rather than runs: a text starting with
+    = or @ (or + or -, unless a plain signed number or phone number such as
+    +44 20 7946 0018), a tab or a carriage return gets a leading apostrophe (OWASP's
+    advice against CSV injection). Ids and emails are whatever an event sender chose,
+    and the members CSV is made to be opened in a spreadsheet."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value.startswith(_FORMULA_START) or (
+        value[0] in "+-" and not _SIGNED_NUMBER.fullmatch(value)
+    ):
+        return "'" + value
+    return value
 
 
 def number(value: Any, digits: int = 0) -> str:

@@ -10,7 +10,6 @@ stop a real server in-process.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import threading
 import time
@@ -23,21 +22,12 @@ from cdp.ingest.collector.server import bind
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.settings import Settings
 from cdp.ui.app import UiContext, create_app, templates
+from cdp.ui.auth import is_loopback
 from cdp.ui.snapshot import AnalystSnapshot
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def check_listen_safe(settings: Settings) -> None:

@@ -35,6 +35,9 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
     publish's own reader in the same process, whose settings differ)."""
     connection = duckdb.connect(":memory:")
     try:
+        # Times as the pages label them (UTC), whatever the server's local zone. Not in
+        # connect()'s config: ICU is not loaded yet there, and DuckDB refuses it.
+        connection.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the cursors too
         connection.execute(f"ATTACH {sql_string(str(path))} AS {_ALIAS} (READ_ONLY)")
     except BaseException:
         connection.close()

@@ -16,8 +16,8 @@ from cdp.errors import ConfigError
 from cdp.processing.activation.privacy import forget_customer
 from cdp.processing.segmentation.config import load_segment_config
 from cdp.storage.database import connect
-from cdp.ui.auth import SESSION_COOKIE
-from cdp.ui.server import UiServer, is_loopback
+from cdp.ui.auth import SESSION_COOKIE, is_loopback
+from cdp.ui.server import UiServer
 from tests.ui.conftest import LINK, make_store, request, start_server
 
 TOKEN = "s3cret-token-for-tests-0123"

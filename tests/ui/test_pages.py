@@ -110,12 +110,27 @@ def test_segment_members_page_sort_and_csv_match_sql(ui_server, ui_store):
 
 
 @pytest.mark.parametrize(
-    "query", ["sort=x;drop", "dir=sideways", "page=-1", "page=abc", "rfm=" + "x" * 1000]
+    "query",
+    [
+        "sort=x;drop",
+        "dir=sideways",
+        "page=-1",
+        "page=abc",
+        "page=%C2%B2",  # '²': a digit to str.isdigit, not to int()
+        "page=%E2%91%A0",  # '①'
+        "page=%D9%A3",  # '٣', Arabic-Indic three: int() reads it, a page number it is not
+        "rfm=" + "x" * 1000,
+    ],
 )
 def test_bad_member_parameters_are_400(ui_server, query):
     answer = request(ui_server, f"/segments/champions?{query}")
-    assert answer.status == 400
-    assert "Traceback" not in answer.body
+    assert answer.status == 400, answer.body
+    assert (
+        "page" in answer.body
+        or "sort" in answer.body
+        or "dir" in answer.body
+        or "rfm" in answer.body
+    )
 
 
 def test_segment_page_has_changes_and_traits(ui_server):
@@ -149,3 +164,45 @@ def test_nothing_but_get_and_head(ui_server, method):
     answer = request(ui_server, "/customers", method=method, body=b"x=1")
     assert answer.status == 405
     assert request(ui_server, "/customers", method="HEAD").status == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "attacker.example"},  # a page that rebound its own name to 127.0.0.1
+        {"Host": "attacker.example:8089"},
+        {"Host": "127.0.0.1.nip.io"},
+        {"X-Forwarded-For": "203.0.113.9"},  # relayed by a proxy: published beyond here
+        {"Forwarded": "for=203.0.113.9"},
+    ],
+)
+def test_without_a_token_only_requests_addressed_to_this_machine_are_answered(ui_server, headers):
+    for path in ("/customers", "/segments/champions/members.csv", "/report"):
+        answer = request(ui_server, path, headers=headers)
+        assert answer.status == 421, (path, answer.status)
+        assert "ui.access_token" in answer.body
+
+
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]"])
+def test_localhost_by_any_of_its_names_is_answered(ui_server, host):
+    port = ui_server.address.rpartition(":")[2]
+    assert request(ui_server, "/segments", headers={"Host": f"{host}:{port}"}).status == 200
+    assert request(ui_server, "/segments", headers={"Host": host}).status == 200
+
+
+def test_snapshots_read_times_in_utc_whatever_the_servers_zone(ui_store, monkeypatch):
+    # The pages label times "UTC"; DuckDB would otherwise use the machine's local zone.
+    import time
+
+    from cdp.ui.snapshot import AnalystSnapshot
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        snapshot = AnalystSnapshot(ui_store.analyst)
+        with snapshot.cursor() as cursor:
+            [(zone,)] = cursor.execute("SELECT current_setting('TimeZone')").fetchall()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert zone == "UTC"
