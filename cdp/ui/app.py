@@ -188,6 +188,7 @@ def create_app(ui: UiContext) -> ASGIApp:
             pages=max(1, math.ceil(total / size)),
             sizes=sizes,
             changes=changes,
+            limit=queries.CHANGES_LISTED,
             traits=traits,
             choices=choices,
             query=_query_string(f),

@@ -79,8 +79,10 @@ def search(cursor: duckdb.DuckDBPyConnection, text: str, limit: int) -> SearchRe
     q = clean_query(text)
     if not q:
         return SearchResult(q, [], [])
-    email, phone = cursor.execute(
-        "SELECT cdp_identity_email($q), cdp_identity_phone($q)", {"q": q}
+    # The prefix lower-cased by DuckDB, as the build lower-cases emails (Python's
+    # lower() differs for a few letters: 'İ', a final 'Σ').
+    email, phone, lowered = cursor.execute(
+        "SELECT cdp_identity_email($q), cdp_identity_phone($q), lower($q)", {"q": q}
     ).fetchall()[0]
     exact = _rows(
         cursor,
@@ -88,7 +90,7 @@ def search(cursor: duckdb.DuckDBPyConnection, text: str, limit: int) -> SearchRe
         {"q": q, "email": email or "", "phone": phone or ""},
     )
     exact.sort(key=lambda row: (row["customer_id"], row["matched"]))
-    prefix = "email:" + q.strip().lower()
+    prefix = "email:" + lowered
     # A range on the sorted column, not LIKE: the prefix is data, never a pattern.
     by_prefix = _rows(
         cursor,
@@ -216,21 +218,29 @@ def latest_as_of(cursor: duckdb.DuckDBPyConnection) -> Any:
     return cursor.execute("SELECT max(as_of) FROM segment_membership").fetchall()[0][0]
 
 
-def segment_changes(cursor: duckdb.DuckDBPyConnection, segment: str) -> dict[str, list[Row]]:
-    """Who entered and who exited in the 7 days up to the latest build."""
+CHANGES_LISTED = 200
+
+
+def segment_changes(cursor: duckdb.DuckDBPyConnection, segment: str) -> dict[str, Any]:
+    """Who entered and who exited in the 7 days up to the latest build: how many
+    (``entered_count``...) and the latest ``CHANGES_LISTED`` of each."""
     as_of = latest_as_of(cursor)
+    changes: dict[str, Any] = {
+        "entered": [], "exited": [], "entered_count": 0, "exited_count": 0
+    }  # fmt: skip
     if as_of is None:
-        return {"entered": [], "exited": []}
+        return changes
     since = as_of - timedelta(days=7)
-    changes = {}
     for change in ("entered", "exited"):  # column names from this fixed pair
+        where = f"FROM segment_membership_history WHERE segment = $segment AND {change}_at > $since"
+        params = {"segment": segment, "since": since}
         changes[change] = _rows(
             cursor,
-            f"SELECT customer_id, {change}_at AS at FROM segment_membership_history "
-            f"WHERE segment = $segment AND {change}_at > $since "
-            f"ORDER BY {change}_at DESC, customer_id LIMIT 200",
-            {"segment": segment, "since": since},
+            f"SELECT customer_id, {change}_at AS at {where} "
+            f"ORDER BY {change}_at DESC, customer_id LIMIT {CHANGES_LISTED}",
+            params,
         )
+        changes[f"{change}_count"] = _one(cursor, f"SELECT count(*) AS n {where}", params)["n"]
     return changes
 
 

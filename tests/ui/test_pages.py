@@ -133,9 +133,20 @@ def test_bad_member_parameters_are_400(ui_server, query):
     )
 
 
-def test_segment_page_has_changes_and_traits(ui_server):
+def test_segment_page_has_changes_and_traits(ui_server, ui_store, monkeypatch):
+    from cdp.ui import queries
+
+    monkeypatch.setattr(queries, "CHANGES_LISTED", 1)  # fewer listed than entered
+    with duckdb.connect(str(ui_store.analyst), read_only=True) as con:
+        segment, entered = con.execute(
+            "SELECT segment, count(*) FILTER (WHERE entered_at > (SELECT max(as_of) "
+            "FROM segment_membership) - INTERVAL 7 DAY) AS n FROM segment_membership_history "
+            "GROUP BY segment ORDER BY n DESC, segment LIMIT 1"
+        ).fetchall()[0]
+    assert entered > 1
+    body = request(ui_server, f"/segments/{segment}").body
+    assert f"<b>{entered:,}</b> entered" in body and "(the latest 1 of each listed)" in body
     body = request(ui_server, "/segments/champions").body
-    assert "This week" in body and "entered" in body
     assert "What sets them apart" in body and "×</td>" in body
     assert request(ui_server, "/segments/no_such_segment").status == 404
 
