@@ -9,25 +9,20 @@ stop a real server in-process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-import time
 from pathlib import Path
 
 import uvicorn
 
-from cdp.errors import ConfigError, ServiceError
-from cdp.ingest.collector.server import bind
+from cdp.errors import ConfigError
 from cdp.processing.segmentation.config import load_segment_config
+from cdp.serving import ServerThread, bind
 from cdp.settings import Settings
 from cdp.ui.app import UiContext, create_app, templates
 from cdp.ui.auth import is_loopback
 from cdp.ui.snapshot import AnalystSnapshot
 
 log = logging.getLogger(__name__)
-
-STARTUP_TIMEOUT_S = 30.0
 
 
 def check_listen_safe(settings: Settings) -> None:
@@ -66,35 +61,22 @@ class UiServer:
             server_header=False,
             timeout_graceful_shutdown=5,
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, name="cdp-ui", daemon=True)
-        self.error: BaseException | None = None
+        self._http = ServerThread(config, self._socket, "cdp-ui", "cdp ui")
 
     @property
     def url(self) -> str:
         return f"http://{self.address}"
 
-    def _serve(self) -> None:
-        try:
-            self._server.run(sockets=[self._socket])
-        except BaseException as exc:  # SystemExit from uvicorn included
-            self.error = exc
-            log.error("the explorer's HTTP server stopped: %s", exc)
+    @property
+    def error(self) -> BaseException | None:
+        return self._http.error
 
     def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ServiceError(f"cdp ui did not start: {self.error or 'timed out'}")
-            time.sleep(0.02)
+        self._http.start()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._http.alive
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join()
-        with contextlib.suppress(OSError):
-            self._socket.close()
+        self._http.stop()

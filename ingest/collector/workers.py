@@ -34,7 +34,8 @@ from prometheus_client import CollectorRegistry
 
 from cdp.errors import ServiceError
 from cdp.ingest.collector.metrics import CollectorReport, WorkersCollector, report_of
-from cdp.ingest.collector.server import bind, check_sources
+from cdp.ingest.collector.server import check_sources
+from cdp.serving import bind
 from cdp.settings import Settings
 
 READY = b"ready\n"
