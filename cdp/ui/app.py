@@ -164,16 +164,7 @@ def create_app(ui: UiContext) -> ASGIApp:
         page = _page_number(request)
         name = f["definition"].name
         with ui.snapshot.cursor() as cursor:
-            rows, total = queries.members(
-                cursor,
-                name,
-                rfm=f["rfm"],
-                tier=f["tier"],
-                sort=f["sort"],
-                descending=f["dir"] == "desc",
-                limit=size,
-                offset=(page - 1) * size,
-            )
+            rows, total = _members(cursor, f, limit=size, offset=(page - 1) * size)
             sizes = queries.segment_overview(cursor).get(name)
             changes = queries.segment_changes(cursor, name)
             traits = queries.segment_traits(cursor, name)
@@ -200,15 +191,7 @@ def create_app(ui: UiContext) -> ASGIApp:
         f = _segment_filter(request)
         name = f["definition"].name
         with ui.snapshot.cursor() as cursor:
-            rows, _ = queries.members(
-                cursor,
-                name,
-                rfm=f["rfm"],
-                tier=f["tier"],
-                sort=f["sort"],
-                descending=f["dir"] == "desc",
-                limit=None,
-            )
+            rows, _ = _members(cursor, f, limit=None)
         out = io.StringIO()
         columns = list(rows[0]) if rows else list(queries.MEMBER_COLUMNS)
         writer = csv.writer(out)
@@ -284,6 +267,22 @@ def create_app(ui: UiContext) -> ASGIApp:
     )
     gated = TokenGate(app, ui.settings.ui.access_token, ui.page)
     return ServerTiming(ReadOnlyMethods(gated))  # outermost: its headers go on every answer
+
+
+def _members(
+    cursor: Any, f: dict[str, Any], *, limit: int | None, offset: int = 0
+) -> tuple[list[queries.Row], int]:
+    """The members of the segment that ``f`` (a page's filter) names, filtered and sorted."""
+    return queries.members(
+        cursor,
+        f["definition"].name,
+        rfm=f["rfm"],
+        tier=f["tier"],
+        sort=f["sort"],
+        descending=f["dir"] == "desc",
+        limit=limit,
+        offset=offset,
+    )
 
 
 def _query_string(f: dict[str, Any]) -> dict[str, str]:
