@@ -225,3 +225,18 @@ def publish_backtest(con: duckdb.DuckDBPyConnection) -> None:
     """Write ``build_clv_backtests`` into ``clv_backtests``, replacing its as-of's rows
     (within the caller's transaction)."""
     execute_script(con, _PUBLISH, {})
+
+
+def describe(row: dict) -> str:
+    """One backtest row in one line, as ``cdp status`` and ``cdp backtest`` print it."""
+    label = COUNT_MODELS[row["model"]].label if row["model"] in COUNT_MODELS else row["model"]
+    if row["calibration_end"] is None or not row["customers"]:
+        return f"{label}: no backtest ({row['message']})"
+    ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
+    return (
+        f"{label}: forecast {row['forecast_purchases']:,.0f} vs {row['actual_purchases']:,} "
+        f"actual repeat purchases over {row['holdout_days']} days after "
+        f"{row['calibration_end']} (ratio {ratio}), MAE {row['mae']:.2f} per customer, "
+        f"{row['customers']:,} customers"
+        + (" (holdout shortened)" if row["holdout_shortened"] else "")
+    )
