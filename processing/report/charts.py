@@ -98,6 +98,36 @@ def histogram(edges: Sequence[float], series: dict[str, Sequence[int]], title: s
     return _svg(width, height, body, title)
 
 
+def column_chart(categories: Sequence[str], series: dict[str, Sequence[float]], title: str) -> str:
+    """Vertical columns per category, one per series side by side, with a legend: for
+    comparing series category by category (forecast vs actual per group)."""
+    width, height, left, bottom = 640, 240, 50, 40
+    top = max((max(values, default=0) for values in series.values()), default=0) or 1
+    slot = (width - left - 10) / max(len(categories), 1)
+    bar = slot / (len(series) + 0.7)
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
+        f'y2="{height - bottom}" stroke="#9ca3af"/>'
+    ]
+    for s, (name, values) in enumerate(series.items()):
+        for i, value in enumerate(values):
+            h = (height - bottom - 30) * max(value, 0) / top
+            x = left + i * slot + (s + 0.35) * bar
+            body.append(
+                f'<rect class="mark" x="{x:.1f}" y="{height - bottom - h:.1f}" '
+                f'width="{bar:.1f}" height="{max(h, 0.5):.1f}" fill="{PALETTE[s]}">'
+                f"<title>{escape(name)}, {escape(categories[i])}: {fmt(value)}</title></rect>"
+            )
+        body.append(
+            f'<rect x="{left + 10 + s * 200}" y="4" width="10" height="10" fill="{PALETTE[s]}"/>'
+        )
+        body.append(_text(left + 24 + s * 200, 13, name))
+    for i, category in enumerate(categories):
+        body.append(_text(left + (i + 0.5) * slot, height - bottom + 16, category, "middle"))
+    body.append(_text(left - 6, 38, fmt(top), "end"))
+    return _svg(width, height, body, title)
+
+
 Cells = dict[tuple[str, str], tuple[float, str]]  # (row, column) -> (value, label)
 
 

@@ -216,7 +216,7 @@ def choose_model(setting: str, rows: list[dict]) -> tuple[str, str]:
         (row["mae"], row["model"]) for row in rows if row["converged"] and row["mae"] is not None
     )
     if not scored:
-        return "bgnbd", "auto: no model could be backtested here, so BG/NBD (the default)"
+        return "bgnbd", "auto: no model's calibration fit converged, so BG/NBD (the default)"
     ranking = " < ".join(f"{COUNT_MODELS[name].label} {mae:.3f}" for mae, name in scored)
     return scored[0][1], f"auto: lowest holdout MAE in the backtest ({ranking})"
 
