@@ -114,7 +114,7 @@ def test_pareto_nbd_integral_agrees_with_30_digit_quadrature_in_hard_corners():
         (0.55, 10.6, 0.61, 11.7, 20, 38.0, 39.0),
     ]
     for r, alpha, s, beta, x, t_x, T in cases:
-        log_i, _, _ = pareto_nbd._log_integral(
+        log_i = pareto_nbd._log_integral(
             r, alpha, s, beta, np.array([x], float), np.array([t_x]), np.array([T])
         )
 
