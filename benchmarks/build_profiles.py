@@ -4,11 +4,18 @@
    buyer share of 0.19 and at most one return visit for those who never buy; the
    generator's own defaults give ~18) and ``cdp load`` it.
 2. Time a full ``cdp build`` (a child process, so its peak memory is its own).
-3. On a slice of customers (default 100,000), time the same per-customer summary
+3. What predicting with three models costs the build: on the built store, time the
+   backtest (``run_backtest`` over the published orders: three calibration fits,
+   Gamma-Gamma, three forecasts, the SQL comparison) and each model's fit on the
+   full data, and print the backtest plus the MBG/NBD and Pareto/NBD fits as a
+   share of the rest of the build (target: at most 25% added).
+4. On a slice of customers (default 100,000), time the same per-customer summary
    and BG/NBD + Gamma-Gamma fits done the usual pandas way — lifetimes'
    ``summary_data_from_transaction_data``, ``BetaGeoFitter`` and ``GammaGammaFitter``
    — against cdp's SQL summary and fits, print the ratio and how far the fitted
-   parameters differ.
+   parameters differ; then the same for Pareto/NBD alone: lifetimes'
+   ``ParetoNBDFitter`` on the slice's summary against cdp's fit over its distinct
+   rows (target: at least 10x faster, parameters within 0.1%).
 
 Needs the bench extra: ``pip install -e '.[bench]'`` (lifetimes, pandas).
 
@@ -38,6 +45,8 @@ from cdp.ingest.validation import ValidationLimits
 from cdp.processing.as_of import end_of_day
 from cdp.processing.models import clv_models
 from cdp.processing.stages.clv import fit_models, summarize_purchases
+from cdp.processing.stages.clv_backtest import PUBLISHED_PURCHASES, describe, run_backtest
+from cdp.settings import Settings
 from cdp.storage.database import connect
 
 END = date(2026, 11, 1)
@@ -107,9 +116,11 @@ def main() -> None:
     # Two builds of the same as-of. The first after a load also writes the analyst
     # database from scratch (every event copied); the next, like every nightly build,
     # updates a copy of the previous snapshot.
+    seconds_of_last_build = 0.0
     for _ in range(2):
         fresh = not db.with_name(f"{db.stem}.analyst.duckdb").exists()
         seconds, peak_mib, output = _run_cdp("build", "--db", str(db), "--as-of", END.isoformat())
+        seconds_of_last_build = seconds
         print(output.rstrip())
         print(
             f"full build: {seconds:.1f} s wall (process start included), peak memory "
@@ -126,7 +137,54 @@ def main() -> None:
         f"memberships (every shipped segment, files and ad audiences)"
     )
 
+    build_seconds = seconds_of_last_build
+    added_by_models(db, build_seconds)
     compare_with_pandas(db, args.slice)
+
+
+def added_by_models(db: Path, build_seconds: float) -> None:
+    """The backtest and the two models added beside BG/NBD, timed on the built store
+    with the build's own functions (best of REPEATS), against the build's wall time."""
+    settings = Settings(storage={"db_path": db})
+    with connect(db) as con:
+        backtest = float("inf")
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            con.execute(PUBLISHED_PURCHASES)
+            result = run_backtest(con, settings, END)
+            backtest = min(backtest, time.perf_counter() - started)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW clv_purchases AS SELECT customer_id,"
+            " ordered_at::DATE AS day, gross - refunded AS value FROM orders WHERE NOT cancelled"
+        )
+        summarize_purchases(con, END)
+        grouped = con.sql(
+            "SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL"
+        ).to_arrow_table()
+        x, t_x, T, n = (grouped[name].to_numpy() for name in ("x", "t_x", "T", "n"))
+        per_model = {}
+        for name, model in clv_models.COUNT_MODELS.items():
+            best = float("inf")
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                fit = model.fit(x, t_x, T, n)
+                best = min(best, time.perf_counter() - started)
+            per_model[name] = (best, fit)
+    print(
+        f"models: {int(n.sum()):,} buyers in {len(x):,} distinct (x, t_x, T) rows; "
+        f"backtest holdout {result.holdout.days} days from {result.holdout.calibration_end}"
+    )
+    for name, (seconds, fit) in per_model.items():
+        print(f"  fit {name:<10} {seconds:6.2f} s  {fit.message} ({fit.iterations} iterations)")
+    for row in result.rows:
+        print(f"  backtest {describe(row)}{' [chosen]' if row['chosen'] else ''}")
+    added = backtest + per_model["mbgnbd"][0] + per_model["pareto_nbd"][0]
+    base = build_seconds - added
+    print(f"backtest (3 calibration fits, forecasts, SQL comparison): {backtest:6.2f} s")
+    print(
+        f"added to the build: backtest + MBG/NBD and Pareto/NBD fits = {added:.2f} s of "
+        f"{build_seconds:.1f} s, {added / base:.1%} of the build without them (target <= 25%)"
+    )
 
 
 def _run_cdp(*args: str) -> tuple[float, float, str]:
@@ -201,6 +259,50 @@ def compare_with_pandas(db: Path, slice_size: int) -> None:
     print(
         f"  BG/NBD log-likelihood on the same data: cdp {ours_bg.log_likelihood:.3f}, "
         f"at lifetimes' parameters {their_ll:.3f}"
+    )
+    compare_pareto_nbd(frame, grouped)
+
+
+def compare_pareto_nbd(frame, grouped) -> None:
+    """Pareto/NBD alone: lifetimes' ParetoNBDFitter on the slice's per-customer summary
+    (the usual way; once, it is slow) against cdp's fit over the distinct rows of the
+    same summary (best of REPEATS)."""
+    from lifetimes import ParetoNBDFitter
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    rfm = summary_data_from_transaction_data(
+        frame,
+        "customer_id",
+        "day",
+        observation_period_end=pd.Timestamp(END),
+        freq="D",
+        freq_multiplier=7,
+    )
+    started = time.perf_counter()
+    theirs = ParetoNBDFitter(penalizer_coef=0.0).fit(rfm["frequency"], rfm["recency"], rfm["T"])
+    their_seconds = time.perf_counter() - started
+    x, t_x, T, n = (grouped[name].to_numpy() for name in ("x", "t_x", "T", "n"))
+    ours_seconds = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        ours = clv_models.fit_pareto_nbd(x, t_x, T, n)
+        ours_seconds = min(ours_seconds, time.perf_counter() - started)
+    print(f"(c) lifetimes ParetoNBDFitter          : {their_seconds:8.2f} s")
+    print(f"(d) cdp fit_pareto_nbd (distinct rows) : {ours_seconds:8.2f} s  ({ours.message})")
+    print(
+        f"speed-up (c)/(d)                       : {their_seconds / ours_seconds:8.1f}x"
+        "  (target >= 10x)"
+    )
+    for name in ("r", "alpha", "s", "beta"):
+        _compare(
+            "Pareto/NBD", name, float(theirs.params_[name]), ours.params.get(name, float("nan"))
+        )
+    their_ll = clv_models.pareto_nbd_log_likelihood(
+        {name: float(theirs.params_[name]) for name in ("r", "alpha", "s", "beta")}, x, t_x, T, n
+    )
+    print(
+        f"  Pareto/NBD log-likelihood: cdp {ours.log_likelihood:.3f}, at lifetimes' "
+        f"parameters {their_ll:.3f}"
     )
 
 
