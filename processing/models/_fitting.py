@@ -70,7 +70,7 @@ def _minimize_on_one_thread(
         jac=True,
         method="L-BFGS-B",
         bounds=[(-12.0, 12.0)] * dimensions,
-        options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8},
+        options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8, "maxls": 10},
     )
     _, gradient = objective(result.x)
     flat = bool(np.all(np.isfinite(gradient))) and float(np.max(np.abs(gradient))) < 1e-4

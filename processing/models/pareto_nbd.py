@@ -56,32 +56,52 @@ class _Rows:
 
 
 class _Integral:
-    """log I per row (−inf when t_x = T), and for the gradient the integrand-weighted
-    means over [t_x, T] of log(α+τ), 1/(α+τ), log(β+τ) and 1/(β+τ)."""
+    """log(I β^s) per row (−inf when t_x = T), and for the gradient the
+    integrand-weighted means over [t_x, T] of log(α+τ), 1/(α+τ), log(β+τ) and 1/(β+τ).
+
+    I times β^s, because the likelihood's β^s and I's (β+τ)^-(s+1) nearly cancel when
+    s is large: summed over rows separately they are ~1e11 each, and their difference
+    kept only 4 decimals (noise the optimizer then chased)."""
 
     def __init__(self, params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray):
         r, alpha, s, beta = params
-        self.alpha_is_low = alpha <= beta
-        if self.alpha_is_low:
-            low, other, power = alpha, beta, np.full_like(x, s + 1)  # power of (other + τ)
-        else:
-            low, other, power = beta, alpha, r + x
+        # The substitution absorbs the factor that falls faster at t_x: (α+τ)^-(r+x)
+        # ("low" = α) or (β+τ)^-(s+1) ("low" = β); the other is left as R^k, R =
+        # (low+τ)/(other+τ). Taking the faster one keeps R^k gentle, also when s is
+        # huge (lifetimes exponential with rate s/β: a ridge fits can run along).
+        self.beta_is_low = (s + 1) / (beta + t_x) > (r + x) / (alpha + t_x)
+        low = np.where(self.beta_is_low, beta, alpha)
+        other = np.where(self.beta_is_low, alpha, beta)
+        power = np.where(self.beta_is_low, r + x, s + 1)  # k, the power of (other + τ)
         c = r + s + x
         log_start = np.log(low + t_x)
         span = np.log(low + T) - log_start  # L >= 0
-        # The integrand in y is e^y · R^k, R = (low+τ)/(other+τ) <= 1, and R^k is at
-        # least its value at y = 0: below y = log(1e-17) + k log R(t_x) the rest of the
-        # range adds under 1e-17 of the integral. Cutting it there keeps the range (and
-        # so e^y's variation over it) short enough for the nodes.
-        floor = _LOG_NEGLIGIBLE + power * (log_start - np.log(other + t_x))
+        # The integrand in y is e^y · R^k, and R^k lies between its value at y = 0 and 1
+        # (τ → ∞): below y = log(1e-17) − |k log R(t_x)| the rest of the range adds under
+        # 1e-17 of the integral. Cutting it there keeps the range (and so e^y's
+        # variation over it) short enough for the nodes.
+        log_r0 = log_start - np.log(other + t_x)
+        floor = _LOG_NEGLIGIBLE - np.abs(power * log_r0)
         span_y = np.minimum(c * span, -floor)  # the range of y, [-span_y, 0]
-        # Nodes a row needs for ~1e-12: e^y over a range S takes about S/2 + 6, and R^k's
-        # singularity at distance c·π from the range (half-length S/2) ρ^-2n <= 1e-12,
-        # ρ = d + sqrt(1 + d²), d = 2cπ/S. Rows needing more than 32 (extreme data) get 32.
-        with np.errstate(divide="ignore"):
-            d = 2 * np.pi * c / span_y
-        rho = d + np.sqrt(1 + d * d)
-        needed = np.maximum(span_y / 2 + 6, 13.8 / np.log(rho))
+        # Nodes a row needs for ~1e-14: e^y over a range S takes about S/2 + 8; and
+        # R^k's singularity (τ = −other) must lie outside the Bernstein ellipse ρ with
+        # ρ^-2n <= 1e-14. For low < other it is c·π off the axis (d = c·π / (S/2),
+        # ρ = d + sqrt(1 + d²)); for low > other on the axis, beyond y = 0 by
+        # c·log((low+t_x)/(low−other)) (a = 1 + that / (S/2), ρ = a + sqrt(a² − 1)).
+        # Rows needing more than 32 (extreme data) get 32.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            half = span_y / 2
+            d = np.pi * c / half
+            beyond = c * (log_start - np.log(np.maximum(low - other, 1e-300)))
+            a = 1 + beyond / half
+            rho = np.where(low < other, d + np.sqrt(1 + d * d), a + np.sqrt(a * a - 1))
+            needed = np.maximum(half + 8, 16.1 / np.log(rho))
+        # −c log(low + t_x) + s log β, without the cancellation when low = β.
+        base = np.where(
+            self.beta_is_low,
+            -(r + x) * np.log(beta + t_x) - s * np.log1p(t_x / beta),
+            -c * log_start + s * np.log(beta),
+        )
         self.log_i = np.full_like(x, -np.inf)
         self.means = np.zeros((4, len(x)))
         taken = span <= 0  # t_x = T: no time to die in
@@ -89,41 +109,48 @@ class _Integral:
             rows = ~taken & ((needed <= nodes) | (nodes == _RULES[-1][0]))
             taken |= rows
             if rows.any():
-                self._integrate(rows, z, w, low, other, power, c, log_start, span_y)
+                self._integrate(rows, z, w, low, other, power, c, t_x, log_start, span_y, base)
 
-    def _integrate(self, rows, z, w, low, other, power, c, log_start, span_y) -> None:
-        power, c, log_start, span_y = power[rows], c[rows], log_start[rows], span_y[rows]
+    def _integrate(self, rows, z, w, low, other, power, c, t_x, log_start, span_y, base) -> None:
+        low, other, power, c = low[rows], other[rows], power[rows], c[rows]
+        t_x, log_start, span_y = t_x[rows], log_start[rows], span_y[rows]
         y = -span_y[:, None] * ((1.0 - z) / 2.0)  # nodes on [-span_y, 0]
-        log_low_tau = log_start[:, None] - y / c[:, None]  # log(low + τ)
-        log_other_tau = np.log(np.exp(log_low_tau) + (other - low))  # log(other + τ)
+        step = -y / c[:, None]  # log((low+τ)/(low+t_x))
+        log_low_tau = log_start[:, None] + step  # log(low + τ)
+        tau = (low + t_x)[:, None] * np.expm1(step) + t_x[:, None]  # no cancellation
+        log_other_tau = np.log(other[:, None] + tau)  # log(other + τ)
         log_terms = y + power[:, None] * (log_low_tau - log_other_tau) + np.log(w / 2.0)
         peak = log_terms.max(axis=1)
         weights = np.exp(log_terms - peak[:, None])
         total = weights.sum(axis=1)
-        self.log_i[rows] = peak + np.log(total) + np.log(span_y) - np.log(c) - c * log_start
+        self.log_i[rows] = peak + np.log(total) + np.log(span_y) - np.log(c) + base[rows]
         mean_log_low = (weights * log_low_tau).sum(axis=1) / total
         mean_inv_low = (weights * np.exp(-log_low_tau)).sum(axis=1) / total
         mean_log_other = (weights * log_other_tau).sum(axis=1) / total
         mean_inv_other = (weights * np.exp(-log_other_tau)).sum(axis=1) / total
-        if self.alpha_is_low:
-            block = (mean_log_low, mean_inv_low, mean_log_other, mean_inv_other)
-        else:
-            block = (mean_log_other, mean_inv_other, mean_log_low, mean_inv_low)
-        self.means[:, rows] = np.stack(block)
+        beta_low = self.beta_is_low[rows]
+        self.means[:, rows] = np.stack(
+            [
+                np.where(beta_low, mean_log_other, mean_log_low),  # log(α+τ)
+                np.where(beta_low, mean_inv_other, mean_inv_low),  # 1/(α+τ)
+                np.where(beta_low, mean_log_low, mean_log_other),  # log(β+τ)
+                np.where(beta_low, mean_inv_low, mean_inv_other),  # 1/(β+τ)
+            ]
+        )
 
 
 def _log_integral(
     r: float, alpha: float, s: float, beta: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
     """log I per row (for the tests)."""
-    return _Integral(np.array([r, alpha, s, beta]), x, t_x, T).log_i
+    return _Integral(np.array([r, alpha, s, beta]), x, t_x, T).log_i - s * np.log(beta)
 
 
 def _terms(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray):
-    """Per row: log of the bracket [alive term + s·I], the alive term's share of it,
-    and the integral's means for the gradient."""
+    """Per row: log of β^s [alive term + s·I], the alive term's share of it, and the
+    integral's means for the gradient."""
     r, alpha, s, beta = params
-    log_alive = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+    log_alive = -(r + x) * np.log(alpha + T) - s * np.log1p(T / beta)  # times β^s
     integral = _Integral(params, x, t_x, T)
     log_died = np.log(s) + integral.log_i
     log_bracket = np.logaddexp(log_alive, log_died)
@@ -141,7 +168,7 @@ def _value_and_gradient(params: np.ndarray, rows: _Rows) -> tuple[float, np.ndar
     died = 1.0 - alive
     value = (
         wx @ special.gammaln(r + ux)
-        + total * (r * np.log(alpha) + s * np.log(beta) - special.gammaln(r))
+        + total * (r * np.log(alpha) - special.gammaln(r))  # (β^s is in log_bracket)
         + w @ log_bracket
     )
     # d log(bracket) = alive · d log(alive term) + died · d log(s I), with
