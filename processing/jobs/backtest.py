@@ -31,7 +31,8 @@ def backtest_published_orders(
     holdout_days: int | None = None,
 ) -> Backtest:
     """Backtest as of the end of ``as_of`` (default: the latest build's as-of date)
-    on the published ``orders``, store the rows and return them."""
+    on the published ``orders``, store the rows (unless it could not run: too long a
+    holdout) and return them."""
     [(latest,)] = con.execute(
         "SELECT max(as_of) FROM builds WHERE list_contains($live, status)",
         {"live": list(LIVE_BUILD_STATUSES)},
@@ -48,6 +49,7 @@ def backtest_published_orders(
         )
     con.execute(PUBLISHED_PURCHASES)
     result = run_backtest(con, settings, as_of, holdout_days)
-    with transaction(con):
-        publish_backtest(con)
+    if result.holdout.calibration_end is not None:  # a backtest that could not run
+        with transaction(con):  # does not replace one that did
+            publish_backtest(con)
     return result

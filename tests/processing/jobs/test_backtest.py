@@ -29,5 +29,12 @@ def test_it_backtests_the_published_orders_and_replaces_that_dates_rows(memory_d
     assert all(row["customers"] == 30 for row in result.rows)
     stored = memory_db.execute("SELECT DISTINCT as_of, holdout_days FROM clv_backtests").fetchall()
     assert stored == [(AS_OF.date(), 60)]  # the build's own rows (365 days) replaced
+    # One that cannot run (no calibration period left) says so and keeps those rows.
+    impossible = backtest_published_orders(memory_db, settings(), holdout_days=5000)
+    assert impossible.holdout.calibration_end is None
+    assert "no calibration period" in impossible.holdout.note
+    assert memory_db.execute("SELECT DISTINCT holdout_days FROM clv_backtests").fetchall() == [
+        (60,)
+    ]
     with pytest.raises(CdpError, match="after the latest build"):
         backtest_published_orders(memory_db, settings(), AS_OF.date() + timedelta(days=1))
