@@ -4,16 +4,24 @@
    buyer share of 0.19 and at most one return visit for those who never buy; the
    generator's own defaults give ~18) and ``cdp load`` it.
 2. Time a full ``cdp build`` (a child process, so its peak memory is its own).
-3. On a slice of customers (default 100,000), time the same per-customer summary
+3. What predicting with three models costs the build: on the built store, time the
+   backtest (``run_backtest`` over the published orders: three calibration fits,
+   Gamma-Gamma, three forecasts, the SQL comparison) and each model's fit on the
+   full data, and print the backtest plus the MBG/NBD and Pareto/NBD fits as a
+   share of the rest of the build (target: at most 25% added).
+4. On a slice of customers (default 100,000), time the same per-customer summary
    and BG/NBD + Gamma-Gamma fits done the usual pandas way — lifetimes'
    ``summary_data_from_transaction_data``, ``BetaGeoFitter`` and ``GammaGammaFitter``
    — against cdp's SQL summary and fits, print the ratio and how far the fitted
    parameters differ.
+5. Pareto/NBD alone: lifetimes' ``ParetoNBDFitter`` against cdp's fit on the CDNOW
+   master file repeated ``--cdnow-copies`` times (target: at least 10x faster,
+   parameters within 0.1%); ``--only-pareto`` runs just this.
 
 Needs the bench extra: ``pip install -e '.[bench]'`` (lifetimes, pandas).
 
     python benchmarks/build_profiles.py [--customers N] [--slice N] [--workdir DIR]
-        [--buyer-share F] [--return-visits N]
+        [--buyer-share F] [--return-visits N] [--cdnow-copies K] [--only-pareto]
 
 A workdir that already holds ``store.duckdb`` is reused as it is (its shape is printed).
 """
@@ -29,6 +37,8 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
@@ -37,10 +47,13 @@ from cdp.ingest.loader import load_file
 from cdp.ingest.validation import ValidationLimits
 from cdp.processing.as_of import end_of_day
 from cdp.processing.models import clv_models
-from cdp.processing.stages.clv import fit_models, summarize_purchases
+from cdp.processing.stages.clv import ModelRuns, summarize_purchases
+from cdp.processing.stages.clv_backtest import PUBLISHED_PURCHASES, describe, run_backtest
+from cdp.settings import Settings
 from cdp.storage.database import connect
 
 END = date(2026, 11, 1)
+CDNOW = Path(__file__).parents[1] / "tests/processing/models/data/cdnow_master.csv.gz"
 REPEATS = 3
 AS_OF = end_of_day(END)
 
@@ -69,8 +82,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--buyer-share", type=float, default=0.19)
     parser.add_argument("--return-visits", type=int, default=1)
+    parser.add_argument(
+        "--cdnow-copies", type=int, default=4, help="CDNOW repeated for the Pareto/NBD fit"
+    )
+    parser.add_argument("--only-pareto", action="store_true", help="only the Pareto/NBD comparison")
     args = parser.parse_args()
 
+    if args.only_pareto:
+        compare_pareto_nbd(args.cdnow_copies)
+        return
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cdp-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     source, db = workdir / "store.jsonl", workdir / "store.duckdb"
@@ -107,9 +127,11 @@ def main() -> None:
     # Two builds of the same as-of. The first after a load also writes the analyst
     # database from scratch (every event copied); the next, like every nightly build,
     # updates a copy of the previous snapshot.
+    seconds_of_last_build = 0.0
     for _ in range(2):
         fresh = not db.with_name(f"{db.stem}.analyst.duckdb").exists()
         seconds, peak_mib, output = _run_cdp("build", "--db", str(db), "--as-of", END.isoformat())
+        seconds_of_last_build = seconds
         print(output.rstrip())
         print(
             f"full build: {seconds:.1f} s wall (process start included), peak memory "
@@ -126,7 +148,55 @@ def main() -> None:
         f"memberships (every shipped segment, files and ad audiences)"
     )
 
+    build_seconds = seconds_of_last_build
+    added_by_models(db, build_seconds)
     compare_with_pandas(db, args.slice)
+    compare_pareto_nbd(args.cdnow_copies)
+
+
+def added_by_models(db: Path, build_seconds: float) -> None:
+    """The backtest and the two models added beside BG/NBD, timed on the built store
+    with the build's own functions (best of REPEATS), against the build's wall time."""
+    settings = Settings(storage={"db_path": db})
+    with connect(db) as con:
+        backtest = float("inf")
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            con.execute(PUBLISHED_PURCHASES)
+            result = run_backtest(con, settings, END)
+            backtest = min(backtest, time.perf_counter() - started)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW clv_purchases AS SELECT customer_id,"
+            " ordered_at::DATE AS day, gross - refunded AS value FROM orders WHERE NOT cancelled"
+        )
+        summarize_purchases(con, END)
+        grouped = con.sql(
+            "SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL"
+        ).to_arrow_table()
+        x, t_x, T, n = (grouped[name].to_numpy() for name in ("x", "t_x", "T", "n"))
+        per_model = {}
+        for name, model in clv_models.COUNT_MODELS.items():
+            best = float("inf")
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                fit = model.fit(x, t_x, T, n)
+                best = min(best, time.perf_counter() - started)
+            per_model[name] = (best, fit)
+    print(
+        f"models: {int(n.sum()):,} buyers in {len(x):,} distinct (x, t_x, T) rows; "
+        f"backtest holdout {result.holdout.days} days from {result.holdout.calibration_end}"
+    )
+    for name, (seconds, fit) in per_model.items():
+        print(f"  fit {name:<10} {seconds:6.2f} s  {fit.message} ({fit.iterations} iterations)")
+    for row in result.rows:
+        print(f"  backtest {describe(row)}{' [chosen]' if row['chosen'] else ''}")
+    added = backtest + per_model["mbgnbd"][0] + per_model["pareto_nbd"][0]
+    base = build_seconds - added
+    print(f"backtest (3 calibration fits, forecasts, SQL comparison): {backtest:6.2f} s")
+    print(
+        f"added to the build: backtest + MBG/NBD and Pareto/NBD fits = {added:.2f} s of "
+        f"{build_seconds:.1f} s, {added / base:.1%} of the build without them (target <= 25%)"
+    )
 
 
 def _run_cdp(*args: str) -> tuple[float, float, str]:
@@ -161,7 +231,7 @@ def compare_with_pandas(db: Path, slice_size: int) -> None:
         for _ in range(REPEATS):
             started = time.perf_counter()
             summarize_purchases(con, END)
-            ours = fit_models(con)
+            ours = fit_bgnbd_and_gamma_gamma(con)
             ours_seconds = min(ours_seconds, time.perf_counter() - started)
         grouped = con.sql(
             "SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL"
@@ -201,6 +271,71 @@ def compare_with_pandas(db: Path, slice_size: int) -> None:
     print(
         f"  BG/NBD log-likelihood on the same data: cdp {ours_bg.log_likelihood:.3f}, "
         f"at lifetimes' parameters {their_ll:.3f}"
+    )
+
+
+def compare_pareto_nbd(copies: int) -> None:
+    """Pareto/NBD alone, on data that identify it: the CDNOW master file's 23,570
+    customers (orders to 1998-06-30, in weeks), each repeated ``copies`` times.
+    lifetimes' ParetoNBDFitter gets one row per customer, the usual way (once: it is
+    slow); cdp's fit the distinct rows with counts, as the build does (best of
+    REPEATS). (The generated store's slice does not identify Pareto/NBD: its
+    drop-out is homogeneous, so both fits run along the s, beta -> infinity ridge and
+    their parameters mean nothing.)"""
+    from lifetimes import ParetoNBDFitter
+
+    with duckdb.connect() as con:
+        con.execute(
+            "CREATE TEMP VIEW clv_purchases AS SELECT customer_id::VARCHAR AS customer_id,"
+            " day, value FROM read_csv('" + str(CDNOW) + "')"
+        )
+        summarize_purchases(con, date(1998, 6, 30))
+        summary = con.sql("SELECT x, t_x, T FROM clv_inputs ORDER BY customer_id").fetchnumpy()
+        grouped = con.sql(
+            "SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL"
+        ).fetchnumpy()
+    x, t_x, T = (np.tile(summary[name], copies) for name in ("x", "t_x", "T"))
+    started = time.perf_counter()
+    theirs = ParetoNBDFitter(penalizer_coef=0.0).fit(x, t_x, T)
+    their_seconds = time.perf_counter() - started
+    gx, gt_x, gT = (grouped[name] for name in ("x", "t_x", "T"))
+    gn = grouped["n"] * copies
+    ours_seconds = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        ours = clv_models.fit_pareto_nbd(gx, gt_x, gT, gn)
+        ours_seconds = min(ours_seconds, time.perf_counter() - started)
+    print(f"Pareto/NBD on CDNOW x{copies}: {len(x):,} customers, {len(gx):,} distinct rows")
+    print(f"(c) lifetimes ParetoNBDFitter          : {their_seconds:8.2f} s")
+    print(f"(d) cdp fit_pareto_nbd (distinct rows) : {ours_seconds:8.2f} s  ({ours.message})")
+    print(
+        f"speed-up (c)/(d)                       : {their_seconds / ours_seconds:8.1f}x"
+        "  (target >= 10x)"
+    )
+    names = ("r", "alpha", "s", "beta")
+    for name in names:
+        _compare("Pareto/NBD", name, float(theirs.params_[name]), ours.params.get(name, np.nan))
+    their_ll = clv_models.pareto_nbd_log_likelihood(
+        {name: float(theirs.params_[name]) for name in names}, gx, gt_x, gT, gn
+    )
+    print(
+        f"  Pareto/NBD log-likelihood: cdp {ours.log_likelihood:.3f}, at lifetimes' "
+        f"parameters {their_ll:.3f}"
+    )
+
+
+def fit_bgnbd_and_gamma_gamma(con) -> ModelRuns:
+    """What lifetimes' side does: BG/NBD and Gamma-Gamma only (the build also fits
+    MBG/NBD and Pareto/NBD; the Pareto/NBD comparison is separate)."""
+    grouped = con.sql(
+        "SELECT x, t_x, T, count(*) AS n FROM clv_inputs GROUP BY ALL ORDER BY ALL"
+    ).to_arrow_table()
+    x, t_x, T, n = (grouped[name].to_numpy() for name in ("x", "t_x", "T", "n"))
+    spend = con.sql("SELECT x, m FROM clv_inputs WHERE x > 0 AND m > 0 ORDER BY x, m")
+    spend = spend.to_arrow_table()
+    return ModelRuns(
+        {"bgnbd": clv_models.fit_bgnbd(x, t_x, T, n)},
+        clv_models.fit_gamma_gamma(spend["x"].to_numpy(), spend["m"].to_numpy()),
     )
 
 

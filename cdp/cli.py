@@ -266,6 +266,26 @@ def _parser() -> argparse.ArgumentParser:
         help="use only events up to the end of this day (UTC); default: now",
     )
 
+    backtest = command(
+        "backtest",
+        "backtest:backtest",
+        "how good predicted CLV is: fit before a calibration end, compare with what followed",
+    )
+    db_flag(backtest)
+    backtest.add_argument(
+        "--as-of",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="the holdout ends at the end of this day (default: the latest build's as-of)",
+    )
+    backtest.add_argument(
+        "--holdout-days",
+        type=_positive,
+        metavar="N",
+        help="days to forecast and compare (default: clv.backtest_holdout_days, else the "
+        "prediction horizon, shortened when history is short)",
+    )
+
     export = command(
         "export", "export:export", "send segments to their destinations (snapshot + diff)"
     )

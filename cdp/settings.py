@@ -18,7 +18,7 @@ import re
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -318,6 +318,12 @@ class ClvSettings(_Section):
     gross_margin: float = Field(default=0.3, gt=0, le=1)
     horizon_months: int = Field(default=12, ge=1, le=120)
     annual_discount_rate: float = Field(default=0.1, ge=0, lt=1)
+    # Which purchase-count model predicts: "auto" takes the one with the lowest
+    # per-customer error in this build's backtest (clv_backtests).
+    model: Literal["auto", "bgnbd", "pareto_nbd", "mbgnbd"] = "auto"
+    # Days held out by the backtest; 0 = the prediction horizon (shortened to half the
+    # store's history when that is shorter).
+    backtest_holdout_days: int = Field(default=0, ge=0, le=3660)
     # Optional CSV with columns period (YYYY-MM), channel, spend (reporting currency).
     marketing_spend_csv: str = ""
 

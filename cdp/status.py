@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from cdp.errors import CdpError, DatabaseLocked
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
+from cdp.processing.stages.clv_backtest import describe
 from cdp.settings import Settings
 from cdp.storage.analyst_events import parts_bytes
 from cdp.storage.database import connect
@@ -71,6 +72,7 @@ class Status:
     last_build: LastBuild | None = None
     last_exports: list[LastExport] = field(default_factory=list)
     dead_letters: int | None = None
+    backtest: str | None = None  # the latest build's backtest, of the model it chose
     lag: list[PartitionLag] | None = None
     lag_error: str | None = None
 
@@ -137,6 +139,23 @@ def _read_tables(con: duckdb.DuckDBPyConnection, status: Status) -> None:
     ).fetchall()
     status.last_exports = [LastExport(*row) for row in exports]
     status.dead_letters = con.execute("SELECT count(*) FROM dead_letters").fetchall()[0][0]
+    status.backtest = _latest_backtest(con)
+
+
+def _latest_backtest(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The latest backtest of the model chosen (any model when none was), in one line."""
+    try:
+        cursor = con.execute(
+            "FROM clv_backtests ORDER BY as_of DESC, chosen DESC, mae NULLS LAST LIMIT 1"
+        )
+    except duckdb.CatalogException:  # an analyst snapshot from before backtests
+        return None
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    columns = [column[0] for column in cursor.description]
+    row = dict(zip(columns, row, strict=True))
+    return f"as of {row['as_of']}: {describe(row)}"
 
 
 def consumer_lag(settings: Settings) -> list[PartitionLag]:
@@ -199,6 +218,8 @@ def format_status(status: Status) -> str:
             )
     else:
         lines.append("last export: none yet")
+    if status.backtest is not None:
+        lines.append(f"CLV backtest {status.backtest}")
     if status.dead_letters is not None:
         lines.append(f"dead letters: {status.dead_letters:,}")
     if status.lag is not None:

@@ -64,6 +64,7 @@ ANALYST_TABLES = (
     "profile_history",
     "store_kpis",
     "clv_model_runs",
+    "clv_backtests",
     "rfm_segment_summary",
     "builds",
     "segment_membership",

@@ -162,6 +162,27 @@ def test_build_export_and_forget_from_the_command_line(tmp_path):
     assert _in_analyst_copy(analyst, customer, identifiers) == (0, 0)
 
 
+def test_build_then_backtest_and_status_show_how_good_predicted_clv_is(tmp_path):
+    events, db = tmp_path / "store.jsonl", str(tmp_path / "x.duckdb")
+    _cdp("generate", "--out", str(events), "--customers", "300", "--end", "2026-11-01")
+    assert _cdp("load", str(events), "--db", db).returncode == 0
+    built = _cdp("build", "--db", db, "--as-of", "2026-11-01")
+    assert built.returncode == 0, built.stderr
+    assert "predicting with" in built.stdout and "backtest " in built.stdout
+    backtest = _cdp("backtest", "--db", db, "--holdout-days", "90")
+    assert backtest.returncode == 0, backtest.stderr
+    assert "fitted on orders to 2026-08-03, forecast the next 90 days" in backtest.stdout
+    for label in ("BG/NBD", "MBG/NBD", "Pareto/NBD"):
+        assert f"{label}: forecast" in backtest.stdout
+    assert "repeat purchases before" in backtest.stdout
+    status = _cdp("status", "--db", db)
+    assert status.returncode == 0, status.stderr
+    [line] = [line for line in status.stdout.splitlines() if line.startswith("CLV backtest")]
+    assert "as of 2026-11-01" in line and "MAE" in line
+    later = _cdp("backtest", "--db", db, "--as-of", "2026-12-01")
+    assert later.returncode == 2 and "after the latest build" in later.stderr
+
+
 def _in_analyst_copy(path: str, customer: str, identifiers: list[str]) -> tuple[int, int]:
     """(profiles, events) of a customer in the analyst database."""
     with duckdb.connect(path, read_only=True) as con:

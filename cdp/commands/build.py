@@ -8,7 +8,9 @@ import argparse
 from cdp.processing.as_of import end_of_day
 from cdp.processing.jobs.kpis import StoreKpis
 from cdp.processing.jobs.pipeline import STAGES, PublishedBuild, build_and_publish
+from cdp.processing.models.clv_models import COUNT_MODELS
 from cdp.processing.segmentation.config import load_segment_config
+from cdp.processing.stages.clv_backtest import describe
 from cdp.progress import Progress
 from cdp.settings import Settings
 from cdp.storage.database import connect_live
@@ -34,9 +36,15 @@ def _print_build(published: PublishedBuild, segment_count: int) -> None:
     )
     if published.kpis is not None:
         _print_kpis(published.kpis)
-    for name, fit in (("BG/NBD", report.models.bgnbd), ("Gamma-Gamma", report.models.gamma_gamma)):
+    models = report.models
+    fits = [(model.label, models.counts[name]) for name, model in COUNT_MODELS.items()]
+    for label, fit in [*fits, ("Gamma-Gamma", models.gamma_gamma)]:
         params = ", ".join(f"{key}={value:.4g}" for key, value in fit.params.items())
-        print(f"  {name}: {fit.message}" + (f" ({params})" if fit.converged else ""))
+        print(f"  {label}: {fit.message}" + (f" ({params})" if fit.converged else ""))
+    print(f"  predicting with {COUNT_MODELS[models.chosen].label}: {models.choice}")
+    chosen = [row for row in report.backtest.rows if row["chosen"]]
+    if chosen:
+        print(f"  backtest {describe(chosen[0])}")
     if report.unconverted_orders:
         print(
             f"  {report.unconverted_orders:,} orders left out: no exchange rate for their currency"

@@ -1,2 +1,3 @@
-"""Pure models, no database: BG/NBD and Gamma-Gamma maximum-likelihood fits
-(``clv_models``), checked against the lifetimes package's fits."""
+"""Pure models, no database: BG/NBD, MBG/NBD, Pareto/NBD and Gamma-Gamma
+maximum-likelihood fits (one module each; ``clv_models`` names them for the build),
+checked against the lifetimes package's fits."""

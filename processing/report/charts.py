@@ -7,7 +7,7 @@ they scale with the page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 PALETTE = ("#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#ca8a04",
@@ -68,34 +68,74 @@ def bar_chart(
     return _svg(width, height, body, title)
 
 
+_WIDTH, _HEIGHT, _LEFT, _BOTTOM = 640, 240, 50, 40
+
+
+def _side_by_side(
+    series: dict[str, Sequence[float]],
+    slots: int,
+    describe: Callable[[str, int, float], str],
+    *,
+    gap: float,
+    inset: float,
+    headroom: int,
+    legend_step: int,
+) -> tuple[list[str], float]:
+    """The axis, one column per series in each of ``slots`` slots (``describe`` gives
+    each its tooltip), and the legend; also the slot width, for the x labels."""
+    top = max((max(values, default=0) for values in series.values()), default=0) or 1
+    slot = (_WIDTH - _LEFT - 10) / max(slots, 1)
+    bar = slot / (len(series) + gap)  # gap: the space between slots, in columns
+    base = _HEIGHT - _BOTTOM
+    body = [f'<line x1="{_LEFT}" y1="{base}" x2="{_WIDTH - 10}" y2="{base}" stroke="#9ca3af"/>']
+    for s, (name, values) in enumerate(series.items()):
+        for i, value in enumerate(values):
+            h = (base - headroom) * max(value, 0) / top
+            x = _LEFT + i * slot + (s + inset) * bar
+            body.append(
+                f'<rect class="mark" x="{x:.1f}" y="{base - h:.1f}" width="{bar:.1f}" '
+                f'height="{max(h, 0.5):.1f}" fill="{PALETTE[s]}">'
+                f"<title>{escape(describe(name, i, value))}</title></rect>"
+            )
+        legend = _LEFT + 10 + s * legend_step
+        body.append(f'<rect x="{legend}" y="4" width="10" height="10" fill="{PALETTE[s]}"/>')
+        body.append(_text(legend + 14, 13, name))
+    body.append(_text(_LEFT - 6, 10 + headroom, fmt(top), "end"))
+    return body, slot
+
+
 def histogram(edges: Sequence[float], series: dict[str, Sequence[int]], title: str) -> str:
     """Counts per bin for one or more series, side by side; ``edges`` has bins + 1."""
-    width, height, left, bottom = 640, 240, 50, 40
     bins = len(edges) - 1
-    top = max((max(counts, default=0) for counts in series.values()), default=0) or 1
-    slot = (width - left - 10) / max(bins, 1)
-    bar = slot / (len(series) + 0.5)
-    body = [
-        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" '
-        f'y2="{height - bottom}" stroke="#9ca3af"/>'
-    ]
-    for s, (name, counts) in enumerate(series.items()):
-        for i, count in enumerate(counts):
-            h = (height - bottom - 20) * count / top
-            x = left + i * slot + s * bar
-            body.append(
-                f'<rect class="mark" x="{x:.1f}" y="{height - bottom - h:.1f}" '
-                f'width="{bar:.1f}" height="{max(h, 0.5):.1f}" fill="{PALETTE[s]}">'
-                f"<title>{escape(name)} {fmt(edges[i])}–{fmt(edges[i + 1])}: {count}</title></rect>"
-            )
-        body.append(
-            f'<rect x="{left + 10 + s * 140}" y="4" width="10" height="10" fill="{PALETTE[s]}"/>'
-        )
-        body.append(_text(left + 24 + s * 140, 13, name))
+    body, slot = _side_by_side(
+        series,
+        bins,
+        lambda name, i, count: f"{name} {fmt(edges[i])}–{fmt(edges[i + 1])}: {count:.0f}",
+        gap=0.5,
+        inset=0.0,
+        headroom=20,
+        legend_step=140,
+    )
     for i in range(0, bins + 1, max(1, bins // 5)):
-        body.append(_text(left + i * slot, height - bottom + 16, fmt(edges[i]), "middle"))
-    body.append(_text(left - 6, 30, fmt(top), "end"))
-    return _svg(width, height, body, title)
+        body.append(_text(_LEFT + i * slot, _HEIGHT - _BOTTOM + 16, fmt(edges[i]), "middle"))
+    return _svg(_WIDTH, _HEIGHT, body, title)
+
+
+def column_chart(categories: Sequence[str], series: dict[str, Sequence[float]], title: str) -> str:
+    """Vertical columns per category, one per series side by side, with a legend: for
+    comparing series category by category (forecast vs actual per group)."""
+    body, slot = _side_by_side(
+        series,
+        len(categories),
+        lambda name, i, value: f"{name}, {categories[i]}: {fmt(value)}",
+        gap=0.7,
+        inset=0.35,
+        headroom=30,
+        legend_step=200,
+    )
+    for i, category in enumerate(categories):
+        body.append(_text(_LEFT + (i + 0.5) * slot, _HEIGHT - _BOTTOM + 16, category, "middle"))
+    return _svg(_WIDTH, _HEIGHT, body, title)
 
 
 Cells = dict[tuple[str, str], tuple[float, str]]  # (row, column) -> (value, label)

@@ -5,7 +5,8 @@ and written beside it as ``<db name>.report.html``: inline CSS and SVG, no scrip
 or font from the network. Charts: CLV distribution (historic and predicted), the
 RFM heatmap (recency × frequency coloured by monetary), segment sizes over time, the
 monthly cohort retention triangle, funnel conversion, top products by CLV
-contribution, and the store KPIs with their trend.
+contribution, the store KPIs with their trend, and how good predicted CLV is (the
+latest backtest, :mod:`cdp.processing.report.backtest`).
 
 A short inline script marks each chart with the size the browser laid it out at
 (``data-rendered``), which the report's browser test reads back.
@@ -20,6 +21,7 @@ from pathlib import Path
 import duckdb
 
 from cdp.processing.report import charts
+from cdp.processing.report.backtest import backtest_section
 from cdp.storage.database import connect
 from cdp.storage.disk import storage_errors
 
@@ -120,6 +122,7 @@ def render(con: duckdb.DuckDBPyConnection) -> str:
     ).fetchall()
     currency = currency_row[0][0] if currency_row else ""
     customers = con.execute("SELECT count(*) FROM customer_profiles").fetchall()[0][0]
+    backtest_note, backtest_body = backtest_section(con)
     sections = [
         _section(
             "kpis",
@@ -134,6 +137,7 @@ def render(con: duckdb.DuckDBPyConnection) -> str:
             "the top 1% is left out of the range.",
             _clv_distribution(con),
         ),
+        _section("clv-backtest", "How good is predicted CLV?", backtest_note, backtest_body),
         _section(
             "rfm-heatmap",
             "RFM heatmap",

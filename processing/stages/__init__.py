@@ -18,6 +18,8 @@ build_profiles                profiles        clv, rfm, segment_source (adds the
                                               columns rules read), segments, run
 build_rolling_windows         profiles        segment_source, run (publish)
 build_kpis                    clv             run (publish)
+build_clv_backtests           clv_backtest    run (publish)
+build_clv_predictions         clv             profiles' columns (PREDICTED_CLV_COLUMNS)
 build_rfm                     rfm             rfm (merged into build_profiles)
 build_product_affinity,       segment_source  segments (published with memberships)
 build_recommendations,
@@ -27,9 +29,10 @@ build_segment_members         segments        segments (published by run)
 
 The stages, in order: ``payloads`` (order and identify JSON parsed once),
 ``identity`` (identity resolution), ``profiles``, ``clv`` (formula CLV, store KPIs,
-predictive CLV), ``rfm``, ``segment_source`` (the columns segment rules read) and
-``segments`` (membership and traits); ``run`` runs them and publishes. Tables only
-one stage uses (``identity_*``, ``clv_inputs``, ``build_order_products``...) are
+predictive CLV, after ``clv_backtest`` has backtested the models), ``rfm``,
+``segment_source`` (the columns segment rules read) and ``segments`` (membership and
+traits); ``run`` runs them and publishes. Tables only one stage uses
+(``identity_*``, ``clv_inputs``, ``backtest_*``, ``build_order_products``...) are
 created and read within that stage's module.
 Nothing is written to the live tables until ``run`` publishes them all at once, so
 a failed or cancelled build changes nothing.

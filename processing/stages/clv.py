@@ -34,12 +34,16 @@ Per customer (``customer_profiles``):
   in the KPI window) × the store lifespan.
 - **advanced_clv** = the customer's monthly revenue in the KPI window / the store's
   monthly churn rate × gross margin.
-- **predicted_clv**: BG/NBD expected purchases × Gamma-Gamma expected spend per
-  order, month by month over ``clv.horizon_months``, discounted at
+- **predicted_clv**: expected purchases × Gamma-Gamma expected spend per order,
+  month by month over ``clv.horizon_months``, discounted at
   ``clv.annual_discount_rate``; fitted on the store's own orders at every build,
   in weeks, with purchases counted per day (several orders on one day are one
-  purchase, as the models assume). ``p_alive`` and ``expected_purchases`` (over the
-  horizon) come with it. When a model cannot be fitted (see ``clv_model_runs``),
+  purchase, as the models assume). Expected purchases come from one of three
+  purchase-count models — BG/NBD, MBG/NBD, Pareto/NBD — all fitted at every build:
+  ``clv.model``, or under ``auto`` the one with the lowest per-customer error in
+  this build's backtest (:mod:`cdp.processing.stages.clv_backtest`).
+  ``p_alive`` and ``expected_purchases`` (over the horizon) come with it. When a
+  model cannot be fitted (see ``clv_model_runs``),
   expected purchases fall back to the customer's own rate (repeat purchases per
   week of their history), p_alive to 1 within ``clv.inactive_after_days`` of the
   last order and 0 after, and spend to the customer's mean order value.
@@ -49,7 +53,7 @@ from __future__ import annotations
 
 import csv
 from calendar import monthrange
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
@@ -92,7 +96,10 @@ PREDICTED_CLV_COLUMNS = ProfileColumns(
 # a view over this build's orders, or any table of purchases (the benchmark's slice).
 _MODEL_INPUTS = """
 CREATE OR REPLACE TEMP TABLE clv_inputs AS
-WITH days AS (SELECT customer_id, day, sum(value) AS value FROM clv_purchases GROUP BY ALL)
+WITH days AS (
+    SELECT customer_id, day, sum(value) AS value FROM clv_purchases
+    WHERE day <= $as_of::DATE GROUP BY ALL
+)
 SELECT customer_id,
        count(*) - 1 AS x,
        date_diff('day', min(day), max(day)) / 7.0 AS t_x,
@@ -122,8 +129,21 @@ SELECT x, m FROM clv_inputs WHERE x > 0 AND m > 0 ORDER BY x, m
 
 @dataclass(frozen=True)
 class ModelRuns:
-    bgnbd: clv_models.FitResult
+    """Every model's fit, and which purchase-count model the predictions use, and why."""
+
+    counts: dict[str, clv_models.FitResult]  # by COUNT_MODELS name
     gamma_gamma: clv_models.FitResult
+    chosen: str = "bgnbd"
+    choice: str = ""
+
+    @property
+    def bgnbd(self) -> clv_models.FitResult:
+        return self.counts["bgnbd"]
+
+    @property
+    def count(self) -> clv_models.FitResult:
+        """The chosen purchase-count model's fit."""
+        return self.counts[self.chosen]
 
 
 def compute_store_kpis(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> None:
@@ -212,27 +232,45 @@ def summarize_purchases(con: duckdb.DuckDBPyConnection, as_of: datetime | date) 
 
 
 def fit_models(con: duckdb.DuckDBPyConnection) -> ModelRuns:
-    """Fit BG/NBD and Gamma-Gamma by maximum likelihood on ``clv_inputs``."""
+    """Fit the three purchase-count models and Gamma-Gamma by maximum likelihood on
+    ``clv_inputs``."""
     grouped = con.sql(_GROUPED).to_arrow_table()
-    bgnbd = clv_models.fit_bgnbd(
-        grouped["x"].to_numpy(),
-        grouped["t_x"].to_numpy(),
-        grouped["T"].to_numpy(),
-        grouped["n"].to_numpy(),
-    )
+    x, t_x, T, n = (grouped[name].to_numpy() for name in ("x", "t_x", "T", "n"))
+    counts = {name: model.fit(x, t_x, T, n) for name, model in clv_models.COUNT_MODELS.items()}
     spend = con.sql(_REPEAT_SPEND).to_arrow_table()
     gamma_gamma = clv_models.fit_gamma_gamma(spend["x"].to_numpy(), spend["m"].to_numpy())
-    return ModelRuns(bgnbd, gamma_gamma)
+    return ModelRuns(counts, gamma_gamma)
 
 
-def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datetime) -> ModelRuns:
-    """Fit BG/NBD and Gamma-Gamma on this build's orders, and fill
-    ``build_clv_predictions`` for ``PREDICTED_CLV_COLUMNS``."""
+@dataclass(frozen=True)
+class Forecast:
+    """Per customer of ``clv_inputs``, in its order (by customer_id)."""
+
+    customer_ids: pa.ChunkedArray
+    x: np.ndarray
+    p_alive: np.ndarray
+    expected_purchases: np.ndarray
+    spend_per_order: np.ndarray
+    predicted_clv: np.ndarray | None  # discounted; only when asked for
+
+
+def forecast(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    as_of: date | datetime,
+    models: ModelRuns,
+    model: str,
+    horizon_weeks: float,
+    *,
+    discounted: bool = False,
+) -> Forecast:
+    """Each customer's P(alive), expected purchases over ``horizon_weeks`` and spend
+    per order from ``model``'s fit on ``clv_inputs`` (summarized as of ``as_of``),
+    falling back to simple rates when that fit did not converge; with ``discounted``
+    also the discounted CLV over ``clv.horizon_months``."""
     clv = settings.clv
-    con.execute(_BUILD_PURCHASES)
-    summarize_purchases(con, as_of)
-    models = fit_models(con)
-    bgnbd, gamma_gamma = models.bgnbd, models.gamma_gamma
+    count, gamma_gamma = models.counts[model], models.gamma_gamma
+    functions = clv_models.COUNT_MODELS[model]
     inputs = con.sql(
         "SELECT customer_id, x, t_x, T, m, mean_order_value, "
         "date_diff('day', last_day, $as_of::DATE) AS idle_days FROM clv_inputs"
@@ -242,11 +280,10 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
     x, t_x, T = (inputs[name].to_numpy().astype(float) for name in ("x", "t_x", "T"))
     m = inputs["m"].to_numpy().astype(float)
     mean_value = inputs["mean_order_value"].to_numpy().astype(float)
-    horizon_weeks = clv.horizon_months * WEEKS_PER_MONTH
 
-    if bgnbd.converged:
-        p_alive = clv_models.bgnbd_probability_alive(bgnbd.params, x, t_x, T)
-        expected = clv_models.bgnbd_expected_purchases(bgnbd.params, horizon_weeks, x, t_x, T)
+    if count.converged:
+        p_alive = functions.probability_alive(count.params, x, t_x, T)
+        expected = functions.expected_purchases(count.params, horizon_weeks, x, t_x, T)
     else:
         idle_days = inputs["idle_days"].to_numpy().astype(float)
         p_alive = np.where(idle_days <= clv.inactive_after_days, 1.0, 0.0)
@@ -259,9 +296,10 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
         np.where(x > 0, m, mean_value),
         fallback_spend,
     )
-    if bgnbd.converged:
+    predicted = None
+    if discounted and count.converged:
         predicted = clv_models.discounted_clv(
-            bgnbd.params,
+            count.params,
             spend,
             x,
             t_x,
@@ -269,19 +307,56 @@ def predict_clv(con: duckdb.DuckDBPyConnection, settings: Settings, as_of: datet
             months=clv.horizon_months,
             units_per_month=WEEKS_PER_MONTH,
             annual_discount_rate=clv.annual_discount_rate,
+            expected_purchases=functions.expected_purchases,
         )
-    else:
+    elif discounted:
         monthly = (1 + clv.annual_discount_rate) ** (1 / 12) - 1
         months = np.arange(1, clv.horizon_months + 1)
         discount = float(np.mean(1 / (1 + monthly) ** months))
         predicted = expected * spend * discount
+    return Forecast(
+        inputs["customer_id"],
+        x,
+        _finite(p_alive),
+        _finite(expected),
+        _finite(spend),
+        None if predicted is None else _finite(predicted),
+    )
+
+
+def predict_clv(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    as_of: datetime,
+    chosen: str | None = None,
+    choice: str = "",
+) -> ModelRuns:
+    """Fit every model on this build's orders, and fill ``build_clv_predictions`` for
+    ``PREDICTED_CLV_COLUMNS`` from the ``chosen`` purchase-count model (default the
+    configured one, BG/NBD under ``auto`` when no backtest chose)."""
+    clv = settings.clv
+    if chosen is None:
+        chosen = "bgnbd" if clv.model == "auto" else clv.model
+        choice = choice or f"clv.model = {clv.model!r}"
+    con.execute(_BUILD_PURCHASES)
+    summarize_purchases(con, as_of)
+    models = replace(fit_models(con), chosen=chosen, choice=choice)
+    result = forecast(
+        con,
+        settings,
+        as_of,
+        models,
+        chosen,
+        clv.horizon_months * WEEKS_PER_MONTH,
+        discounted=True,
+    )
     predictions = pa.table(
         {
-            "customer_id": inputs["customer_id"],
-            "p_alive": _finite(p_alive),
-            "expected_purchases": _finite(expected),
-            "expected_spend_per_order": _finite(spend),
-            "predicted_clv": _finite(predicted),
+            "customer_id": result.customer_ids,
+            "p_alive": result.p_alive,
+            "expected_purchases": result.expected_purchases,
+            "expected_spend_per_order": result.spend_per_order,
+            "predicted_clv": result.predicted_clv,
         }
     )
     con.register("clv_predictions", predictions)

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from cdp.processing.models.clv_models import COUNT_MODELS
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.processing.stages.clv import (
     FORMULA_CLV_COLUMNS,
@@ -44,6 +45,12 @@ from cdp.processing.stages.clv import (
     ModelRuns,
     compute_store_kpis,
     predict_clv,
+)
+from cdp.processing.stages.clv_backtest import (
+    BUILD_PURCHASES,
+    Backtest,
+    publish_backtest,
+    run_backtest,
 )
 from cdp.processing.stages.identity import IdentityReport, apply_identities, resolve_identities
 from cdp.processing.stages.payloads import parse_order_payloads
@@ -138,6 +145,7 @@ class BuildReport:
     customers: int
     identity: IdentityReport
     models: ModelRuns
+    backtest: Backtest
     unconverted_orders: int
     published_current: bool
     memberships: int
@@ -222,7 +230,10 @@ def run_build(
         compute_store_kpis(con, settings, as_of)
         score_rfm(con, settings, as_of)
         say("predictive CLV")
-        models = predict_clv(con, settings, as_of)
+        # The backtest first: under clv.model = "auto" it chooses the model.
+        con.execute(BUILD_PURCHASES)
+        backtest = run_backtest(con, settings, as_of.date())
+        models = predict_clv(con, settings, as_of, backtest.chosen, backtest.choice)
         say("segments")
         # Recommendations and consent first, so that the one rewrite of the million
         # profile rows also adds the columns segment rules read (segment_source).
@@ -237,9 +248,10 @@ def run_build(
         )
         memberships = compute_segments(con, segments, as_of)
         unconverted = unconverted_orders(con)
+        count_label = COUNT_MODELS[models.chosen].label
         message = (
-            f"{identity.merges} merges; BG/NBD {models.bgnbd.message}; "
-            f"Gamma-Gamma {models.gamma_gamma.message}"
+            f"{identity.merges} merges; {count_label} {models.count.message} "
+            f"({models.choice}); Gamma-Gamma {models.gamma_gamma.message}"
         )
         if unconverted:
             message += f"; {unconverted} orders in currencies without an exchange rate left out"
@@ -247,6 +259,7 @@ def run_build(
         with transaction(con):
             apply_identities(con, now)
             _record_models(con, as_of, models)
+            publish_backtest(con)
             execute_script(con, _PUBLISH_HISTORY, {"as_of_date": as_of.date()})
             latest = con.execute(
                 "SELECT max(as_of) FROM builds WHERE list_contains($live, status)",
@@ -268,6 +281,7 @@ def run_build(
         customers,
         identity,
         models,
+        backtest,
         unconverted,
         publish_current,
         memberships,
@@ -311,14 +325,20 @@ def _finish(
 
 
 def _record_models(con: duckdb.DuckDBPyConnection, as_of: datetime, models: ModelRuns) -> None:
-    for name, fit in (("bgnbd", models.bgnbd), ("gamma_gamma", models.gamma_gamma)):
-        params = {key: fit.params.get(key) for key in ("r", "alpha", "a", "b", "p", "q", "gamma")}
+    fits = {**models.counts, "gamma_gamma": models.gamma_gamma}
+    con.execute("DELETE FROM clv_model_runs WHERE as_of = $as_of", {"as_of": as_of.date()})
+    for name, fit in fits.items():
+        params = {
+            key: fit.params.get(key)
+            for key in ("r", "alpha", "a", "b", "s", "beta", "p", "q", "gamma")
+        }
+        chosen = name == models.chosen or name == "gamma_gamma"
         con.execute(
-            """INSERT OR REPLACE INTO clv_model_runs
-               (as_of, model, time_unit, customers, r, alpha, a, b, p, q, gamma,
-                log_likelihood, converged, message)
-               VALUES ($as_of, $model, 'week', $customers, $r, $alpha, $a, $b, $p, $q, $gamma,
-                       $ll, $converged, $message)""",
+            """INSERT INTO clv_model_runs
+               (as_of, model, time_unit, customers, r, alpha, a, b, s, beta, p, q, gamma,
+                log_likelihood, converged, message, chosen, choice)
+               VALUES ($as_of, $model, 'week', $customers, $r, $alpha, $a, $b, $s, $beta, $p,
+                       $q, $gamma, $ll, $converged, $message, $chosen, $choice)""",
             {
                 "as_of": as_of.date(),
                 "model": name,
@@ -327,5 +347,7 @@ def _record_models(con: duckdb.DuckDBPyConnection, as_of: datetime, models: Mode
                 "ll": fit.log_likelihood if fit.converged else None,
                 "converged": fit.converged,
                 "message": fit.message,
+                "chosen": chosen,
+                "choice": models.choice if name == models.chosen else None,
             },
         )

@@ -17,6 +17,7 @@ from cdp.processing.models.clv_models import (
     fit_gamma_gamma,
     gamma_gamma_expected_spend,
 )
+from tests.processing.models.gradients import central_difference
 
 DATA = Path(__file__).parent / "data" / "cdnow_summary.csv"
 # Fader, Hardie & Lee (2005), Marketing Science 24(2): BG/NBD on the CDNOW sample.
@@ -148,19 +149,11 @@ def test_undiscounted_clv_is_expected_purchases_times_spend():
     assert 0 < discounted[0] < clv[0]
 
 
-def _central_difference(function, point: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    gradient = np.zeros_like(point)
-    for i in range(len(point)):
-        delta = np.zeros_like(point)
-        delta[i] = step * point[i]
-        gradient[i] = (function(point + delta) - function(point - delta)) / (2 * delta[i])
-    return gradient
-
-
 def test_analytic_gradients_match_finite_differences(cdnow):
-    from cdp.processing.models.clv_models import _bgnbd_value_and_gradient, _Rows, _SpendRows
-    from cdp.processing.models.clv_models import _gamma_gamma_log_likelihood_rows as gg_rows
-    from cdp.processing.models.clv_models import _gamma_gamma_value_and_gradient as gg_value
+    from cdp.processing.models.bgnbd import _bgnbd_value_and_gradient, _Rows
+    from cdp.processing.models.gamma_gamma import _gamma_gamma_log_likelihood_rows as gg_rows
+    from cdp.processing.models.gamma_gamma import _gamma_gamma_value_and_gradient as gg_value
+    from cdp.processing.models.gamma_gamma import _SpendRows
 
     x, t_x, T = cdnow["x"], cdnow["t_x"], cdnow["T"]
     point = np.array([0.3, 5.0, 0.8, 2.5])
@@ -169,7 +162,7 @@ def test_analytic_gradients_match_finite_differences(cdnow):
     assert value == pytest.approx(
         bgnbd_log_likelihood(dict(zip(("r", "alpha", "a", "b"), point, strict=True)), x, t_x, T)
     )
-    numeric = _central_difference(lambda p: _bgnbd_value_and_gradient(p, rows)[0], point)
+    numeric = central_difference(lambda p: _bgnbd_value_and_gradient(p, rows)[0], point)
     assert np.allclose(gradient, numeric, rtol=1e-6)
 
     repeat = x > 0
@@ -180,5 +173,5 @@ def test_analytic_gradients_match_finite_differences(cdnow):
     assert value == pytest.approx(gg_rows(*point, xr, m).sum())
     # Differenced per row: the summed form cancels large terms, so its own finite
     # differences are noisier than the analytic gradient.
-    numeric = _central_difference(lambda p: gg_rows(*p, xr, m).sum(), point)
+    numeric = central_difference(lambda p: gg_rows(*p, xr, m).sum(), point)
     assert np.allclose(gradient, numeric, rtol=1e-5)

@@ -12,6 +12,7 @@ from tests.browser import run_chromium
 CHARTS = {
     "kpis",
     "clv-distribution",
+    "clv-backtest",
     "rfm-heatmap",
     "segment-sizes",
     "cohort-retention",
@@ -65,4 +66,17 @@ def test_a_store_with_no_events_yet_still_gets_an_analyst_database_and_report(tm
         published = build_and_publish(con, settings, load_segment_config(settings))
     page = published.report.read_text()
     assert "0 customers" in page and "No buyers yet." in page
+    assert "How good is predicted CLV?" in page and "nothing to backtest" in page
     assert set(re.findall(r'data-chart="([a-z-]+)"', page)) == CHARTS
+
+
+def test_the_report_says_how_good_predicted_clv_is(published_store):
+    page = report_path(published_store).read_text()
+    section = page[page.index('data-chart="clv-backtest"') :]
+    section = section[: section.index("</section>")]
+    assert "How good is predicted CLV?" in section
+    assert "Predicted CLV uses" in section and "(used)" in section
+    for label in ("BG/NBD", "MBG/NBD", "Pareto/NBD"):
+        assert label in section
+    assert "Holdout purchases by repeat purchases before the calibration end" in section
+    assert "7+" in section or "repeat purchases" in section

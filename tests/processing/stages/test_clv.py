@@ -127,6 +127,8 @@ def test_degenerate_stores_fall_back_without_nan(memory_db):
     assert [(model, converged) for model, converged, _ in runs] == [
         ("bgnbd", False),
         ("gamma_gamma", False),
+        ("mbgnbd", False),
+        ("pareto_nbd", False),
     ]
     assert all("repeat" in message for _, _, message in runs)
     values = memory_db.execute(
