@@ -34,12 +34,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cdp.errors import CdpError
-from cdp.processing.segmentation.config import SegmentConfig
 from cdp.settings import Settings
 from cdp.ui import queries
 from cdp.ui.auth import TokenGate, login_routes
 from cdp.ui.explain import clv_variants
 from cdp.ui.format import FILTERS, spreadsheet_cell
+from cdp.ui.segment_file import SegmentFile
 from cdp.ui.snapshot import AnalystSnapshot, NotPublished
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class NotFound(Exception):
 @dataclass(frozen=True)
 class UiContext:
     settings: Settings
-    segments: SegmentConfig
+    segments: SegmentFile
     snapshot: AnalystSnapshot
     report: Path
     templates: Environment
@@ -123,7 +123,7 @@ def create_app(ui: UiContext) -> ASGIApp:
                     return RedirectResponse(f"/customers/{survivor}", status_code=303)
                 raise NotFound()
             events, total = queries.timeline(cursor, customer_id, family, page, size)
-        membership = {s.name: s.definition for s in ui.segments.segments}
+        membership = {s.name: s.definition for s in ui.segments.current().segments}
         return ui.page(
             "customer.html",
             c=found,
@@ -142,11 +142,13 @@ def create_app(ui: UiContext) -> ASGIApp:
     def segments(request: Request) -> Response:
         with ui.snapshot.cursor() as cursor:
             sizes = queries.segment_overview(cursor)
-        return ui.page("segments.html", segments=ui.segments.segments, sizes=sizes, nav="segments")
+        configured = ui.segments.current().segments
+        return ui.page("segments.html", segments=configured, sizes=sizes, nav="segments")
 
     def _segment_filter(request: Request) -> dict[str, Any]:
         name = request.path_params["name"]
-        definition = next((s.definition for s in ui.segments.segments if s.name == name), None)
+        configured = ui.segments.current().segments
+        definition = next((s.definition for s in configured if s.name == name), None)
         if definition is None:
             raise NotFound()
         sort = _param(request, "sort", tuple(queries.MEMBER_SORTS)) or "historic_clv"

@@ -15,11 +15,11 @@ from pathlib import Path
 import uvicorn
 
 from cdp.errors import ConfigError
-from cdp.processing.segmentation.config import load_segment_config
 from cdp.serving import ServerThread, bind
 from cdp.settings import Settings
 from cdp.ui.app import UiContext, create_app, templates
 from cdp.ui.auth import is_loopback
+from cdp.ui.segment_file import SegmentFile
 from cdp.ui.snapshot import AnalystSnapshot
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class UiServer:
         check_listen_safe(settings)
         context = UiContext(
             settings=settings,
-            segments=load_segment_config(settings),
+            segments=SegmentFile(settings),
             snapshot=AnalystSnapshot(analyst),
             report=report,
             templates=templates(),

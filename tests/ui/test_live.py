@@ -3,6 +3,7 @@ test module, since these tests change it while the server runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -179,3 +180,29 @@ def test_a_bad_token_is_refused_without_echoing_it(tmp_path):
     assert result.returncode == 2
     assert "ui.access_token: Value error, must be at least 16 characters" in result.stderr
     assert "tooshort" not in result.stderr
+
+
+def test_a_segment_added_to_the_segments_file_shows_without_a_restart(living, tmp_path):
+    from cdp.processing.segmentation.config import segments_file
+
+    segments = tmp_path / "segments.toml"
+    segments.write_text(segments_file(living.settings)[1])
+    settings = living.settings.model_copy(
+        update={"segments": living.settings.segments.model_copy(update={"file": str(segments)})}
+    )
+    server = start_server(dataclasses.replace(living, settings=settings))
+    try:
+        assert request(server, "/segments/vip_testers").status == 404
+        segments.write_text(
+            segments.read_text()
+            + '\n[[segments]]\nname = "vip_testers"\ndescription = "Added while cdp ui runs."\n'
+            + 'rule = "orders >= 3"\ndestinations = []\nconsent = "none"\n'
+        )
+        assert "vip_testers" in request(server, "/segments").body
+        assert request(server, "/segments/vip_testers").status == 200
+        # Half-edited: the last good segments stay, pages keep working.
+        segments.write_text(segments.read_text() + "\n[[segments]\nname = ")
+        assert "vip_testers" in request(server, "/segments").body
+        assert request(server, "/segments/champions").status == 200
+    finally:
+        server.stop()
