@@ -177,6 +177,8 @@ class UiSettings(_Section):
     access_token: str = ""
     # Rows per page of customer timelines, search results and segment members.
     page_size: int = Field(default=50, ge=1, le=1000)
+    # DuckDB's memory for the pages' queries (each snapshot; a publish briefly means two).
+    memory_limit: str = Field(default="512MB", pattern=_MEMORY_SIZE)
 
     @field_validator("listen")
     @classmethod

@@ -43,7 +43,7 @@ class UiServer:
         context = UiContext(
             settings=settings,
             segments=SegmentFile(settings),
-            snapshot=AnalystSnapshot(analyst),
+            snapshot=AnalystSnapshot(analyst, settings.ui.memory_limit),
             report=report,
             templates=templates(),
         )

@@ -28,7 +28,7 @@ from cdp.storage.sql import sql_string
 _ALIAS = "snapshot"
 
 
-def _open(path: Path) -> duckdb.DuckDBPyConnection:
+def _open(path: Path, memory_limit: str) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB with the snapshot attached read-only. Not
     ``duckdb.connect(path)``: DuckDB caches one instance per path in a process, and
     would hand back the instance of the file that was replaced (and refuse the
@@ -38,6 +38,7 @@ def _open(path: Path) -> duckdb.DuckDBPyConnection:
         # Times as the pages label them (UTC), whatever the server's local zone. Not in
         # connect()'s config: ICU is not loaded yet there, and DuckDB refuses it.
         connection.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: the cursors too
+        connection.execute("SET GLOBAL memory_limit = $limit", {"limit": memory_limit})
         connection.execute(f"ATTACH {sql_string(str(path))} AS {_ALIAS} (READ_ONLY)")
     except BaseException:
         connection.close()
@@ -52,8 +53,9 @@ class NotPublished(StorageError):
 class AnalystSnapshot:
     """Hands out cursors on the newest published snapshot of one path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, memory_limit: str = "512MB") -> None:
         self.path = path
+        self.memory_limit = memory_limit  # ui.memory_limit, for each snapshot opened
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int] | None = None
         self._connection: duckdb.DuckDBPyConnection | None = None
@@ -73,7 +75,7 @@ class AnalystSnapshot:
         with self._lock:
             if identity != self._identity or self._connection is None:
                 try:
-                    connection = _open(self.path)
+                    connection = _open(self.path, self.memory_limit)
                 except duckdb.Error as exc:
                     raise StorageError(
                         f"{self.path}: cannot open the analyst database: {exc}"

@@ -201,7 +201,7 @@ def test_localhost_by_any_of_its_names_is_answered(ui_server, host):
     assert request(ui_server, "/segments", headers={"Host": host}).status == 200
 
 
-def test_snapshots_read_times_in_utc_whatever_the_servers_zone(ui_store, monkeypatch):
+def test_snapshots_read_in_utc_within_ui_memory_limit_whatever_the_machine(ui_store, monkeypatch):
     # The pages label times "UTC"; DuckDB would otherwise use the machine's local zone.
     import time
 
@@ -210,10 +210,13 @@ def test_snapshots_read_times_in_utc_whatever_the_servers_zone(ui_store, monkeyp
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
-        snapshot = AnalystSnapshot(ui_store.analyst)
+        snapshot = AnalystSnapshot(ui_store.analyst, memory_limit="300MB")
         with snapshot.cursor() as cursor:
-            [(zone,)] = cursor.execute("SELECT current_setting('TimeZone')").fetchall()
+            [(zone, memory)] = cursor.execute(
+                "SELECT current_setting('TimeZone'), current_setting('memory_limit')"
+            ).fetchall()
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
     assert zone == "UTC"
+    assert memory == "286.1 MiB"  # 300 MB, not DuckDB's 80% of the machine
