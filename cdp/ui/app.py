@@ -37,7 +37,7 @@ from cdp.errors import CdpError
 from cdp.settings import Settings
 from cdp.ui import queries
 from cdp.ui.auth import TokenGate, login_routes
-from cdp.ui.explain import clv_variants
+from cdp.ui.explain import clv_variants, models_behind_prediction
 from cdp.ui.format import FILTERS, spreadsheet_cell
 from cdp.ui.segment_file import SegmentFile
 from cdp.ui.snapshot import AnalystSnapshot, NotPublished
@@ -124,11 +124,14 @@ def create_app(ui: UiContext) -> ASGIApp:
                 raise NotFound()
             events, total = queries.timeline(cursor, customer_id, family, page, size)
         membership = {s.name: s.definition for s in ui.segments.current().segments}
+        models = models_behind_prediction(found.models)
+        purchase_model = next((m["label"] for m in models if m["counts_purchases"]), "BG/NBD")
         return ui.page(
             "customer.html",
             c=found,
             p=found.profile,
-            clv=clv_variants(found.profile, ui.settings),
+            clv=clv_variants(found.profile, ui.settings, purchase_model),
+            models=models,
             events=events,
             total=total,
             page=page,

@@ -41,6 +41,24 @@ def test_customer_page_shows_what_cdp_knows(ui_server, ui_store):
     assert "order_refunded" in body and "product_viewed" in body  # timeline
 
 
+def test_predicted_clv_names_the_model_the_build_chose_and_its_parameters(ui_server, ui_store):
+    with duckdb.connect(str(ui_store.analyst), read_only=True) as con:
+        chosen, choice = con.execute(
+            "SELECT model, choice FROM clv_model_runs WHERE chosen AND model <> 'gamma_gamma' "
+            "AND as_of = (SELECT max(as_of) FROM clv_model_runs)"
+        ).fetchall()[0]
+    label = {"bgnbd": "BG/NBD", "mbgnbd": "MBG/NBD", "pareto_nbd": "Pareto/NBD"}[chosen]
+    body = request(ui_server, f"/customers/{_ann_id(ui_store)}").body
+    assert f"{label} expected purchases × Gamma-Gamma spend per order" in body
+    run = body[body.index("From the model run of") :]
+    run = run[: run.index("</p>")]
+    assert f"{label} (r=" in run and "Gamma-Gamma (p=" in run and "q=" in run
+    # Only the model in use (the others' fits are in the report's backtest section).
+    assert re.findall(r"(?<![A-Z])(BG/NBD|MBG/NBD|Pareto/NBD) \(", run) == [label], run
+    if choice:
+        assert choice.split(":")[0] in run
+
+
 def test_timeline_filters_by_family_and_pages(ui_server, ui_store):
     with duckdb.connect(str(ui_store.analyst), read_only=True) as con:
         busy, events = con.execute(
