@@ -39,6 +39,7 @@ from cdp.processing.as_of import end_of_day
 from cdp.processing.jobs.backfill import backfill_month_ends
 from cdp.processing.jobs.pipeline import build_publish_export
 from cdp.processing.segmentation.config import load_segment_config
+from cdp.processing.stages.clv_backtest import describe
 from cdp.settings import CollectorSource, Settings
 from cdp.storage.database import connect, connect_live
 from cdp.storage.sql import sql_string
@@ -122,6 +123,9 @@ def run_demo(
         published, exported = run.published, run.exported
         built = published.build
         say(f"built {built.customers:,} customer profiles in {built.seconds:.1f} s")
+        for row in built.backtest.rows:
+            if row["chosen"]:
+                say(f"predicted CLV checked against the last year: {describe(row)}")
         analyst, report = published.analyst.path, published.report
         say(f"published the analyst database {analyst} and the report {report}")
         written = sum(result.status == "succeeded" for result in exported.results)
