@@ -62,9 +62,9 @@ def run_cdp(args: list[str], env: dict[str, str], log: Path) -> tuple[float, int
             env={**os.environ, **env},
         )
         _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        sys.exit(f"cdp {' '.join(args)} failed ({process.returncode}); see {log}")
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code != 0:
+        sys.exit(f"cdp {' '.join(args)} failed ({exit_code}); see {log}")
     return time.perf_counter() - started, usage.ru_maxrss * 1024
 
 

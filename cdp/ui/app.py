@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -275,7 +276,7 @@ def create_app(ui: UiContext) -> ASGIApp:
 
 
 def _members(
-    cursor: Any, f: dict[str, Any], *, limit: int | None, offset: int = 0
+    cursor: duckdb.DuckDBPyConnection, f: dict[str, Any], *, limit: int | None, offset: int = 0
 ) -> tuple[list[queries.Row], int]:
     """The members of the segment that ``f`` (a page's filter) names, filtered and sorted."""
     return queries.members(

@@ -225,9 +225,7 @@ def segment_changes(cursor: duckdb.DuckDBPyConnection, segment: str) -> dict[str
     """Who entered and who exited in the 7 days up to the latest build: how many
     (``entered_count``...) and the latest ``CHANGES_LISTED`` of each."""
     as_of = latest_as_of(cursor)
-    changes: dict[str, Any] = {
-        "entered": [], "exited": [], "entered_count": 0, "exited_count": 0
-    }  # fmt: skip
+    changes: dict[str, Any] = {"entered": [], "exited": [], "entered_count": 0, "exited_count": 0}
     if as_of is None:
         return changes
     since = as_of - timedelta(days=7)

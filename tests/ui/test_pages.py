@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 
 import duckdb
 import pytest
 
+from cdp.ui import queries
+from cdp.ui.snapshot import AnalystSnapshot
 from tests.ui.conftest import PAGE_SIZE, request
 
 
@@ -153,8 +156,6 @@ def test_bad_member_parameters_are_400(ui_server, query):
 
 
 def test_segment_page_has_changes_and_traits(ui_server, ui_store, monkeypatch):
-    from cdp.ui import queries
-
     monkeypatch.setattr(queries, "CHANGES_LISTED", 1)  # fewer listed than entered
     with duckdb.connect(str(ui_store.analyst), read_only=True) as con:
         segment, entered = con.execute(
@@ -222,10 +223,6 @@ def test_localhost_by_any_of_its_names_is_answered(ui_server, host):
 
 def test_snapshots_read_in_utc_within_ui_memory_limit_whatever_the_machine(ui_store, monkeypatch):
     # The pages label times "UTC"; DuckDB would otherwise use the machine's local zone.
-    import time
-
-    from cdp.ui.snapshot import AnalystSnapshot
-
     monkeypatch.setenv("TZ", "America/New_York")
     time.tzset()
     try:
