@@ -12,7 +12,8 @@ of every segment to its destinations. The segments file is loaded (and every rul
 checked) when the service starts, not when the nightly job first needs it. Every
 build publishes the analyst database and the HTML report (``cdp.processing.jobs.pipeline``),
 and the service builds once as soon as ingest has caught up with the backlog, so
-analysts do not wait for the first refresh. Jobs have fixed ids,
+analysts do not wait for the first refresh; until then the scheduled builds are
+skipped (they would see a part of the backlog). Jobs have fixed ids,
 never overlap (``max_instances=1``; a lock also keeps the two jobs apart), missed
 runs are coalesced into one, and a run may start up to ``misfire_grace_s`` late
 (APScheduler's default of 1 s would skip a nightly build after any hiccup).
@@ -131,8 +132,17 @@ def make_scheduler(
     )
     one_at_a_time = threading.Lock()
     memory = settings.storage.memory_limit  # a build's; ingest runs with less
+    # With ``caught_up``, scheduled builds wait for the first build: one due while
+    # ingest still reads the backlog would build, publish (and at night export) a part
+    # of it.
+    first_build_done = threading.Event()
+    if caught_up is None:
+        first_build_done.set()
 
     def build(kind: str) -> None:
+        if kind != "first" and not first_build_done.is_set():
+            log.info("%s build skipped: ingest has not caught up with the backlog yet", kind)
+            return
         with one_at_a_time:
             if jobs.failed.is_set():
                 return
@@ -197,7 +207,10 @@ def make_scheduler(
             while not caught_up.wait(timeout=1.0):
                 if (stop is not None and stop.is_set()) or jobs.failed.is_set():
                     return
-            build("first")
+            try:
+                build("first")
+            finally:
+                first_build_done.set()
 
         scheduler.add_job(first_build, id="first-build", name="first build once caught up")
     return scheduler

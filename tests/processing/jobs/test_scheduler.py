@@ -58,6 +58,37 @@ def test_the_nightly_job_builds_then_exports_while_the_refresh_only_builds(tmp_p
     assert (tmp_path / "x.analyst.duckdb").exists() and (tmp_path / "x.report.html").exists()
 
 
+def test_scheduled_builds_wait_for_the_first_build_of_the_caught_up_backlog(tmp_path):
+    """A refresh due while ingest is still reading the backlog would build and publish
+    a part of it (seen in CI: a 3 s refresh published an empty analyst database before
+    the consumer had joined its group)."""
+    import threading
+
+    from tests.processing.store import days_ago, order, store
+
+    settings = load_settings(
+        None, {"export": {"out_dir": tmp_path}, "storage": {"db_path": tmp_path / "x.duckdb"}}
+    )
+    con = memory_database()
+    store(con, order("ann", days_ago(30), "10"))
+    caught_up = threading.Event()
+    scheduler = make_scheduler(settings, con, caught_up=caught_up, stop=threading.Event())
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+
+    def builds() -> int:
+        return con.execute("SELECT count(*) FROM builds").fetchall()[0][0]
+
+    jobs["profile-refresh"].func(*jobs["profile-refresh"].args)
+    jobs["nightly-build"].func(*jobs["nightly-build"].args)
+    assert builds() == 0 and not (tmp_path / "x.analyst.duckdb").exists()
+
+    caught_up.set()
+    jobs["first-build"].func(*jobs["first-build"].args)
+    assert builds() == 1
+    jobs["profile-refresh"].func(*jobs["profile-refresh"].args)
+    assert builds() == 2
+
+
 @pytest.mark.parametrize(
     ("section", "value", "message"),
     [
