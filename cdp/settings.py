@@ -106,6 +106,10 @@ class KafkaSettings(_Section):
 # A DuckDB memory_limit: a size ("8GB", "512MiB") or a share of the machine ("50%").
 _MEMORY_SIZE = r"(?i)^\d+(\.\d+)?\s*(%|[kmgt]i?b)$"
 
+# Producer and SDK retries arrive within minutes; a week leaves room for a consumer
+# that was down for days (see ingest.duplicate_window).
+DEFAULT_DUPLICATE_WINDOW = timedelta(days=7)
+
 
 class IngestSettings(_Section):
     # DuckDB's memory while ingesting or loading (cdp ingest, cdp load, and cdp run
@@ -134,13 +138,18 @@ class IngestSettings(_Section):
     # Events timed further than this after they were received are dead-lettered
     # (ISO 8601 duration, e.g. "PT24H", or seconds).
     max_future_skew: timedelta = timedelta(hours=24)
+    # A copy of a stored event (same event_id) is not stored again when the stored one
+    # is timed within this of the newest event stored (ISO 8601 duration, or seconds).
+    # An older copy is stored, and builds count it once. Each batch is checked against
+    # the ids in the window, so its cost follows how many events the window holds.
+    duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW
 
     @field_validator("earliest_event_time")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
-    @field_validator("max_future_skew")
+    @field_validator("max_future_skew", "duplicate_window")
     @classmethod
     def _not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):

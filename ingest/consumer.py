@@ -633,6 +633,7 @@ class EventConsumer:
                 merged.dead_letters,
                 group_id=self._group_id,
                 next_offsets=next_offsets,
+                duplicate_window=self._settings.ingest.duplicate_window,
             )
             self._stored_offsets.update(next_offsets)
         self.stats.record(merged, result)

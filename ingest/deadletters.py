@@ -80,7 +80,12 @@ def replay_dead_letters(
     }
     limits = ValidationLimits.from_settings(settings.ingest)
     validated = validate_batch(messages, family_by_topic, limits)
-    stored, _duplicates = resolve_replayed(con, validated.events, validated.dead_letters)
+    stored, _duplicates = resolve_replayed(
+        con,
+        validated.events,
+        validated.dead_letters,
+        duplicate_window=settings.ingest.duplicate_window,
+    )
     return ReplayReport(
         examined=len(messages),
         moved_to_events=stored,

@@ -3,9 +3,11 @@
 Lines are validated and written in batches; every line ends up in ``events``,
 ``dead_letters`` (with line number and raw bytes) or ``duplicate_events``. The
 source of each row is ``file:<absolute path>`` with the line number as its offset,
-so loading the same file twice stores nothing twice, and each batch is one
-transaction with its lines: a load that is killed keeps whole batches, and loading
-the file again stores the rest.
+and lines of the file an earlier load stored are skipped (whatever their event time:
+the duplicate window of :mod:`cdp.storage.event_store` would let old ones in again),
+so loading the same file twice stores nothing twice. Each batch is one transaction
+with its lines: a load that is killed keeps whole batches, and loading the file
+again stores the rest.
 
 Validation is :class:`cdp.ingest.batch_validation.BatchValidator`: DuckDB proves the
 common lines valid a whole batch at a time, pydantic judges the others. Batches are
@@ -18,15 +20,20 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdp.errors import ConfigError
 from cdp.ingest.batch_validation import BatchValidator
 from cdp.ingest.stats import IngestStats
 from cdp.ingest.validation import ValidatedBatch, ValidationLimits
+from cdp.settings import DEFAULT_DUPLICATE_WINDOW
 from cdp.storage.event_store import write_batch
 
 BATCH_LINES = 200_000
@@ -42,23 +49,58 @@ def load_file(
     path: Path,
     *,
     limits: ValidationLimits,
+    duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
     progress: Callable[[IngestStats], None] | None = None,
     batch_lines: int = BATCH_LINES,
     batch_bytes: int = BATCH_BYTES,
 ) -> IngestStats:
     """Load ``path``; the next batch is read and validated (in a thread, on a DuckDB
-    connection of its own) while the current one is written. ``limits`` are usually
-    ``ValidationLimits.from_settings(settings.ingest)``."""
+    connection of its own) while the current one is written. ``limits`` and
+    ``duplicate_window`` come from ``settings.ingest`` (``ValidationLimits.from_settings``)."""
     source = f"file:{path.resolve()}"
     stats = IngestStats()
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise ConfigError(f"input file {str(path)!r} does not exist") from None
+    stored_lines = _lines_stored_before(con, source)
     with handle, _Validating(handle, source, limits, batch_lines, batch_bytes) as batches:
         for validated in batches:
-            _store(con, validated, stats, progress)
+            if stored_lines is not None:
+                validated = _without_stored_lines(validated, stored_lines)
+            write = write_batch(
+                con,
+                validated.events,
+                validated.dead_letters,
+                duplicate_window=duplicate_window,
+            )
+            stats.record(validated, write)
+            if progress:
+                progress(stats)
     return stats
+
+
+def _lines_stored_before(con: duckdb.DuckDBPyConnection, source: str) -> pa.Array | None:
+    """The line numbers of ``source`` an earlier load stored as events or copies, None
+    if none: one scan of a column per load (the usual file was never loaded)."""
+    lines = (
+        con.sql(
+            "SELECT source_offset FROM events WHERE source_topic = $source "
+            "UNION ALL SELECT source_offset FROM duplicate_events WHERE source_topic = $source",
+            params={"source": source},
+        )
+        .to_arrow_table()
+        .column("source_offset")
+    )
+    return lines.combine_chunks() if len(lines) else None
+
+
+def _without_stored_lines(validated: ValidatedBatch, stored_lines: pa.Array) -> ValidatedBatch:
+    """``validated`` without the lines an earlier load of the file stored as events or
+    copies (dead letters are stored at most once per line by their table's key)."""
+    events = validated.events
+    stored = pc.is_in(events.column("source_offset"), value_set=stored_lines)
+    return replace(validated, events=events.filter(pc.invert(stored)))
 
 
 class _Validating:
@@ -146,14 +188,3 @@ def _batches(
             break
     if values:
         yield offsets, values
-
-
-def _store(
-    con: duckdb.DuckDBPyConnection,
-    validated: ValidatedBatch,
-    stats: IngestStats,
-    progress: Callable[[IngestStats], None] | None,
-) -> None:
-    stats.record(validated, write_batch(con, validated.events, validated.dead_letters))
-    if progress:
-        progress(stats)

@@ -3,28 +3,39 @@
 One call to :func:`write_batch` is one DuckDB transaction. The offsets a consumer
 stores here are the ones it seeks to after a restart or a rebalance, so a crash at
 any instant either keeps a whole batch with its offsets or neither: no event is lost
-and none is stored twice. ``event_id`` is the primary key of ``events``, so a
-message re-sent by a producer (same id, new offset) is recorded in
-``duplicate_events`` instead of being stored again.
+and none is stored twice.
 
-Copies within a batch are set aside before DuckDB sees it (the lowest offset is
-kept). The rest goes in with a plain ``INSERT``, which only probes the key's index;
-only when that finds an id stored by an earlier batch (a producer retry across a
-batch boundary: rare) is the batch written again the careful way, ``INSERT OR
-IGNORE`` plus a join to find the copies. Both of those scan all of ``events``, a
-cost that grew with history (+3 us per event per million stored, measured).
+Duplicates — a message re-sent by a producer or an SDK (same ``event_id``, new
+offset) — are found within a window of event time, ``ingest.duplicate_window``
+(default 7 days; retries arrive within minutes). Copies within a batch are set aside
+before DuckDB sees it (the lowest offset is kept); the rest are checked against
+``recent_event_ids``, the ids of every stored event whose event time is within the
+window of the newest one stored. Copies found are recorded in ``duplicate_events``
+instead of being stored again. An event whose copy is older than the window (a
+history file loaded twice under another name, a topic replayed into the same
+database, an id reused months apart) is stored; builds count it once
+(:func:`count_each_event_once`).
+
+Why a window and not a key: ``event_id`` was the primary key of ``events`` until
+schema version 10. Its index holds every id ever stored, and DuckDB loads it whole
+into memory at each checkpoint (~37 MB per million events): ``cdp load`` passed 2 GB
+of memory at 20M events of history. A check within the window costs what the window
+holds, whatever the history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cdp.settings import DEFAULT_DUPLICATE_WINDOW
+from cdp.storage.database import execute_script
 from cdp.storage.transactions import transaction
 
 # Typed property columns come from the validated payload in one pass per row
@@ -56,7 +67,7 @@ def _identifier(name: str) -> str:
 
 
 INSERT_EVENTS = f"""
-INSERT OR IGNORE INTO events (
+INSERT INTO events (
     event_id, type, family, occurred_at, user_id, anonymous_id,
     channel, locale, device_type, utm_source, utm_medium, utm_campaign,
     product_id, sku, product_name, category, price, quantity, cart_id, order_id,
@@ -82,9 +93,6 @@ FROM (
 )
 """
 
-# The fast path: an id already stored fails the statement (and the transaction).
-INSERT_NEW_EVENTS = INSERT_EVENTS.replace("INSERT OR IGNORE INTO events", "INSERT INTO events", 1)
-
 TRIM_PARAMETERS = {
     # Unicode White_Space: what pydantic's strip_whitespace strips from identifiers.
     "whitespace": (
@@ -95,15 +103,50 @@ TRIM_PARAMETERS = {
     "edge_whitespace": [0x9, 0xA, 0xB, 0xC, 0xD, 0x85, 0x2028, 0x2029],
 }
 
-# Only on the rare path where some ids were already stored: record where the extra
-# copies came from (an identical re-delivery of the stored row itself is not a copy).
-INSERT_DUPLICATES = """
+# Incoming ids already stored within the duplicate window (usually none), and whether
+# the message is the stored one itself, delivered again (not a copy: nothing to record).
+FIND_STORED_COPIES = """
+SELECT i.event_id,
+       bool_or(r.source_topic = i.source_topic AND r.source_partition = i.source_partition
+               AND r.source_offset = i.source_offset) AS redelivered
+FROM incoming_events AS i JOIN recent_event_ids AS r USING (event_id)
+GROUP BY i.event_id
+"""
+
+# Where the copies of stored events came from.
+INSERT_STORED_COPIES = """
 INSERT OR IGNORE INTO duplicate_events (event_id, source_topic, source_partition, source_offset)
-SELECT i.event_id, i.source_topic, i.source_partition, i.source_offset
-FROM incoming_events AS i
-JOIN events AS e USING (event_id)
-WHERE (e.source_topic, e.source_partition, e.source_offset)
-      <> (i.source_topic, i.source_partition, i.source_offset)
+SELECT event_id, source_topic, source_partition, source_offset FROM stored_copies
+"""
+
+# The batch's stored events that are within the window (run after the insert).
+REMEMBER_RECENT_IDS = """
+INSERT INTO recent_event_ids
+SELECT event_id, occurred_at, source_topic, source_partition, source_offset
+FROM incoming_events WHERE occurred_at >= $covered_from
+"""
+
+# Ids stored more than once (see count_each_event_once).
+_LATE_COPIES = """
+CREATE OR REPLACE TEMP TABLE late_copied_ids AS
+SELECT event_id, count(*) AS copies FROM main.events GROUP BY event_id HAVING count(*) > 1
+"""
+
+_COUNTED_EVENTS = """
+CREATE OR REPLACE TEMP VIEW counted_events AS
+SELECT * FROM main.events WHERE event_id NOT IN (SELECT event_id FROM late_copied_ids)
+UNION ALL
+SELECT * FROM main.events WHERE event_id IN (SELECT event_id FROM late_copied_ids)
+QUALIFY row_number() OVER (
+    PARTITION BY event_id ORDER BY received_at, source_topic, source_partition, source_offset
+) = 1
+"""
+
+_REFILL_RECENT_IDS = """
+DELETE FROM recent_event_ids;
+INSERT INTO recent_event_ids
+SELECT event_id, occurred_at, source_topic, source_partition, source_offset
+FROM events WHERE occurred_at >= $start;
 """
 
 # Copies of an id within one batch, set aside before the insert.
@@ -165,27 +208,12 @@ def write_batch(
     *,
     group_id: str | None = None,
     next_offsets: Mapping[tuple[str, int], int] | None = None,
+    duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
 ) -> WriteResult:
-    """Store a validated batch and (for Kafka) the next offsets, in one transaction."""
-    try:
-        return _write_batch(con, events, dead_letters, group_id, next_offsets, all_new=True)
-    except duckdb.ConstraintException:
-        # An id an earlier batch stored: the transaction was rolled back; again, the
-        # careful way. (A constraint broken for another reason is broken again there.)
-        return _write_batch(con, events, dead_letters, group_id, next_offsets, all_new=False)
-
-
-def _write_batch(
-    con: duckdb.DuckDBPyConnection,
-    events: pa.Table,
-    dead_letters: pa.Table,
-    group_id: str | None,
-    next_offsets: Mapping[tuple[str, int], int] | None,
-    *,
-    all_new: bool,
-) -> WriteResult:
+    """Store a validated batch and (for Kafka) the next offsets, in one transaction.
+    ``duplicate_window`` is ``ingest.duplicate_window``."""
     with transaction(con):
-        stored, duplicates = insert_events(con, events, all_new=all_new)
+        stored, duplicates = insert_events(con, events, duplicate_window=duplicate_window)
         dead_lettered = _run_with(con, "incoming_dead_letters", dead_letters, INSERT_DEAD_LETTERS)
         if next_offsets:
             if group_id is None:
@@ -202,27 +230,76 @@ def _write_batch(
 
 
 def insert_events(
-    con: duckdb.DuckDBPyConnection, events: pa.Table, *, all_new: bool = False
+    con: duckdb.DuckDBPyConnection,
+    events: pa.Table,
+    *,
+    duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
 ) -> tuple[int, int]:
-    """Insert event rows (inside the caller's transaction); return (stored, duplicates).
-
-    With ``all_new``, an id already in ``events`` raises ``duckdb.ConstraintException``
-    (and the caller's transaction must be rolled back) instead of being looked for."""
+    """Insert event rows (inside the caller's transaction); return (stored, duplicates)."""
     if not events.num_rows:
         return 0, 0
     first, copies = _first_copies(events)
     duplicates = _run_with(con, "batch_copies", copies, INSERT_BATCH_COPIES)
+    covered_from = _cover_window(con, first, duplicate_window)
     # Not unregistered when a statement fails: DuckDB refuses that in an aborted
     # transaction, and the next batch's registration replaces this one.
     con.register("incoming_events", first)
-    if all_new:
-        stored = _count(con.execute(INSERT_NEW_EVENTS, TRIM_PARAMETERS))
-    else:
-        stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))
-        if stored < first.num_rows:
-            duplicates += _count(con.execute(INSERT_DUPLICATES))
+    found = con.sql(FIND_STORED_COPIES).to_arrow_table()
+    if found.num_rows:
+        copies = found.filter(pc.invert(found.column("redelivered"))).column("event_id")
+        is_copy = pc.is_in(first.column("event_id"), value_set=copies)
+        duplicates += _run_with(con, "stored_copies", first.filter(is_copy), INSERT_STORED_COPIES)
+        is_stored = pc.is_in(first.column("event_id"), value_set=found.column("event_id"))
+        first = first.filter(pc.invert(is_stored))
+        con.register("incoming_events", first)
+    stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))
+    con.execute(REMEMBER_RECENT_IDS, {"covered_from": covered_from})
     con.unregister("incoming_events")
     return stored, duplicates
+
+
+def _cover_window(
+    con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: timedelta
+) -> datetime:
+    """Move the duplicate window to the newest event time (stored or incoming) and
+    return where ``recent_event_ids`` now reaches back to: it holds every stored event
+    from then on. Refilled from ``events`` when it reaches back less far than
+    ``window`` (the first batch after the upgrade to schema 10, a wider window); pruned
+    once the window has moved on by an eighth, so that it holds at most 9/8 of it."""
+    newest_incoming = pc.max(incoming.column("occurred_at")).as_py()
+    newest, covered_from = con.execute(
+        "SELECT newest_event_at, covered_from FROM duplicate_window"
+    ).fetchall()[0]
+    if newest is None:  # never set: the events stored before schema 10, if any
+        newest = con.execute("SELECT max(occurred_at) FROM events").fetchall()[0][0]
+    newest = max(newest, newest_incoming) if newest is not None else newest_incoming
+    start = newest - window
+    if covered_from is None or covered_from > start:
+        execute_script(con, _REFILL_RECENT_IDS, {"start": start})
+        covered_from = start
+    elif start - covered_from > window / 8:
+        con.execute("DELETE FROM recent_event_ids WHERE occurred_at < $start", {"start": start})
+        covered_from = start
+    con.execute(
+        "UPDATE duplicate_window SET newest_event_at = $newest, covered_from = $covered_from",
+        {"newest": newest, "covered_from": covered_from},
+    )
+    return covered_from
+
+
+def count_each_event_once(con: duckdb.DuckDBPyConnection) -> int:
+    """Make the temp view ``counted_events``: ``events`` with each ``event_id`` once,
+    its first copy received, for the build's stages to read; return how many later
+    copies it leaves out. Copies are stored only when the first was older than the
+    duplicate window, so usually there are none, and the view is ``events`` itself
+    (finding them reads every id once: ~2 s at 10M events)."""
+    execute_script(con, _LATE_COPIES)
+    late = con.execute("SELECT coalesce(sum(copies - 1), 0) FROM late_copied_ids").fetchall()
+    if not late[0][0]:
+        con.execute("CREATE OR REPLACE TEMP VIEW counted_events AS SELECT * FROM main.events")
+        return 0
+    con.execute(_COUNTED_EVENTS)
+    return int(late[0][0])
 
 
 def _first_copies(events: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -250,14 +327,18 @@ def _run_with(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, sql: s
 
 
 def resolve_replayed(
-    con: duckdb.DuckDBPyConnection, replayed: pa.Table, still_failing: pa.Table
+    con: duckdb.DuckDBPyConnection,
+    replayed: pa.Table,
+    still_failing: pa.Table,
+    *,
+    duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
 ) -> tuple[int, int]:
     """Move re-validated dead letters into ``events``; record why the others still fail.
 
     Returns (moved to events, duplicates of stored events) and runs in one transaction.
     """
     with transaction(con):
-        stored, duplicates = insert_events(con, replayed)
+        stored, duplicates = insert_events(con, replayed, duplicate_window=duplicate_window)
         _run_with(con, "replayed", replayed, DELETE_REPLAYED_DEAD_LETTERS)
         _run_with(con, "failed", still_failing, UPDATE_FAILED_REPLAYS)
     return stored, duplicates

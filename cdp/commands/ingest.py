@@ -23,6 +23,7 @@ def load(args: argparse.Namespace, settings: Settings) -> int:
             con,
             args.file,
             limits=ValidationLimits.from_settings(settings.ingest),
+            duplicate_window=settings.ingest.duplicate_window,
             progress=lambda stats: bar.update(stats.consumed),
         )
     print_stats(stats)

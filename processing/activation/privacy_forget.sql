@@ -22,6 +22,8 @@ WHERE anonymous_id IN (SELECT identifier[6:] FROM forget_identifiers
 
 DELETE FROM events WHERE event_id IN (SELECT event_id FROM forget_events);
 
+DELETE FROM recent_event_ids WHERE event_id IN (SELECT event_id FROM forget_events);
+
 DELETE FROM customer_profiles WHERE customer_id IN (SELECT customer_id FROM forget_customers);
 
 DELETE FROM customer_rolling_windows

@@ -1,12 +1,14 @@
 """The profile build: stages over whole tables in DuckDB, then one publish transaction.
 
 ``run.run_build`` runs the stages in this order, as of one moment, each in SQL over
-the whole ``events`` table; the stages hand each other TEMP tables, named here so a
-reader knows where each comes from and who reads it:
+all the events — ``counted_events``, a TEMP view of ``events`` with each event_id
+once (see ``cdp.storage.event_store.count_each_event_once``); the stages hand each
+other TEMP tables, named here so a reader knows where each comes from and who reads it:
 
 ============================  ==============  ======================================
 temp table                    made by         read by
 ============================  ==============  ======================================
+counted_events (view)         run             payloads, identity, profiles
 build_order_payloads          payloads        identity, profiles
 build_identify_traits         payloads        profiles, segment_source
 build_identities              identity        profiles

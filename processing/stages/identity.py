@@ -64,7 +64,7 @@ WITH aliases AS (
     SELECT occurred_at, anonymous_id, user_id,
            trim(coalesce(payload ->> 'previous_id', payload ->> 'previousId'), $whitespace)
                AS named_id
-    FROM events WHERE type = 'alias' AND occurred_at <= $as_of
+    FROM counted_events WHERE type = 'alias' AND occurred_at <= $as_of
 )
 SELECT occurred_at, unnest(['anon:' || named_id, 'user:' || named_id]) AS previous,
        coalesce('user:' || user_id, 'anon:' || anonymous_id) AS target

@@ -6,7 +6,7 @@
 -- Makes temp tables: identity_tuples (normalized identifiers and anchor per tuple;
 -- tuples carrying a suppressed identifier removed), tuple_identifiers (identifier,
 -- anchor, first_seen_at).
--- Reads: events, suppressed_identifiers; the temp table build_order_payloads
+-- Reads: counted_events (run), suppressed_identifiers; the temp table build_order_payloads
 -- (payloads); the macros cdp_identity_email and cdp_identity_phone (identity.py).
 -- Parameters: $as_of.
 
@@ -19,7 +19,7 @@ WITH scoped AS (
     SELECT occurred_at, anonymous_id, user_id,
            CASE WHEN type <> 'group' THEN email END AS email,
            CASE WHEN type <> 'group' THEN phone END AS phone
-    FROM events
+    FROM counted_events
     WHERE occurred_at <= $as_of AND type <> 'order_completed'
     UNION ALL
     SELECT occurred_at, anonymous_id, user_id, email, phone FROM build_order_payloads

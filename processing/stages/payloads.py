@@ -31,7 +31,7 @@ WITH parsed AS (
            json_transform(payload, '{"properties": {"email": "VARCHAR", "phone": "VARCHAR",
                "products": [{"product_id": "VARCHAR", "category": "VARCHAR",
                              "quantity": "VARCHAR"}]}}').properties AS p
-    FROM events WHERE type = 'order_completed' AND occurred_at <= $as_of
+    FROM counted_events WHERE type = 'order_completed' AND occurred_at <= $as_of
 )
 SELECT event_id, order_id, occurred_at, anonymous_id, user_id,
        coalesce(email, p.email) AS email, coalesce(phone, p.phone) AS phone,
@@ -49,7 +49,7 @@ WITH parsed AS (
            json_transform(e.payload, '{"traits": {"birthday": "VARCHAR", "consent": {
                "email": "VARCHAR", "sms": "VARCHAR", "push": "VARCHAR", "ads": "VARCHAR"}}}'
            ).traits AS t
-    FROM events e
+    FROM counted_events e
     LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
     LEFT JOIN user_customers u ON u.user_id = e.user_id
     WHERE e.type = 'identify' AND e.occurred_at <= $as_of

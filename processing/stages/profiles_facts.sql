@@ -4,7 +4,7 @@
 -- Makes temp tables: fx, build_customers (customer_id numbered as customer_key),
 -- anonymous_customers, user_customers, build_events (events up to as-of, each
 -- with its customer_key), order_facts (one row per completed order).
--- Reads: events; temp build_identities (identity), build_order_payloads
+-- Reads: counted_events (run); temp build_identities (identity), build_order_payloads
 -- (payloads); fx_rates (registered by profiles.register_reference_tables).
 -- Parameters: $as_of.
 
@@ -35,7 +35,7 @@ CREATE OR REPLACE TEMP TABLE build_events AS
 SELECT e.type, e.family, e.occurred_at, e.product_id, e.category, e.price,
        e.quantity, e.cart_id, e.order_id, e.revenue, e.currency,
        coalesce(a.customer_key, u.customer_key) AS customer_key
-FROM events e
+FROM counted_events e
 LEFT JOIN anonymous_customers a ON a.anonymous_id = e.anonymous_id
 LEFT JOIN user_customers u ON u.user_id = e.user_id
 WHERE e.occurred_at <= $as_of

@@ -65,6 +65,7 @@ from cdp.processing.stages.segment_source import segment_source_columns, stage_s
 from cdp.processing.stages.segments import compute_segments, publish_segments
 from cdp.settings import Settings
 from cdp.storage.database import execute_script
+from cdp.storage.event_store import count_each_event_once
 from cdp.storage.transactions import transaction
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def run_build(
         # (Running the stages inside that transaction too hid large temp tables from
         # later stages' scans in DuckDB 2.0: at ~650k customers they read as empty.)
         say("identities")
+        late_copies = count_each_event_once(con)
         parse_order_payloads(con, as_of)
         identity = resolve_identities(con, as_of)
         say("profiles")
@@ -255,6 +257,8 @@ def run_build(
         )
         if unconverted:
             message += f"; {unconverted} orders in currencies without an exchange rate left out"
+        if late_copies:
+            message += f"; {late_copies} late copies of stored events counted once"
         say("publish")
         with transaction(con):
             apply_identities(con, now)

@@ -174,7 +174,7 @@ def test_a_failed_write_stops_the_validating_thread_and_is_raised(tmp_path, memo
     source.write_bytes(b"\n".join(encode(event("page_viewed", f"e{n}")) for n in range(20)))
     writes = []
 
-    def failing(con, events, dead_letters):
+    def failing(con, events, dead_letters, **options):
         writes.append(events.num_rows)
         raise OSError("disk gone")
 

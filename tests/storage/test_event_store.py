@@ -1,3 +1,5 @@
+from datetime import UTC, datetime, timedelta
+
 import pyarrow as pa
 import pytest
 
@@ -186,3 +188,58 @@ def test_an_id_stored_by_an_earlier_batch_is_a_duplicate_and_the_rest_of_the_bat
     assert memory_db.execute("SELECT count(*) FROM events").fetchone()[0] == 3
     assert memory_db.execute("SELECT source_offset FROM duplicate_events").fetchall() == [(2,)]
     assert stored_offsets(memory_db, "g") == {("t", 0): 4}
+
+
+def _at(days: float) -> str:
+    return (datetime(2026, 3, 1, tzinfo=UTC) + timedelta(days=days)).isoformat()
+
+
+def _viewed(event_id: str, days: float) -> dict:
+    return event("page_viewed", event_id, timestamp=_at(days))
+
+
+def test_a_copy_sent_again_in_a_later_batch_within_the_window_is_recorded_not_stored(memory_db):
+    write_batch(memory_db, *_tables(_batch([_viewed("a", 0), _viewed("b", 3)])))
+    again = _batch([_viewed("a", 0)], start=10)  # a producer retry: new offset, same event
+    result = write_batch(memory_db, *_tables(again))
+    assert (result.stored, result.duplicates) == (0, 1)
+    assert _ids_stored(memory_db) == [("a", 1), ("b", 1)]
+    assert memory_db.execute("SELECT event_id, source_offset FROM duplicate_events").fetchall() == [
+        ("a", 10)
+    ]
+
+
+def test_a_copy_of_an_event_older_than_the_window_is_stored_again(memory_db):
+    window = timedelta(days=7)
+    write_batch(memory_db, *_tables(_batch([_viewed("old", 0)])), duplicate_window=window)
+    later = _batch([_viewed("new", 30)], start=1)
+    write_batch(memory_db, *_tables(later), duplicate_window=window)
+    late = _batch([_viewed("old", 0)], start=2)  # e.g. a history file loaded twice
+    result = write_batch(memory_db, *_tables(late), duplicate_window=window)
+    assert (result.stored, result.duplicates) == (1, 0)
+    assert _ids_stored(memory_db) == [("new", 1), ("old", 2)]
+    # ...and found again by a window wide enough to hold it, refilled from events.
+    wider = _batch([_viewed("old", 0)], start=3)
+    result = write_batch(memory_db, *_tables(wider), duplicate_window=timedelta(days=40))
+    assert (result.stored, result.duplicates) == (0, 1)
+
+
+def test_the_ids_checked_stay_within_nine_eighths_of_the_window_as_time_moves_on(memory_db):
+    window = timedelta(days=8)
+    for day in range(60):
+        batch = _batch([_viewed(f"d{day}-{n}", day + n / 10) for n in range(5)], start=day * 5)
+        write_batch(memory_db, *_tables(batch), duplicate_window=window)
+    oldest, held = memory_db.execute(
+        "SELECT min(occurred_at), count(*) FROM recent_event_ids"
+    ).fetchone()
+    newest = datetime.fromisoformat(_at(59.4))
+    assert newest - window * 9 / 8 <= oldest <= newest - window
+    assert held <= 5 * 10  # at most nine days of five events, of the 300 stored
+
+
+def _tables(batch):
+    return batch.events, batch.dead_letters
+
+
+def _ids_stored(con):
+    return con.execute("SELECT event_id, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall()

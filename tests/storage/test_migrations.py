@@ -51,3 +51,41 @@ def test_failed_migration_leaves_no_partial_schema(tmp_path, monkeypatch):
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert "a" not in tables
     assert current_version(con) == 0
+
+
+def test_events_lose_their_key_in_schema_10_keeping_rows_order_comments_and_dedup(
+    tmp_path, monkeypatch
+):
+    from cdp.storage import migrations
+    from cdp.storage.event_store import write_batch
+    from tests.storage.test_event_store import _batch, _viewed
+
+    path = tmp_path / "db.duckdb"
+    every = migrations.available_migrations()
+    monkeypatch.setattr(migrations, "available_migrations", lambda: every[:9])
+    with connect(path) as con:  # a database written by the cdp before schema 10
+        batch = _batch([_viewed(f"e{n}", n) for n in (3, 1, 2)])
+        con.register("old", batch.events)
+        con.execute(
+            "INSERT INTO events (event_id, type, family, occurred_at, currency, source_topic,"
+            " source_partition, source_offset, payload) SELECT event_id, type, family,"
+            " occurred_at, 'USD', source_topic, source_partition, source_offset, payload FROM old"
+        )
+    monkeypatch.setattr(migrations, "available_migrations", lambda: every)
+    with connect(path) as con:
+        assert current_version(con) == 10
+        assert con.execute("SELECT event_id FROM events").fetchall() == [("e3",), ("e1",), ("e2",)]
+        keys = con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events'"
+            " AND constraint_type = 'PRIMARY KEY'"
+        )
+        assert keys.fetchall() == [(0,)]
+        [(comment,)] = con.execute(
+            "SELECT comment FROM duckdb_columns() WHERE table_name = 'events'"
+            " AND column_name = 'payload'"
+        ).fetchall()
+        assert comment == "The full event as received (JSON)."
+        # The window is filled from the events stored before: a retry is still found.
+        again = _batch([_viewed("e1", 1)], start=10)
+        result = write_batch(con, again.events, again.dead_letters)
+        assert (result.stored, result.duplicates) == (0, 1)

@@ -89,6 +89,11 @@ def test_forget_deletes_everything_sends_exits_and_keeps_the_customer_out(memory
         assert rows.fetchall() == [(0,)], table
     remaining = memory_db.execute("SELECT DISTINCT user_id FROM events").fetchall()
     assert remaining == [("bob",)]
+    # Nor do the ids of their events stay in the duplicate window.
+    windowed = memory_db.execute(
+        "SELECT count(*) FROM recent_event_ids WHERE event_id NOT IN (SELECT event_id FROM events)"
+    )
+    assert windowed.fetchall() == [(0,)]
 
     # Events from the same identifiers later on are stored, but never profiled again.
     store(
