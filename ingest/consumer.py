@@ -16,8 +16,9 @@ How exactly-once holds (see also ``cdp.storage.event_store``):
    discarded together with every batch queued after it, and the poll thread then
    rewinds to the stored offsets, so those records are read again rather than
    skipped or written by a consumer that may no longer own them.
-4. ``event_id`` is the primary key of ``events``: a message re-sent by a producer
-   is stored once, and its extra copy is recorded in ``duplicate_events``.
+4. A message re-sent by a producer (same ``event_id``) within
+   ``ingest.duplicate_window`` of event time is stored once, and its extra copy is
+   recorded in ``duplicate_events`` (``cdp.storage.event_store``).
 
 Riding out the broker (see the README's "Operating cdp"): kafka-python retries on
 its own, but some calls raise after their timeout. Every call to the broker here is

@@ -71,3 +71,14 @@ def test_a_memory_limit_that_is_neither_a_size_nor_a_share_names_the_key(tmp_pat
     config.write_text('[storage]\nmemory_limit = "lots"\n')
     with pytest.raises(ConfigError, match=r"storage\.memory_limit"):
         load_settings(config)
+
+
+def test_the_duplicate_window_is_an_iso_duration_and_a_negative_one_names_the_key(tmp_path):
+    from datetime import timedelta
+
+    config = tmp_path / "c.toml"
+    config.write_text('[ingest]\nduplicate_window = "P30D"\n')
+    assert load_settings(config).ingest.duplicate_window == timedelta(days=30)
+    config.write_text('[ingest]\nduplicate_window = "-P1D"\n')
+    with pytest.raises(ConfigError, match=r"ingest\.duplicate_window: Value error, must not be"):
+        load_settings(config)

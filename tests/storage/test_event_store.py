@@ -163,7 +163,7 @@ def coalesce(*values):
 
 
 def test_the_copy_kept_of_an_id_sent_twice_in_one_batch_is_the_first_one(memory_db):
-    # Many copies, so a parallel INSERT OR IGNORE would not keep the first by luck.
+    # Many copies, so that keeping the first is not luck.
     bodies = [event("page_viewed", f"id-{n % 500}") for n in range(20_000)]
     batch = _batch(bodies)
     result = write_batch(memory_db, batch.events, batch.dead_letters)
