@@ -115,8 +115,9 @@ class IngestSettings(_Section):
     # DuckDB's memory while ingesting or loading (cdp ingest, cdp load, and cdp run
     # between builds; a build raises it to storage.memory_limit while it runs). Ingest
     # only appends: more memory is only a cache, and the process's size would grow
-    # with history up to the limit.
-    memory_limit: str = Field(default="1GB", pattern=_MEMORY_SIZE)
+    # with history up to the limit. The process needs ~1 GB besides (batches being
+    # validated and written), so the default keeps cdp load under 2 GB.
+    memory_limit: str = Field(default="768MB", pattern=_MEMORY_SIZE)
     # Records per poll; larger batches amortise the DuckDB transaction per batch.
     max_batch_records: int = Field(default=20000, ge=1, le=1_000_000)
     poll_timeout_ms: int = Field(default=500, ge=10)

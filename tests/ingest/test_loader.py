@@ -11,7 +11,7 @@ import pytest
 
 from cdp.ingest import loader
 from cdp.ingest.generator import generate_store
-from cdp.ingest.loader import BATCH_LINES, load_file
+from cdp.ingest.loader import BATCH_BYTES, BATCH_LINES, _batches, load_file
 from cdp.ingest.validation import ValidationLimits
 from cdp.storage.database import memory_database
 from tests.helpers import encode, event, offsets_accounted
@@ -133,7 +133,9 @@ def test_a_load_killed_mid_file_keeps_whole_batches_and_a_rerun_is_exact(tmp_pat
     source = tmp_path / "store.jsonl"
     generate_store(source, customers=15_000, seed=7, end=date(2026, 11, 1))  # 2 batches
     lines = sum(1 for line in source.read_bytes().splitlines() if line.strip())
-    assert lines > BATCH_LINES
+    with source.open("rb") as handle:
+        first_batch = len(next(_batches(handle, BATCH_LINES, BATCH_BYTES))[0])
+    assert lines > first_batch
     db = tmp_path / "cdp.duckdb"
     wal = db.with_name(db.name + ".wal")
     command = [sys.executable, "-m", "cdp", "load", str(source), "--db", str(db)]
@@ -160,7 +162,7 @@ def test_a_load_killed_mid_file_keeps_whole_batches_and_a_rerun_is_exact(tmp_pat
     assert load.returncode == -signal.SIGKILL
     with duckdb.connect(str(db), read_only=True) as con:
         [(_, _, rows, distinct)] = offsets_accounted(con)
-    assert rows == distinct == BATCH_LINES  # the first batch whole, nothing of the second
+    assert rows == distinct == first_batch  # the first batch whole, nothing of the second
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
