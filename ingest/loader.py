@@ -85,16 +85,12 @@ def load_file(
 def _lines_stored_before(con: duckdb.DuckDBPyConnection, source: str) -> pa.Array | None:
     """The line numbers of ``source`` an earlier load stored as events or copies, None
     if none: one scan of a column per load (the usual file was never loaded)."""
-    lines = (
-        con.sql(
-            "SELECT source_offset FROM events WHERE source_topic = $source "
-            "UNION ALL SELECT source_offset FROM duplicate_events WHERE source_topic = $source",
-            params={"source": source},
-        )
-        .to_arrow_table()
-        .column("source_offset")
-    )
-    return lines.combine_chunks() if len(lines) else None
+    lines = con.execute(  # execute(), not sql(): see event_store.insert_events
+        "SELECT source_offset FROM events WHERE source_topic = $source "
+        "UNION ALL SELECT source_offset FROM duplicate_events WHERE source_topic = $source",
+        {"source": source},
+    ).fetchnumpy()["source_offset"]
+    return pa.array(lines, pa.int64()) if len(lines) else None
 
 
 def _without_stored_lines(validated: ValidatedBatch, stored_lines: pa.Array) -> ValidatedBatch:

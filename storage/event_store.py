@@ -244,12 +244,15 @@ def insert_events(
     # Not unregistered when a statement fails: DuckDB refuses that in an aborted
     # transaction, and the next batch's registration replaces this one.
     con.register("incoming_events", first)
-    found = con.sql(FIND_STORED_COPIES).to_arrow_table()
-    if found.num_rows:
-        copies = found.filter(pc.invert(found.column("redelivered"))).column("event_id")
+    # execute(), not sql(): sql() refuses to run while the connection holds a result
+    # its caller did not read to the end.
+    found = con.execute(FIND_STORED_COPIES).fetchnumpy()
+    if len(found["event_id"]):
+        copies = pa.array(found["event_id"][~found["redelivered"]], pa.string())
         is_copy = pc.is_in(first.column("event_id"), value_set=copies)
         duplicates += _run_with(con, "stored_copies", first.filter(is_copy), INSERT_STORED_COPIES)
-        is_stored = pc.is_in(first.column("event_id"), value_set=found.column("event_id"))
+        stored_ids = pa.array(found["event_id"], pa.string())
+        is_stored = pc.is_in(first.column("event_id"), value_set=stored_ids)
         first = first.filter(pc.invert(is_stored))
         con.register("incoming_events", first)
     stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))

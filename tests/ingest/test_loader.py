@@ -197,3 +197,12 @@ def test_a_failed_validation_is_raised_where_the_load_was_called(tmp_path, memor
     with pytest.raises(MemoryError):
         load_file(memory_db, source, limits=ValidationLimits())
     assert memory_db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
+def test_a_load_works_on_a_connection_that_holds_a_result_its_caller_did_not_read(
+    tmp_path, memory_db
+):
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(encode(event("page_viewed", "e1")) + b"\n")
+    memory_db.execute("SELECT * FROM range(10)").fetchone()  # nine rows left unread
+    assert load_file(memory_db, source, limits=ValidationLimits()).stored == 1
