@@ -80,7 +80,15 @@ def run_service(
             collector.stop()
             collector.remove_metrics()
         raise
-    scheduler = make_scheduler(settings, con, segments, consumer.caught_up, stop, jobs)
+    scheduler = make_scheduler(
+        settings,
+        con,
+        segments,
+        consumer.caught_up,
+        stop,
+        jobs,
+        broker_reachable=lambda: consumer.broker.reachable,
+    )
     scheduler.start()
     if monitoring is not None:
         monitoring.start()

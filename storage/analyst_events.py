@@ -46,11 +46,14 @@ _COPY_OPTIONS = (
 )
 
 # Events the previous snapshot may lack: every one stamped at or after the moment
-# up to which it was complete, unless its parts already hold it.
+# up to which it was complete, unless its parts already hold it. A row is its id and
+# when it was stored: a late copy of an event (see cdp.storage.event_store) shares
+# the id, never the moment.
 _SINCE = """
-SELECT * FROM main.events
-WHERE received_at >= $since
-  AND event_id NOT IN (SELECT event_id FROM read_parquet($files) WHERE received_at >= $since)
+SELECT e.* FROM main.events AS e
+ANTI JOIN (SELECT event_id, received_at FROM read_parquet($files) WHERE received_at >= $since)
+    USING (event_id, received_at)
+WHERE e.received_at >= $since
 """
 
 

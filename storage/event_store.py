@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -269,12 +269,15 @@ def _cover_window(
     from then on. Refilled from ``events`` when it reaches back less far than
     ``window`` (the first batch after the upgrade to schema 10, a wider window); pruned
     once the window has moved on by an eighth, so that it holds at most 9/8 of it."""
-    newest_incoming = pc.max(incoming.column("occurred_at")).as_py()
-    newest, covered_from = con.execute(
-        "SELECT newest_event_at, covered_from FROM duplicate_window"
-    ).fetchall()[0]
+    newest_incoming = _utc(pc.max(incoming.column("occurred_at")).as_py())
+    newest, covered_from = (
+        _utc(moment)
+        for moment in con.execute(
+            "SELECT newest_event_at, covered_from FROM duplicate_window"
+        ).fetchall()[0]
+    )
     if newest is None:  # never set: the events stored before schema 10, if any
-        newest = con.execute("SELECT max(occurred_at) FROM events").fetchall()[0][0]
+        newest = _utc(con.execute("SELECT max(occurred_at) FROM events").fetchall()[0][0])
     newest = max(newest, newest_incoming) if newest is not None else newest_incoming
     start = newest - window
     if covered_from is None or covered_from > start:
@@ -288,6 +291,12 @@ def _cover_window(
         {"newest": newest, "covered_from": covered_from},
     )
     return covered_from
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """In UTC: DuckDB hands TIMESTAMPTZ back in the session's time zone, where
+    subtracting a window of days would move with daylight saving time."""
+    return moment.astimezone(UTC) if moment is not None else None
 
 
 def count_each_event_once(con: duckdb.DuckDBPyConnection) -> int:

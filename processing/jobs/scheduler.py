@@ -12,8 +12,10 @@ of every segment to its destinations. The segments file is loaded (and every rul
 checked) when the service starts, not when the nightly job first needs it. Every
 build publishes the analyst database and the HTML report (``cdp.processing.jobs.pipeline``),
 and the service builds once as soon as ingest has caught up with the backlog, so
-analysts do not wait for the first refresh; until then the scheduled builds are
-skipped (they would see a part of the backlog). Jobs have fixed ids,
+analysts do not wait for the first refresh. Until then, while the broker answers,
+the scheduled builds are skipped: they would build, publish (and at night export) a
+part of the backlog. With the broker unreachable there is nothing to wait for, and
+they build what is stored. Jobs have fixed ids,
 never overlap (``max_instances=1``; a lock also keeps the two jobs apart), missed
 runs are coalesced into one, and a run may start up to ``misfire_grace_s`` late
 (APScheduler's default of 1 s would skip a nightly build after any hiccup).
@@ -32,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import duckdb
@@ -117,8 +119,10 @@ def make_scheduler(
     caught_up: threading.Event | None = None,
     stop: threading.Event | None = None,
     jobs: ServiceJobs | None = None,
+    broker_reachable: Callable[[], bool] = lambda: True,
 ) -> BackgroundScheduler:
-    """The service's jobs; with ``caught_up``, also a first build once it is set."""
+    """The service's jobs; with ``caught_up``, also a first build once it is set, and
+    no scheduled build before it while ``broker_reachable()``."""
     schedule = settings.schedule
     segments = segments or load_segment_config(settings)
     jobs = jobs if jobs is not None else ServiceJobs()
@@ -132,16 +136,13 @@ def make_scheduler(
     )
     one_at_a_time = threading.Lock()
     memory = settings.storage.memory_limit  # a build's; ingest runs with less
-    # With ``caught_up``, scheduled builds wait for the first build: one due while
-    # ingest still reads the backlog would build, publish (and at night export) a part
-    # of it.
-    first_build_done = threading.Event()
-    if caught_up is None:
-        first_build_done.set()
+
+    def reading_backlog() -> bool:
+        return caught_up is not None and not caught_up.is_set() and broker_reachable()
 
     def build(kind: str) -> None:
-        if kind != "first" and not first_build_done.is_set():
-            log.info("%s build skipped: ingest has not caught up with the backlog yet", kind)
+        if kind != "first" and reading_backlog():
+            log.info("%s build skipped: ingest is still reading the backlog", kind)
             return
         with one_at_a_time:
             if jobs.failed.is_set():
@@ -207,10 +208,7 @@ def make_scheduler(
             while not caught_up.wait(timeout=1.0):
                 if (stop is not None and stop.is_set()) or jobs.failed.is_set():
                     return
-            try:
-                build("first")
-            finally:
-                first_build_done.set()
+            build("first")
 
         scheduler.add_job(first_build, id="first-build", name="first build once caught up")
     return scheduler

@@ -41,7 +41,11 @@ CREATE TABLE events_unkeyed (
     payload          JSON NOT NULL
 );
 
-INSERT INTO events_unkeyed SELECT * FROM events;  -- in the order stored (insertion order is kept)
+-- In the order stored: cdp's connections do not preserve insertion order (faster
+-- parallel writes), and a parallel copy would reorder row groups.
+SET preserve_insertion_order = true;
+INSERT INTO events_unkeyed SELECT * FROM events;
+SET preserve_insertion_order = false;
 DROP TABLE events;
 ALTER TABLE events_unkeyed RENAME TO events;
 

@@ -243,3 +243,15 @@ def _tables(batch):
 
 def _ids_stored(con):
     return con.execute("SELECT event_id, count(*) FROM events GROUP BY ALL ORDER BY 1").fetchall()
+
+
+def test_the_window_is_measured_in_absolute_time_whatever_the_session_time_zone(memory_db):
+    memory_db.execute("SET TimeZone = 'Europe/Berlin'")  # DuckDB hands times back in it
+    newest = event("page_viewed", "new", timestamp="2026-10-30T12:00:00Z")  # after DST ends
+    write_batch(memory_db, *_tables(_batch([newest])))
+    older = event("page_viewed", "old", timestamp="2026-01-01T12:00:00Z")
+    write_batch(memory_db, *_tables(_batch([older], start=1)))  # reads the newest back
+    span = memory_db.execute(
+        "SELECT epoch(newest_event_at) - epoch(covered_from) FROM duplicate_window"
+    ).fetchone()[0]
+    assert span == timedelta(days=7).total_seconds()

@@ -71,10 +71,22 @@ def test_events_lose_their_key_in_schema_10_keeping_rows_order_comments_and_dedu
             " source_partition, source_offset, payload) SELECT event_id, type, family,"
             " occurred_at, 'USD', source_topic, source_partition, source_offset, payload FROM old"
         )
+        # Three row groups more, which a parallel copy would reorder.
+        con.execute(
+            "INSERT INTO events (event_id, type, family, occurred_at, currency, source_topic,"
+            " source_partition, source_offset, payload) SELECT 'r' || i, 'page_viewed',"
+            " 'browse', TIMESTAMPTZ '2026-01-01 00:00:00+00', 'USD', 'r', 0, i + 3, '{}'"
+            " FROM range(3 * 122880) AS t(i)"
+        )
     monkeypatch.setattr(migrations, "available_migrations", lambda: every)
     with connect(path) as con:
         assert current_version(con) == 10
-        assert con.execute("SELECT event_id FROM events").fetchall() == [("e3",), ("e1",), ("e2",)]
+        first = con.execute("SELECT event_id FROM events WHERE rowid < 3 ORDER BY rowid")
+        assert first.fetchall() == [("e3",), ("e1",), ("e2",)]
+        moved = con.execute(
+            "SELECT count(*) FROM events WHERE rowid >= 3 AND source_offset <> rowid"
+        )
+        assert moved.fetchall() == [(0,)]
         keys = con.execute(
             "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'events'"
             " AND constraint_type = 'PRIMARY KEY'"
