@@ -88,6 +88,6 @@ INSERT INTO analyst_snapshot.data_dictionary VALUES
     ('segment_members', 'orders', 'BIGINT', 'Orders.', 8),
     ('segment_members', 'historic_clv', 'DECIMAL(18,4)', 'Historic CLV.', 9),
     ('segment_members', 'predicted_clv', 'DOUBLE', 'Predicted CLV.', 10),
-    ('segment_members', 'p_alive', 'DOUBLE', 'BG/NBD probability alive.', 11),
+    ('segment_members', 'p_alive', 'DOUBLE', 'Probability still active (customer_profiles.p_alive).', 11),
     ('segment_members', 'days_since_last_order', 'INTEGER', 'Days since the last order.', 12),
     ('segment_members', 'traits', 'JSON', 'The segment''s export traits for this member.', 13);

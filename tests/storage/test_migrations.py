@@ -80,7 +80,7 @@ def test_events_lose_their_key_in_schema_10_keeping_rows_order_comments_and_dedu
         )
     monkeypatch.setattr(migrations, "available_migrations", lambda: every)
     with connect(path) as con:
-        assert current_version(con) == 10
+        assert current_version(con) == every[-1].version
         first = con.execute("SELECT event_id FROM events WHERE rowid < 3 ORDER BY rowid")
         assert first.fetchall() == [("e3",), ("e1",), ("e2",)]
         moved = con.execute(
@@ -101,3 +101,15 @@ def test_events_lose_their_key_in_schema_10_keeping_rows_order_comments_and_dedu
         again = _batch([_viewed("e1", 1)], start=10)
         result = write_batch(con, again.events, again.dead_letters)
         assert (result.stored, result.duplicates) == (0, 1)
+
+
+def test_prediction_columns_describe_the_chosen_model_not_bg_nbd_alone(tmp_path):
+    with connect(tmp_path / "db.duckdb") as con:
+        described = con.execute(
+            "SELECT column_name, comment FROM duckdb_columns() WHERE table_name ="
+            " 'customer_profiles' AND column_name IN ('predicted_clv', 'p_alive',"
+            " 'expected_purchases')"
+        ).fetchall()
+    assert len(described) == 3
+    for column, comment in described:
+        assert "chosen by the build" in comment and "BG/NBD" not in comment, column
