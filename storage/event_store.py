@@ -21,10 +21,18 @@ schema version 10. Its index holds every id ever stored, and DuckDB loads it who
 into memory at each checkpoint (~37 MB per million events): ``cdp load`` passed 2 GB
 of memory at 20M events of history. A check within the window costs what the window
 holds, whatever the history.
+
+Writers in one process take turns (:data:`_EVENT_WRITES`). Checking for stored copies
+and then inserting is a read followed by a write; with the key gone, DuckDB no longer
+stops two concurrent transactions (two consumers of a group on cursors of one
+database) from both storing an event sent to each, and their updates of the one-row
+``duplicate_window`` would conflict. DuckDB lets one process write a file, so a lock
+in the process is enough.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -184,6 +192,11 @@ INSERT OR REPLACE INTO consumer_offsets (group_id, topic, partition, next_offset
 SELECT group_id, topic, partition, next_offset, current_timestamp FROM incoming_offsets
 """
 
+# Held for the whole transaction of every write of events (see the module docstring),
+# and taken before it begins, so each writer's snapshot includes the previous writer's
+# rows. One lock for the process: it rarely holds more than one database.
+_EVENT_WRITES = threading.Lock()
+
 _OFFSET_SCHEMA = pa.schema(
     [
         ("group_id", pa.string()),
@@ -212,7 +225,7 @@ def write_batch(
 ) -> WriteResult:
     """Store a validated batch and (for Kafka) the next offsets, in one transaction.
     ``duplicate_window`` is ``ingest.duplicate_window``."""
-    with transaction(con):
+    with _EVENT_WRITES, transaction(con):
         stored, duplicates = insert_events(con, events, duplicate_window=duplicate_window)
         dead_lettered = _run_with(con, "incoming_dead_letters", dead_letters, INSERT_DEAD_LETTERS)
         if next_offsets:
@@ -235,7 +248,9 @@ def insert_events(
     *,
     duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
 ) -> tuple[int, int]:
-    """Insert event rows (inside the caller's transaction); return (stored, duplicates)."""
+    """Insert event rows (inside the caller's transaction); return (stored, duplicates).
+    Callers other than :func:`write_batch` and :func:`resolve_replayed` hold
+    :data:`_EVENT_WRITES` if another thread may write events to the same database."""
     if not events.num_rows:
         return 0, 0
     first, copies = _first_copies(events)
@@ -349,7 +364,7 @@ def resolve_replayed(
 
     Returns (moved to events, duplicates of stored events) and runs in one transaction.
     """
-    with transaction(con):
+    with _EVENT_WRITES, transaction(con):
         stored, duplicates = insert_events(con, replayed, duplicate_window=duplicate_window)
         _run_with(con, "replayed", replayed, DELETE_REPLAYED_DEAD_LETTERS)
         _run_with(con, "failed", still_failing, UPDATE_FAILED_REPLAYS)

@@ -1,3 +1,4 @@
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -255,3 +256,34 @@ def test_the_window_is_measured_in_absolute_time_whatever_the_session_time_zone(
         "SELECT epoch(newest_event_at) - epoch(covered_from) FROM duplicate_window"
     ).fetchone()[0]
     assert span == timedelta(days=7).total_seconds()
+
+
+def test_writers_on_one_database_in_one_process_store_each_id_once_without_conflicts(memory_db):
+    # Several consumers of one group in one process, each on its own cursor, may be
+    # sent copies of one event on different partitions at the same moment.
+    writers, batches, ids_per_batch = 4, 25, 8
+    errors: list[BaseException] = []
+    start = threading.Barrier(writers)
+
+    def write(partition: int) -> None:
+        cursor = memory_db.cursor()
+        start.wait()
+        try:
+            for number in range(batches):
+                bodies = [_viewed(f"b{number}-{n}", number + n / 10) for n in range(ids_per_batch)]
+                batch = _batch(bodies, partition=partition, start=number * ids_per_batch)
+                write_batch(cursor, *_tables(batch))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stored = _ids_stored(memory_db)
+    assert len(stored) == batches * ids_per_batch
+    assert {copies for _, copies in stored} == {1}
+    recorded = memory_db.execute("SELECT count(*) FROM duplicate_events").fetchone()[0]
+    assert recorded == (writers - 1) * batches * ids_per_batch
