@@ -270,7 +270,8 @@ def test_writers_on_one_database_in_one_process_store_each_id_once_without_confl
         start.wait()
         try:
             for number in range(batches):
-                bodies = [_viewed(f"b{number}-{n}", number + n / 10) for n in range(ids_per_batch)]
+                # All within the window, however far apart the writers get.
+                bodies = [_viewed(f"b{number}-{n}", number / 100) for n in range(ids_per_batch)]
                 batch = _batch(bodies, partition=partition, start=number * ids_per_batch)
                 write_batch(cursor, *_tables(batch))
         except BaseException as error:  # reported by the assertion below
