@@ -5,6 +5,10 @@
 -- and builds count an event once even if an older copy slipped in (see
 -- cdp.storage.event_store). DuckDB cannot drop a key, so the table is rebuilt, in the
 -- order it was stored; its comments go with it.
+--
+-- The rebuild also stores `payload`, most of the file, with zstd rather than DuckDB's
+-- pick (dictionary + FSST): on generated events it writes 2.2x faster and takes a third
+-- of the space, and builds, which read payloads, took the same time (issue 17).
 
 CREATE TABLE events_unkeyed (
     event_id         VARCHAR NOT NULL,         -- the store's idempotency key
@@ -38,7 +42,7 @@ CREATE TABLE events_unkeyed (
     source_partition INTEGER NOT NULL,
     source_offset    BIGINT NOT NULL,          -- Kafka offset, or line number for files
     received_at      TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
-    payload          JSON NOT NULL
+    payload          JSON NOT NULL USING COMPRESSION zstd
 );
 
 -- In the order stored: cdp's connections do not preserve insertion order (faster

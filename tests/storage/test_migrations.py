@@ -97,6 +97,12 @@ def test_events_lose_their_key_in_schema_10_keeping_rows_order_comments_and_dedu
             " AND column_name = 'payload'"
         ).fetchall()
         assert comment == "The full event as received (JSON)."
+        con.execute("CHECKPOINT")
+        payload_storage = con.execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info('events')"
+            " WHERE column_name = 'payload' AND segment_type <> 'VALIDITY'"
+        ).fetchall()
+        assert payload_storage == [("ZSTD",)]
         # The window is filled from the events stored before: a retry is still found.
         again = _batch([_viewed("e1", 1)], start=10)
         result = write_batch(con, again.events, again.dead_letters)
