@@ -352,13 +352,16 @@ def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path
     source.write_text('{"event_id": "e-1"}\n')
     outcomes = {}
     try:
-        for name, args in (
-            ("ingest", ("ingest", "--until-idle")),
-            ("topics", ("topics", "create")),
-            ("produce", ("produce", str(source))),
-        ):
-            log = tmp_path / f"{name}.log"
-            process = _start(config, log, *args)
+        # Side by side: each waits out its own timeout (~15 s).
+        started = {
+            name: (_start(config, tmp_path / f"{name}.log", *args), tmp_path / f"{name}.log")
+            for name, args in (
+                ("ingest", ("ingest", "--until-idle")),
+                ("topics", ("topics", "create")),
+                ("produce", ("produce", str(source))),
+            )
+        }
+        for name, (process, log) in started.items():
             process.communicate(timeout=90)
             outcomes[name] = (process.returncode, _printed(log))
     finally:
