@@ -351,6 +351,7 @@ def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path
     source = tmp_path / "one.jsonl"
     source.write_text('{"event_id": "e-1"}\n')
     outcomes = {}
+    started: dict[str, tuple[subprocess.Popen, Path]] = {}
     try:
         # Side by side: each waits out its own timeout (~15 s).
         started = {
@@ -366,6 +367,10 @@ def test_a_port_that_does_not_speak_kafka_gets_an_error_not_a_traceback(tmp_path
             outcomes[name] = (process.returncode, _printed(log))
     finally:
         silent.close()
+        for process, _ in started.values():  # none left behind if one timed out
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     for name, (returncode, printed) in outcomes.items():
         assert returncode == 1, (name, printed)
         assert "Traceback" not in printed, (name, printed)

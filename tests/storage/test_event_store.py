@@ -263,7 +263,7 @@ def test_writers_on_one_database_in_one_process_store_each_id_once_without_confl
     # sent copies of one event on different partitions at the same moment.
     writers, batches, ids_per_batch = 4, 25, 8
     errors: list[BaseException] = []
-    start = threading.Barrier(writers)
+    start = threading.Barrier(writers, timeout=30)
 
     def write(partition: int) -> None:
         cursor = memory_db.cursor()
@@ -281,7 +281,8 @@ def test_writers_on_one_database_in_one_process_store_each_id_once_without_confl
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a writer is stuck"
     assert errors == []
     stored = _ids_stored(memory_db)
     assert len(stored) == batches * ids_per_batch
