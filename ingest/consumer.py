@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import BrokenExecutor, Future
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 
 import duckdb
@@ -56,13 +56,8 @@ from cdp.errors import IngestError, OffsetOutOfRange, TransientError
 from cdp.ingest.broker import BOOTSTRAP_TIMEOUT_MS, bootstrap_list, describe_kafka_error
 from cdp.ingest.events import Family
 from cdp.ingest.stats import IngestStats  # defined apart, for cdp load without kafka-python
-from cdp.ingest.validation import (
-    PartitionSlice,
-    ValidatedBatch,
-    ValidationLimits,
-    start_validator_process,
-    validate_slices,
-)
+from cdp.ingest.validation import ValidatedBatch, ValidationLimits
+from cdp.ingest.validator_process import PendingValidation, ValidatorProcess
 from cdp.settings import Settings
 from cdp.storage.event_store import (
     reset_stored_offsets,
@@ -90,7 +85,7 @@ COMMIT_ANSWER_S = 10.0
 @dataclass
 class _PendingBatch:
     generation: int
-    validated: Future[ValidatedBatch]
+    validated: PendingValidation
     next_offsets: dict[tuple[str, int], int]
     polled_at: float
 
@@ -174,10 +169,7 @@ class EventConsumer:
         self.broker = BrokerHealth()
         # Started before the Kafka client, so its start-up is not paid while holding
         # partitions.
-        self._validator = start_validator_process()
-        # Its pid, to kill it when it hangs: a pool cannot be shut down around a worker
-        # that never answers.
-        self._validator_pid = self._validator.submit(os.getpid).result()
+        self._validator = ValidatorProcess()
         self._validator_failed = False
         self._consumer: KafkaConsumer | None = None
 
@@ -378,12 +370,8 @@ class EventConsumer:
                 )
 
     def _enqueue(self, polled: dict, generation: int) -> None:
-        slices = [
-            PartitionSlice.from_records(tp.topic, tp.partition, records)
-            for tp, records in polled.items()
-        ]
         polled_at = time.monotonic()
-        validated = self._submit(slices)
+        validated = self._submit(polled)
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
@@ -508,12 +496,14 @@ class EventConsumer:
     def _check_validator(self) -> None:
         """Fail now, not at the next batch, if the validator process died: a service
         that is idle must still notice (the pool marks itself broken at once)."""
-        self._validator_answer(self._submit([]))
+        self._validator_answer(self._submit({}))
 
-    def _submit(self, slices: list[PartitionSlice]) -> Future[ValidatedBatch]:
+    def _submit(self, polled: dict[TopicPartition, list]) -> PendingValidation:
         try:
-            return self._validator.submit(
-                validate_slices, slices, self._family_by_topic, self._limits
+            return self._validator.validate(
+                ((tp.topic, tp.partition, records) for tp, records in polled.items()),
+                self._family_by_topic,
+                self._limits,
             )
         except BrokenExecutor as exc:
             self._validator_failed = True
@@ -589,14 +579,15 @@ class EventConsumer:
         try:
             while True:
                 waiting = [self._queue.get()]
-                # Batches queued behind it go into the same transaction: when the
-                # writer falls behind (a backlog), fewer, bigger writes; past a DuckDB
-                # row group (122,880 rows) they skip the WAL and the checkpoint.
+                # Batches queued behind it whose validation is done go into the same
+                # transaction: when the writer falls behind (a backlog), fewer, bigger
+                # writes; past a DuckDB row group (122,880 rows) they skip the WAL and
+                # the checkpoint. Not those still being validated: waiting for them
+                # would leave the writer idle now and with all of them at the end.
                 while len(waiting) < self._QUEUE_DEPTH and waiting[-1] is not _STOP:
-                    try:
-                        waiting.append(self._queue.get_nowait())
-                    except queue.Empty:
+                    if not _validated_or_stop(self._queue):
                         break
+                    waiting.append(self._queue.get_nowait())
                 try:
                     batches = [item for item in waiting if item is not _STOP]
                     if batches and self._writer_error is None:
@@ -662,7 +653,7 @@ class EventConsumer:
     def _validated(self, pending: _PendingBatch) -> ValidatedBatch:
         return self._validator_answer(pending.validated)
 
-    def _validator_answer(self, future: Future[ValidatedBatch]) -> ValidatedBatch:
+    def _validator_answer(self, future: PendingValidation) -> ValidatedBatch:
         """The validator's answer, or an error if it died or hangs: a consumer waiting
         forever on it would look alive and store nothing."""
         limit = self._settings.kafka.max_poll_interval_ms / 1000
@@ -690,8 +681,8 @@ class EventConsumer:
                 log.debug("error while closing the consumer: %s", exc)
         if self._validator_failed:  # hung or dead: waiting for it would never end
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._validator_pid, signal.SIGKILL)
-        self._validator.shutdown(wait=not self._validator_failed, cancel_futures=True)
+                os.kill(self._validator.pid, signal.SIGKILL)
+        self._validator.shutdown(wait=not self._validator_failed)
 
 
 def _merged(batches: list[ValidatedBatch]) -> ValidatedBatch:
@@ -708,6 +699,17 @@ def _merged(batches: list[ValidatedBatch]) -> ValidatedBatch:
         consumed=sum(batch.consumed for batch in batches),
         dead_letter_kinds=kinds,
     )
+
+
+def _validated_or_stop(pending: queue.Queue) -> bool:
+    """Whether the queue's next item is a batch whose validation is done, or the
+    stop mark. Peeked under the queue's own lock; only the writer thread takes
+    items out, so the item is still there when it does."""
+    with pending.mutex:
+        if not pending.queue:
+            return False
+        head = pending.queue[0]
+    return head is _STOP or head.validated.done()
 
 
 def _drain(pending: queue.Queue) -> None:

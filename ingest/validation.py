@@ -30,16 +30,10 @@ path. Event times are checked once per batch, on the Arrow column.
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-import multiprocessing
-import os
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -155,7 +149,7 @@ def validate_batch(
     Sources not in the mapping (files) accept every family. Event times are bounded
     by ``limits`` relative to now, the moment the batch is validated.
     """
-    return _validate(
+    return validate_messages(
         ((m.value, m.topic, m.partition, m.offset, m.key) for m in messages),
         family_by_topic,
         limits,
@@ -167,11 +161,12 @@ def validate_batch(
 _Message = tuple[bytes | None, str, int, int, bytes | None]
 
 
-def _validate(
+def validate_messages(
     messages: Iterable[_Message],
     family_by_topic: Mapping[str, Family] | None,
     limits: ValidationLimits,
 ) -> ValidatedBatch:
+    """:func:`validate_batch` over (value, topic, partition, offset, key) tuples."""
     max_event_bytes = limits.max_event_bytes
     received = datetime.now(UTC)
     # This loop runs once per message on the ingest hot path: one tuple per accepted
@@ -462,96 +457,6 @@ def _wrong_topic(event_type: str, family: str, topic: str, expected: str) -> Rej
         f"{event_type} is a {family} event but arrived on topic {topic!r}, "
         f"which carries {expected} events",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionSlice:
-    """Polled records of one partition as three lists: what the validator process
-    receives (pickling lists of ints and bytes is a few memory copies)."""
-
-    topic: str
-    partition: int
-    offsets: list[int]
-    keys: list[bytes | None]
-    values: list[bytes | None]
-
-    @classmethod
-    def from_records(cls, topic: str, partition: int, records: list) -> PartitionSlice:
-        return cls(
-            topic,
-            partition,
-            [record.offset for record in records],
-            [record.key for record in records],
-            [record.value for record in records],
-        )
-
-
-def validate_slices(
-    slices: list[PartitionSlice], family_by_topic: Mapping[str, Family], limits: ValidationLimits
-) -> ValidatedBatch:
-    """``validate_batch`` over polled partitions; runs in the validator process.
-
-    The garbage collector is off meanwhile: a batch makes only acyclic objects (the
-    events' dicts and lists, tuples), freed by reference counting, and each batch set
-    off full collections (~0.4 us a message)."""
-    messages = (
-        (value, part.topic, part.partition, offset, key)
-        for part in slices
-        for offset, key, value in zip(part.offsets, part.keys, part.values, strict=True)
-    )
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _validate(messages, family_by_topic, limits)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def start_validator_process() -> ProcessPoolExecutor:
-    """A one-process pool for ``validate_slices``, already started.
-
-    Validation is pure Python; run in the process that also polls Kafka or writes
-    DuckDB, it would contend with them for the GIL. Spawned, not forked: the caller
-    may already run kafka-python's and DuckDB's threads. The pool starts its process
-    on first use, so pay the ~1 s of imports here rather than mid-stream.
-    """
-    pool = ProcessPoolExecutor(
-        max_workers=1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    )
-    try:
-        pool.submit(_warm_up).result()
-    except BaseException:
-        pool.shutdown(cancel_futures=True)
-        raise
-    return pool
-
-
-def _warm_up() -> None:
-    """The validator process's first call: import and build all that validation uses,
-    then move it out of the garbage collector's sight. It lives as long as the process
-    (~64k objects: pydantic's, pyarrow's, kafka-python's modules), and every full
-    collection, which the objects of each batch set off a few times per 100k
-    messages, walked all of it: ~9% of validation's time (8.9 -> 8.1 us/message)."""
-    validate_slices([], {}, DEFAULT_LIMITS)
-    gc.collect()
-    gc.freeze()
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """The validator process's initializer: exit once the process that started it is
-    gone. A parent killed outright (``kill -9``, the OOM killer) never shuts its pool
-    down, and the worker, blocked reading its call queue, would otherwise live on."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="cdp-exit-with-parent", daemon=True).start()
 
 
 def describe_validation_error(exc: ValidationError, raw: bytes | str) -> Rejection:

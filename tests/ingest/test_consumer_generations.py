@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from kafka import TopicPartition
 
 from cdp.ingest.consumer import EventConsumer, _PendingBatch
+from cdp.ingest.validator_process import PendingValidation
 from cdp.settings import Settings
 from tests.helpers import encode, event
 
@@ -69,9 +70,9 @@ def test_a_batch_polled_across_the_first_join_is_not_validated_and_is_read_again
     submitted = []
     submit = consumer._submit
 
-    def counting_submit(slices):
-        submitted.append(sum(len(part.values) for part in slices))
-        return submit(slices)
+    def counting_submit(polled):
+        submitted.append(sum(len(records) for records in polled.values()))
+        return submit(polled)
 
     consumer._submit = counting_submit
     stats = consumer.run()
@@ -86,7 +87,8 @@ def test_the_writer_discards_a_stale_batch_without_waiting_for_its_validation(me
     consumer = EventConsumer(settings, memory_db)
     try:
         never = Future()  # a validation that would never answer
-        pending = _PendingBatch(consumer._generation - 1, never, {("store.browse", 0): 3}, 0.0)
+        validation = PendingValidation(never, ())
+        pending = _PendingBatch(consumer._generation - 1, validation, {("store.browse", 0): 3}, 0.0)
         done = threading.Event()
 
         def store():

@@ -1,9 +1,4 @@
-import gc
 import json
-import os
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -314,63 +309,3 @@ def test_payloads_of_stored_events_are_standard_json():
     assert batch.events["event_id"].to_pylist() == ["ok"]
     for payload in batch.events["payload"].to_pylist():
         json.loads(payload, parse_constant=refuse, object_pairs_hook=Pairs)
-
-
-def test_the_validator_process_exits_when_its_parent_is_killed_outright():
-    # A parent that starts the validator, reports its pid, then waits to be killed.
-    parent = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import os, sys, time\n"
-                "from cdp.ingest.validation import start_validator_process\n"
-                "pool = start_validator_process()\n"
-                "print(pool.submit(os.getpid).result(), flush=True)\n"
-                "time.sleep(120)\n"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        worker = int(parent.stdout.readline())
-        os.kill(worker, 0)  # running
-        parent.kill()  # SIGKILL: no shutdown of the pool
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _running(worker):
-            time.sleep(0.2)
-        assert not _running(worker), "the validator process outlived its parent"
-    finally:
-        parent.kill()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # An exited orphan is reaped by init; until then it shows as a zombie.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"
-
-
-def test_the_validator_process_keeps_its_start_up_heap_out_of_the_garbage_collector():
-    pool = validation.start_validator_process()
-    try:
-        # Frozen: full collections, set off by every batch, no longer walk it.
-        assert pool.submit(gc.get_freeze_count).result() > 10_000
-        batch = pool.submit(
-            validation.validate_slices,
-            [
-                validation.PartitionSlice(
-                    "t.browse", 0, [0], [None], [encode(event("page_viewed", "e"))]
-                )
-            ],
-            TOPICS,
-            DEFAULT_LIMITS,
-        ).result()
-        assert batch.events["event_id"].to_pylist() == ["e"]
-    finally:
-        pool.shutdown()

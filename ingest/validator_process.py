@@ -1,0 +1,323 @@
+"""The validator process: pydantic over polled batches, beside the polling process.
+
+Validation is pure Python; run in the process that also polls Kafka and writes
+DuckDB, it would contend with them for the GIL. So ingest hands each polled batch to
+one worker process and gets back Arrow tables (:class:`~cdp.ingest.validation.
+ValidatedBatch`).
+
+How a batch travels matters as much as where it is validated. A poll is ~6 MB of
+message bytes and comes back as ~8 MB of Arrow. Through the pool's pipe that is
+hundreds of 64 KB writes and reads, and in the polling process each of them has to
+take the GIL back from the poll thread, which holds it for up to the 5 ms switch
+interval: the validator sat idle about a third of the time, waiting for its answer to
+be read (measured in benchmarks/ingest_throughput.py). So on Linux each batch goes
+in a memory file (``memfd``): the polling process writes the polled records there as
+one Arrow stream, the validator opens the file through ``/proc/<pid>/fd`` and writes
+its answer into a second one, and only the files' numbers and sizes go through the
+pipe. Where memory files are missing or cannot be opened across processes, the
+tables travel pickled through the pipe, as before.
+
+A memory file is closed by the polling process only once the validator is done with
+the batch (the future is done): closed earlier, its number could be given to the next
+batch's file while the validator still meant the old one.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from cdp.ingest.events import Family
+from cdp.ingest.validation import (
+    DEFAULT_LIMITS,
+    ValidatedBatch,
+    ValidationLimits,
+    validate_messages,
+)
+
+if TYPE_CHECKING:  # kafka-python costs ~0.17 s to import; cdp load needs none of it
+    from kafka.consumer.fetcher import ConsumerRecord
+
+# What a poll of one partition sends: its records' offsets, keys and values.
+POLLED_SCHEMA = pa.schema([("offset", pa.int64()), ("key", pa.binary()), ("value", pa.binary())])
+
+
+@dataclass(frozen=True, slots=True)
+class _Partition:
+    topic: str
+    partition: int
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """A polled batch: its partitions in order, and their records as one table, either
+    inline or in the memory file ``polled_file`` of process ``pid`` (``polled_bytes``
+    long); the answer goes into its memory file ``answer_file``, if any."""
+
+    partitions: tuple[_Partition, ...]
+    family_by_topic: Mapping[str, Family]
+    limits: ValidationLimits
+    polled: pa.Table | None = None
+    pid: int = 0
+    polled_file: int = -1
+    polled_bytes: int = 0
+    answer_file: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A validated batch: inline, or its two tables as Arrow streams in the request's
+    answer file (the events' first, ``events_bytes`` long, ``total_bytes`` in all)."""
+
+    consumed: int
+    dead_letter_kinds: dict[str, int]
+    batch: ValidatedBatch | None = None
+    events_bytes: int = 0
+    total_bytes: int = 0
+
+
+class PendingValidation:
+    """A batch handed to the validator: :meth:`result` waits for it. Raises what the
+    pool raises (``BrokenExecutor`` if the process died, ``TimeoutError``)."""
+
+    def __init__(self, future: Future[_Answer], files: tuple[int, ...]) -> None:
+        self._future = future
+        self._answer_bytes: bytes | None = None
+        self._unread: OSError | None = None
+        # Set once the answer is read: a future's callbacks run just after its result
+        # is set, so result() may return before this one has run.
+        self._collected = threading.Event()
+        if files:
+            future.add_done_callback(lambda done: self._collect(done, files))
+
+    def _collect(self, done: Future[_Answer], files: tuple[int, ...]) -> None:
+        """Read the answer from its memory file and close both files, as soon as the
+        validator is done (on the pool's thread): see the module docstring."""
+        try:
+            if not done.cancelled() and done.exception() is None:
+                answer = done.result()
+                self._answer_bytes = os.pread(files[-1], answer.total_bytes, 0)
+        except OSError as exc:  # raised by result(), on the thread that waits for it
+            self._unread = exc
+        finally:
+            for fd in files:
+                os.close(fd)
+            self._collected.set()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def cancel(self) -> bool:
+        return self._future.cancel()
+
+    def result(self, timeout: float | None = None) -> ValidatedBatch:
+        answer = self._future.result(timeout)
+        if answer.batch is not None:
+            return answer.batch
+        self._collected.wait()
+        if self._unread is not None:
+            raise self._unread
+        assert self._answer_bytes is not None, "read before the future is done"
+        data = pa.py_buffer(self._answer_bytes)
+        events = pa.ipc.open_stream(data.slice(0, answer.events_bytes)).read_all()
+        dead_letters = pa.ipc.open_stream(data.slice(answer.events_bytes)).read_all()
+        return ValidatedBatch(events, dead_letters, answer.consumed, answer.dead_letter_kinds)
+
+
+class ValidatorProcess:
+    """The one validator process of a consumer, and how batches travel to it."""
+
+    def __init__(self) -> None:
+        """Start the process, already warmed up. Spawned, not forked: the caller may
+        already run kafka-python's and DuckDB's threads. The pool starts its process
+        on first use, so the ~1 s of imports is paid here rather than mid-stream."""
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
+        try:
+            self.pid: int = self._pool.submit(_warm_up).result()
+            self._memory_files = _memory_files_work(self._pool)
+        except BaseException:
+            self._pool.shutdown(cancel_futures=True)
+            raise
+
+    @property
+    def uses_memory_files(self) -> bool:
+        return self._memory_files
+
+    def validate(
+        self,
+        polled: Iterable[tuple[str, int, list[ConsumerRecord]]],
+        family_by_topic: Mapping[str, Family],
+        limits: ValidationLimits,
+    ) -> PendingValidation:
+        """Hand a poll's records, (topic, partition, records) in poll order, to the
+        validator. Raises ``BrokenExecutor`` if the process died."""
+        partitions, offsets, keys, values = [], [], [], []
+        for topic, partition, records in polled:
+            partitions.append(_Partition(topic, partition, len(records)))
+            offsets += [record.offset for record in records]
+            keys += [record.key for record in records]
+            values += [record.value for record in records]
+        table = pa.Table.from_arrays(
+            [
+                pa.array(offsets, pa.int64()),
+                pa.array(keys, pa.binary()),
+                pa.array(values, pa.binary()),
+            ],
+            schema=POLLED_SCHEMA,
+        )
+        common = {"partitions": tuple(partitions), "family_by_topic": family_by_topic}
+        if not self._memory_files:
+            request = _Request(**common, limits=limits, polled=table)
+            return PendingValidation(self._pool.submit(_validate_request, request), ())
+        stream = _to_stream(table)
+        polled_file = os.memfd_create("cdp-polled", os.MFD_CLOEXEC)
+        try:
+            os.pwrite(polled_file, stream, 0)
+            answer_file = os.memfd_create("cdp-validated", os.MFD_CLOEXEC)
+        except BaseException:
+            os.close(polled_file)
+            raise
+        request = _Request(
+            **common,
+            limits=limits,
+            pid=os.getpid(),
+            polled_file=polled_file,
+            polled_bytes=stream.size,
+            answer_file=answer_file,
+        )
+        try:
+            future = self._pool.submit(_validate_request, request)
+        except BaseException:
+            os.close(polled_file)
+            os.close(answer_file)
+            raise
+        return PendingValidation(future, (polled_file, answer_file))
+
+    def shutdown(self, *, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _to_stream(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _memory_files_work(pool: ProcessPoolExecutor) -> bool:
+    """Whether the validator can open this process's memory files (Linux with /proc)."""
+    try:
+        probe = os.memfd_create("cdp-probe", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        return False
+    try:
+        os.pwrite(probe, b"cdp", 0)
+        return pool.submit(_reads_memory_file, os.getpid(), probe).result()
+    finally:
+        os.close(probe)
+
+
+def _reads_memory_file(pid: int, fd: int) -> bool:
+    try:
+        return _read_memory_file(pid, fd, 3) == b"cdp"
+    except OSError:
+        return False
+
+
+def _read_memory_file(pid: int, fd: int, size: int) -> bytes:
+    handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY)
+    try:
+        return os.pread(handle, size, 0)
+    finally:
+        os.close(handle)
+
+
+# -- in the validator process ---------------------------------------------------------
+
+
+def _validate_request(request: _Request) -> _Answer:
+    """Validate a polled batch; runs in the validator process.
+
+    The garbage collector is off meanwhile: a batch makes only acyclic objects (the
+    events' dicts and lists, tuples), freed by reference counting, and each batch set
+    off full collections (~0.4 us a message)."""
+    if request.polled is not None:
+        table = request.polled
+    else:
+        stream = _read_memory_file(request.pid, request.polled_file, request.polled_bytes)
+        table = pa.ipc.open_stream(stream).read_all()
+    messages = _messages(request.partitions, table)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        batch = validate_messages(messages, request.family_by_topic, request.limits)
+    finally:
+        if collecting:
+            gc.enable()
+    kinds = batch.dead_letter_kinds
+    if request.answer_file < 0:
+        return _Answer(batch.consumed, kinds, batch=batch)
+    events, dead_letters = _to_stream(batch.events), _to_stream(batch.dead_letters)
+    handle = os.open(f"/proc/{request.pid}/fd/{request.answer_file}", os.O_WRONLY)
+    try:
+        os.pwrite(handle, events, 0)
+        os.pwrite(handle, dead_letters, events.size)
+    finally:
+        os.close(handle)
+    return _Answer(
+        batch.consumed, kinds, events_bytes=events.size, total_bytes=events.size + dead_letters.size
+    )
+
+
+def _messages(partitions: tuple[_Partition, ...], table: pa.Table) -> Iterable[tuple]:
+    """(value, topic, partition, offset, key) of each polled record, in poll order."""
+    offsets = table.column("offset").to_pylist()
+    keys = table.column("key").to_pylist()
+    values = table.column("value").to_pylist()
+    start = 0
+    for part in partitions:
+        for row in range(start, start + part.records):
+            yield values[row], part.topic, part.partition, offsets[row], keys[row]
+        start += part.records
+
+
+def _warm_up() -> int:
+    """The validator process's first call: import and build all that validation uses,
+    then move it out of the garbage collector's sight; returns the process's pid. It
+    lives as long as the process (~64k objects: pydantic's, pyarrow's, kafka-python's
+    modules), and every full collection, which the objects of each batch set off a few
+    times per 100k messages, walked all of it: ~9% of validation's time (8.9 -> 8.1
+    us/message)."""
+    empty = pa.Table.from_pylist([], schema=POLLED_SCHEMA)
+    _validate_request(_Request((), {}, DEFAULT_LIMITS, polled=empty))
+    gc.collect()
+    gc.freeze()
+    return os.getpid()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """The validator process's initializer: exit once the process that started it is
+    gone. A parent killed outright (``kill -9``, the OOM killer) never shuts its pool
+    down, and the worker, blocked reading its call queue, would otherwise live on."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="cdp-exit-with-parent", daemon=True).start()
