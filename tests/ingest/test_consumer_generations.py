@@ -51,6 +51,9 @@ class _JoiningKafka:
     def assignment(self):
         return {BROWSE}
 
+    def highwater(self, partition):
+        return len(self.records)
+
     def seek_to_beginning(self, partition):
         self.seeks.append("beginning")
         self.position = 0
@@ -88,7 +91,9 @@ def test_the_writer_discards_a_stale_batch_without_waiting_for_its_validation(me
     try:
         never = Future()  # a validation that would never answer
         validation = PendingValidation(never, ())
-        pending = _PendingBatch(consumer._generation - 1, validation, {("store.browse", 0): 3}, 0.0)
+        pending = _PendingBatch(
+            consumer._generation - 1, validation, {("store.browse", 0): 3}, 0.0, 3, False
+        )
         done = threading.Event()
 
         def store():

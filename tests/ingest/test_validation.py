@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cdp.ingest import validation
-from cdp.ingest.events import Family
+from cdp.ingest.events import Family, parse_event
 from cdp.ingest.validation import RawMessage, ValidationLimits, validate_batch
 from tests.helpers import encode, event, one_of_each_type
 from tests.ingest.untrusted_json import (
@@ -140,6 +140,17 @@ def test_a_repeated_key_is_found_however_the_json_is_spaced(separator):
 def test_a_repeated_key_is_found_when_escapes_spell_it_or_quotes_hide_in_values():
     body = event("order_completed", "e", note='she said "total": 5000')
     raw = to_json(body).replace(b'"total": "39.98"', b'"total": "5000", "tot\\u0061l": "39.98"')
+    assert _verdict(raw) == ("invalid_event", "properties.total: repeated key")
+
+
+def test_a_repeated_key_spaced_from_its_colon_is_found_when_strings_hold_as_many_quote_colons():
+    # Counted without removing whitespace, '":' would occur exactly as often as the
+    # validated event has keys: the strings make up for the keys spaced from their colon.
+    body = repeat_key(event("order_completed", "e", note="x"), "properties.total", "5000")
+    raw = to_json(body, separator=" : ")
+    keys = validation.count_keys(parse_event(raw))
+    raw = raw.replace(b'"x"', b'"' + b'\\":' * keys + b'"')
+    assert raw.count(b'":') == validation.count_keys(parse_event(raw))
     assert _verdict(raw) == ("invalid_event", "properties.total: repeated key")
 
 

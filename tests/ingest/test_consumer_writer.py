@@ -1,0 +1,71 @@
+"""The writer thread's transactions: a backlog in row groups, live traffic at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kafka import TopicPartition
+
+import cdp.ingest.consumer as consumer_module
+from cdp.ingest.consumer import _STOP, EventConsumer, _PendingBatch
+from cdp.ingest.validation import RawMessage
+from cdp.settings import Settings
+from tests.helpers import encode, event
+
+BROWSE = TopicPartition("store.browse", 0)
+
+
+@pytest.fixture
+def writer(memory_db, monkeypatch):
+    # Long enough that a writer waiting for a backlog's next batch is seen waiting.
+    monkeypatch.setattr(consumer_module, "_LINGER_S", 60.0)
+    consumer = EventConsumer(Settings(), memory_db)
+    thread = threading.Thread(target=consumer._write_loop, daemon=True)
+    thread.start()
+    yield consumer
+    consumer._queue.put(_STOP)
+    thread.join(timeout=10)
+    consumer.close()
+    assert not thread.is_alive()
+
+
+def _polled(consumer: EventConsumer, first: int, records: int, more_behind: bool):
+    """Three real events, standing for a poll of ``records`` records."""
+    messages = [
+        RawMessage(encode(event("page_viewed", f"e-{offset}")), BROWSE.topic, 0, offset)
+        for offset in range(first, first + 3)
+    ]
+    return _PendingBatch(
+        consumer._generation,
+        consumer._submit({BROWSE: messages}),
+        {(BROWSE.topic, 0): first + 3},
+        time.monotonic(),
+        records,
+        more_behind,
+    )
+
+
+def _stored_transactions(consumer: EventConsumer, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while consumer.stats.batches < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert consumer.stats.batches == count
+
+
+def test_a_backlog_waits_for_its_next_batches_until_a_row_group_is_full(writer):
+    writer._queue.put(_polled(writer, 0, 100_000, more_behind=True))
+    time.sleep(1.0)
+    assert writer.stats.batches == 0  # waiting for the rest of the row group
+    writer._queue.put(_polled(writer, 3, 30_000, more_behind=True))
+    _stored_transactions(writer, 1)
+    assert writer.stats.stored == 6
+
+
+def test_a_poll_that_read_its_partitions_to_the_end_is_stored_at_once(writer):
+    writer._queue.put(_polled(writer, 0, 3, more_behind=False))
+    _stored_transactions(writer, 1)
+    writer._queue.put(_polled(writer, 3, 3, more_behind=False))
+    _stored_transactions(writer, 2)
+    assert writer.stats.stored == 6
