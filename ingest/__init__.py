@@ -4,6 +4,7 @@ Modules, by stage:
 
 - ``events``      the event vocabulary and the pydantic models (the contract with stores)
 - ``validation``  raw bytes -> accepted rows (Arrow) or dead letters with a reason
+- ``validator_process``  the process that validates polled batches beside the poll
 - ``broker``      the bundled local broker, and connecting to any broker
 - ``topics``      topic creation
 - ``producer``    JSON-lines file -> topics

@@ -90,7 +90,7 @@ class _PendingBatch:
     polled_at: float
     records: int
     # Whether the partitions polled held more records than the poll took (a backlog).
-    more_behind: bool
+    left_behind: bool
 
 
 _STOP = object()
@@ -385,12 +385,8 @@ class EventConsumer:
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
         records = sum(len(batch) for batch in polled.values())
-        more_behind = any(
-            (self._consumer.highwater(tp) or 0) > next_offsets[(tp.topic, tp.partition)]
-            for tp in polled
-        )
         pending = _PendingBatch(
-            generation, validated, next_offsets, polled_at, records, more_behind
+            generation, validated, next_offsets, polled_at, records, self._left_behind(polled)
         )
         # Even when stopping: a polled batch is stored, unless the writer has failed.
         while self._writer_error is None:
@@ -399,6 +395,22 @@ class EventConsumer:
                 return
             except queue.Full:
                 continue
+
+    def _left_behind(self, polled: dict) -> bool:
+        """Whether a partition just polled holds records the poll did not return: its
+        position (past the records returned and any transaction marker) is short of
+        the high watermark of its last fetch. A backlog, for the writer (see
+        :meth:`_write_loop`); False where not known, e.g. revoked meanwhile."""
+        assert self._consumer is not None
+        for tp in polled:
+            try:
+                highwater = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=0)
+            except KafkaError:
+                continue
+            if highwater is not None and position is not None and position < highwater:
+                return True
+        return False
 
     def _rewind(self) -> None:
         """After the writer discarded batches polled across a rebalance: wait until it
@@ -611,7 +623,7 @@ class EventConsumer:
                         waiting.append(self._queue.get_nowait())
                         continue
                     try:
-                        waiting.append(self._queue.get(timeout=_LINGER_S * last.more_behind))
+                        waiting.append(self._queue.get(timeout=_LINGER_S * last.left_behind))
                     except queue.Empty:
                         break
                 try:
@@ -688,12 +700,14 @@ class EventConsumer:
         except BrokenExecutor as exc:
             self._validator_failed = True
             raise IngestError(f"the validator process died ({exc})") from None
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is one
             self._validator_failed = True
             raise IngestError(
                 f"the validator process did not answer within {limit:g} s "
                 "(kafka.max_poll_interval_ms): stuck or starved of CPU"
             ) from None
+        except OSError as exc:  # a batch's memory file (ingest/validator_process.py)
+            raise IngestError(f"a batch could not reach the validator process: {exc}") from None
 
     def close(self) -> None:
         if self._consumer is not None:

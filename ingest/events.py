@@ -42,7 +42,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import CoreConfig, PydanticCustomError, SchemaValidator
 from typing_extensions import TypedDict
 
 
@@ -293,7 +293,14 @@ def _check_envelope(event: EventDict) -> EventDict:
 Event = Annotated[EventDict, AfterValidator(_check_envelope)]
 EVENT_ADAPTER: TypeAdapter[EventDict] = TypeAdapter(Event)
 
+# The validator ingest runs on every message: EVENT_ADAPTER's schema with the JSON
+# parser's string cache off. The cache pays for strings seen again, but ids, times and
+# names are new in each event (3.53 -> 3.32 us an event). A TypeAdapter of a TypedDict
+# takes no config of its own (the TypedDict's reaches only its nested schema), and its
+# config here would be empty, so this one is the same validator with that one change.
+EVENT_VALIDATOR = SchemaValidator(EVENT_ADAPTER.core_schema, CoreConfig(cache_strings=False))
+
 
 def parse_event(raw: bytes | str) -> EventDict:
     """Validate one JSON event; raises ``pydantic.ValidationError`` naming the bad field."""
-    return EVENT_ADAPTER.validate_json(raw)
+    return EVENT_VALIDATOR.validate_json(raw)

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from cdp.ingest.events import EVENT_ADAPTER, FAMILY_OF_TYPE, Family, UnknownEventType
+from cdp.ingest.events import EVENT_VALIDATOR, FAMILY_OF_TYPE, Family, UnknownEventType
 from cdp.settings import IngestSettings
 
 if TYPE_CHECKING:  # kafka-python costs ~0.17 s to import; cdp load needs none of it
@@ -172,7 +172,7 @@ def validate_messages(
     # This loop runs once per message on the ingest hot path: one tuple per accepted
     # event, transposed into columns once at the end (where the event times are
     # checked, on the Arrow column).
-    validate = EVENT_ADAPTER.validator.validate_json
+    validate = EVENT_VALIDATOR.validate_json
     cannot_differ = _cannot_differ
     family_of = _FAMILY_NAME
     expected_of = {topic: family.value for topic, family in (family_by_topic or {}).items()}

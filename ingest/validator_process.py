@@ -25,6 +25,7 @@ batch's file while the validator still meant the old one.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing
 import os
 import threading
@@ -47,6 +48,8 @@ from cdp.ingest.validation import (
 if TYPE_CHECKING:  # kafka-python costs ~0.17 s to import; cdp load needs none of it
     from kafka.consumer.fetcher import ConsumerRecord
 
+log = logging.getLogger(__name__)
+
 # What a poll of one partition sends: its records' offsets, keys and values.
 POLLED_SCHEMA = pa.schema([("offset", pa.int64()), ("key", pa.binary()), ("value", pa.binary())])
 
@@ -59,19 +62,44 @@ class _Partition:
 
 
 @dataclass(frozen=True, slots=True)
+class _MemoryFile:
+    """A memory file of the polling process, as the validator opens it: through
+    ``/proc/<pid>/fd/<fd>``, checked to be the same file (device and inode). A number
+    whose file was closed could be given to another: the pool closes the files of
+    every batch it fails when it breaks, before it stops a worker still running."""
+
+    pid: int
+    fd: int
+    identity: tuple[int, int]
+
+    @classmethod
+    def create(cls, name: str) -> _MemoryFile:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        status = os.fstat(fd)
+        return cls(os.getpid(), fd, (status.st_dev, status.st_ino))
+
+    def open(self, flags: int) -> int:
+        handle = os.open(f"/proc/{self.pid}/fd/{self.fd}", flags)
+        status = os.fstat(handle)
+        if (status.st_dev, status.st_ino) != self.identity:
+            os.close(handle)
+            raise OSError(f"memory file {self.fd} of process {self.pid} is no longer the batch's")
+        return handle
+
+
+@dataclass(frozen=True, slots=True)
 class _Request:
     """A polled batch: its partitions in order, and their records as one table, either
-    inline or in the memory file ``polled_file`` of process ``pid`` (``polled_bytes``
-    long); the answer goes into its memory file ``answer_file``, if any."""
+    inline or in the memory file ``polled_file`` (``polled_bytes`` long); the answer
+    goes into the memory file ``answer_file``, if any."""
 
     partitions: tuple[_Partition, ...]
     family_by_topic: Mapping[str, Family]
     limits: ValidationLimits
     polled: pa.Table | None = None
-    pid: int = 0
-    polled_file: int = -1
+    polled_file: _MemoryFile | None = None
     polled_bytes: int = 0
-    answer_file: int = -1
+    answer_file: _MemoryFile | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +116,8 @@ class _Answer:
 
 class PendingValidation:
     """A batch handed to the validator: :meth:`result` waits for it. Raises what the
-    pool raises (``BrokenExecutor`` if the process died, ``TimeoutError``)."""
+    pool raises (``BrokenExecutor`` if the process died, ``TimeoutError``) and
+    ``OSError`` if a memory file could not be read or written."""
 
     def __init__(self, future: Future[_Answer], files: tuple[int, ...]) -> None:
         self._future = future
@@ -106,7 +135,7 @@ class PendingValidation:
         try:
             if not done.cancelled() and done.exception() is None:
                 answer = done.result()
-                self._answer_bytes = os.pread(files[-1], answer.total_bytes, 0)
+                self._answer_bytes = _read_all(files[-1], answer.total_bytes)
         except OSError as exc:  # raised by result(), on the thread that waits for it
             self._unread = exc
         finally:
@@ -185,28 +214,24 @@ class ValidatorProcess:
             request = _Request(**common, limits=limits, polled=table)
             return PendingValidation(self._pool.submit(_validate_request, request), ())
         stream = _to_stream(table)
-        polled_file = os.memfd_create("cdp-polled", os.MFD_CLOEXEC)
+        files: list[_MemoryFile] = []
         try:
-            os.pwrite(polled_file, stream, 0)
-            answer_file = os.memfd_create("cdp-validated", os.MFD_CLOEXEC)
-        except BaseException:
-            os.close(polled_file)
-            raise
-        request = _Request(
-            **common,
-            limits=limits,
-            pid=os.getpid(),
-            polled_file=polled_file,
-            polled_bytes=stream.size,
-            answer_file=answer_file,
-        )
-        try:
+            files.append(_MemoryFile.create("cdp-polled"))
+            _write_all(files[0].fd, stream, 0)
+            files.append(_MemoryFile.create("cdp-validated"))
+            request = _Request(
+                **common,
+                limits=limits,
+                polled_file=files[0],
+                polled_bytes=stream.size,
+                answer_file=files[1],
+            )
             future = self._pool.submit(_validate_request, request)
         except BaseException:
-            os.close(polled_file)
-            os.close(answer_file)
+            for file in files:
+                os.close(file.fd)
             raise
-        return PendingValidation(future, (polled_file, answer_file))
+        return PendingValidation(future, tuple(file.fd for file in files))
 
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -222,29 +247,51 @@ def _to_stream(table: pa.Table) -> pa.Buffer:
 def _memory_files_work(pool: ProcessPoolExecutor) -> bool:
     """Whether the validator can open this process's memory files (Linux with /proc)."""
     try:
-        probe = os.memfd_create("cdp-probe", os.MFD_CLOEXEC)
+        probe = _MemoryFile.create("cdp-probe")
     except (AttributeError, OSError):
-        return False
-    try:
-        os.pwrite(probe, b"cdp", 0)
-        return pool.submit(_reads_memory_file, os.getpid(), probe).result()
-    finally:
-        os.close(probe)
+        works = False
+    else:
+        try:
+            _write_all(probe.fd, b"cdp", 0)
+            works = pool.submit(_reads_memory_file, probe).result()
+        finally:
+            os.close(probe.fd)
+    if not works:
+        log.info("batches travel to the validator process through its pipe (no memory files)")
+    return works
 
 
-def _reads_memory_file(pid: int, fd: int) -> bool:
+def _reads_memory_file(file: _MemoryFile) -> bool:
     try:
-        return _read_memory_file(pid, fd, 3) == b"cdp"
+        return _read_memory_file(file, 3) == b"cdp"
     except OSError:
         return False
 
 
-def _read_memory_file(pid: int, fd: int, size: int) -> bytes:
-    handle = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY)
+def _read_memory_file(file: _MemoryFile, size: int) -> bytes:
+    handle = file.open(os.O_RDONLY)
     try:
-        return os.pread(handle, size, 0)
+        return _read_all(handle, size)
     finally:
         os.close(handle)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """``size`` bytes from the start of ``fd`` (one call moves at most ~2 GiB)."""
+    data = os.pread(fd, size, 0)
+    while len(data) < size:
+        part = os.pread(fd, size - len(data), len(data))
+        if not part:
+            raise OSError(f"memory file ended after {len(data)} of {size} bytes")
+        data += part
+    return data
+
+
+def _write_all(fd: int, data: bytes | pa.Buffer, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 # -- in the validator process ---------------------------------------------------------
@@ -259,7 +306,8 @@ def _validate_request(request: _Request) -> _Answer:
     if request.polled is not None:
         table = request.polled
     else:
-        stream = _read_memory_file(request.pid, request.polled_file, request.polled_bytes)
+        assert request.polled_file is not None
+        stream = _read_memory_file(request.polled_file, request.polled_bytes)
         table = pa.ipc.open_stream(stream).read_all()
     messages = _messages(request.partitions, table)
     collecting = gc.isenabled()
@@ -270,13 +318,13 @@ def _validate_request(request: _Request) -> _Answer:
         if collecting:
             gc.enable()
     kinds = batch.dead_letter_kinds
-    if request.answer_file < 0:
+    if request.answer_file is None:
         return _Answer(batch.consumed, kinds, batch=batch)
     events, dead_letters = _to_stream(batch.events), _to_stream(batch.dead_letters)
-    handle = os.open(f"/proc/{request.pid}/fd/{request.answer_file}", os.O_WRONLY)
+    handle = request.answer_file.open(os.O_WRONLY)
     try:
-        os.pwrite(handle, events, 0)
-        os.pwrite(handle, dead_letters, events.size)
+        _write_all(handle, events, 0)
+        _write_all(handle, dead_letters, events.size)
     finally:
         os.close(handle)
     return _Answer(

@@ -35,17 +35,17 @@ class _JoiningKafka:
         self.records = [_Record(n, None, value) for n, value in enumerate(values)]
         self.polls = 0
         self.seeks: list[str] = []
-        self.position = 0
+        self.read_to = 0
 
     def poll(self, timeout_ms, max_records):
         self.polls += 1
         if self.polls == 1:
             self.owner._partitions_assigned([BROWSE])
-        elif self.position >= len(self.records):
+        elif self.read_to >= len(self.records):
             self.owner._stop.set()
             return {}
-        batch = self.records[self.position :]
-        self.position = len(self.records)
+        batch = self.records[self.read_to :]
+        self.read_to = len(self.records)
         return {BROWSE: batch}
 
     def assignment(self):
@@ -54,9 +54,12 @@ class _JoiningKafka:
     def highwater(self, partition):
         return len(self.records)
 
+    def position(self, partition, timeout_ms=None):
+        return self.read_to
+
     def seek_to_beginning(self, partition):
         self.seeks.append("beginning")
-        self.position = 0
+        self.read_to = 0
 
     def commit_async(self, offsets, callback):
         pass

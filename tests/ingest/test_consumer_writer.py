@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 from kafka import TopicPartition
 
 import cdp.ingest.consumer as consumer_module
+from cdp.errors import IngestError
 from cdp.ingest.consumer import _STOP, EventConsumer, _PendingBatch
 from cdp.ingest.validation import RawMessage
+from cdp.ingest.validator_process import PendingValidation
 from cdp.settings import Settings
 from tests.helpers import encode, event
 
@@ -31,7 +34,7 @@ def writer(memory_db, monkeypatch):
     assert not thread.is_alive()
 
 
-def _polled(consumer: EventConsumer, first: int, records: int, more_behind: bool):
+def _polled(consumer: EventConsumer, first: int, records: int, left_behind: bool):
     """Three real events, standing for a poll of ``records`` records."""
     messages = [
         RawMessage(encode(event("page_viewed", f"e-{offset}")), BROWSE.topic, 0, offset)
@@ -43,7 +46,7 @@ def _polled(consumer: EventConsumer, first: int, records: int, more_behind: bool
         {(BROWSE.topic, 0): first + 3},
         time.monotonic(),
         records,
-        more_behind,
+        left_behind,
     )
 
 
@@ -55,17 +58,24 @@ def _stored_transactions(consumer: EventConsumer, count: int) -> None:
 
 
 def test_a_backlog_waits_for_its_next_batches_until_a_row_group_is_full(writer):
-    writer._queue.put(_polled(writer, 0, 100_000, more_behind=True))
+    writer._queue.put(_polled(writer, 0, 100_000, left_behind=True))
     time.sleep(1.0)
     assert writer.stats.batches == 0  # waiting for the rest of the row group
-    writer._queue.put(_polled(writer, 3, 30_000, more_behind=True))
+    writer._queue.put(_polled(writer, 3, 30_000, left_behind=True))
     _stored_transactions(writer, 1)
     assert writer.stats.stored == 6
 
 
 def test_a_poll_that_read_its_partitions_to_the_end_is_stored_at_once(writer):
-    writer._queue.put(_polled(writer, 0, 3, more_behind=False))
+    writer._queue.put(_polled(writer, 0, 3, left_behind=False))
     _stored_transactions(writer, 1)
-    writer._queue.put(_polled(writer, 3, 3, more_behind=False))
+    writer._queue.put(_polled(writer, 3, 3, left_behind=False))
     _stored_transactions(writer, 2)
     assert writer.stats.stored == 6
+
+
+def test_a_batch_that_could_not_reach_the_validator_is_an_ingest_error(writer):
+    failed = Future()
+    failed.set_exception(OSError("memory file 12 of process 1 is no longer the batch's"))
+    with pytest.raises(IngestError, match="could not reach the validator process"):
+        writer._validator_answer(PendingValidation(failed, ()))

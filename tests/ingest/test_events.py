@@ -3,7 +3,13 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from cdp.ingest.events import CANONICAL_TYPES, SEGMENT_SPEC_NAMES, canonical_type, parse_event
+from cdp.ingest.events import (
+    CANONICAL_TYPES,
+    EVENT_VALIDATOR,
+    SEGMENT_SPEC_NAMES,
+    canonical_type,
+    parse_event,
+)
 from tests.helpers import encode, event
 
 
@@ -91,3 +97,8 @@ def test_segment_alias_screen_and_group_calls_map_to_their_canonical_types():
     assert (alias["type"], alias["previous_id"]) == ("alias", "a-1")
     assert screen["type"] == "screen_viewed"
     assert (group["type"], group["group_id"]) == ("group", "g-1")
+
+
+def test_ingest_validates_with_the_json_parsers_string_cache_off():
+    # Ids, times and names are new in each event: caching them costs ~6% per event.
+    assert repr(EVENT_VALIDATOR).endswith("cache_strings=False)")

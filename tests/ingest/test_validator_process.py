@@ -8,7 +8,7 @@ import pytest
 
 from cdp.ingest.events import Family
 from cdp.ingest.validation import RawMessage, ValidationLimits, validate_batch
-from cdp.ingest.validator_process import ValidatorProcess
+from cdp.ingest.validator_process import ValidatorProcess, _MemoryFile
 from tests.helpers import encode, event
 
 TOPICS = {"t.purchases": Family.PURCHASE, "t.browse": Family.BROWSE}
@@ -132,3 +132,16 @@ def _running(pid: int) -> bool:
     # An exited orphan is reaped by init; until then it shows as a zombie.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(") ")[1][0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memory files are Linux's")
+def test_a_memory_file_number_given_to_another_file_is_refused():
+    file = _MemoryFile.create("cdp-test")
+    os.close(file.fd)
+    other = os.memfd_create("cdp-other")  # the lowest free number: the one just closed
+    try:
+        assert other == file.fd
+        with pytest.raises(OSError, match="no longer the batch's"):
+            file.open(os.O_RDONLY)
+    finally:
+        os.close(other)
