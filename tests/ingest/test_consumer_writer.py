@@ -12,8 +12,9 @@ from kafka import TopicPartition
 import cdp.ingest.consumer as consumer_module
 from cdp.errors import IngestError
 from cdp.ingest.consumer import _STOP, EventConsumer, _PendingBatch
-from cdp.ingest.validation import RawMessage
-from cdp.ingest.validator_process import PendingValidation
+from cdp.ingest.events import Family
+from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.ingest.validator_process import PendingValidation, _Answer
 from cdp.settings import Settings
 from tests.helpers import encode, event
 
@@ -79,3 +80,26 @@ def test_a_batch_that_could_not_reach_the_validator_is_an_ingest_error(writer):
     failed.set_exception(OSError("memory file 12 of process 1 is no longer the batch's"))
     with pytest.raises(IngestError, match="could not reach the validator process"):
         writer._validator_answer(PendingValidation(failed, ()))
+
+
+def test_past_a_row_group_only_batches_already_validated_join_the_transaction(writer):
+    # The second batch's validation is held back: the first, a row group on its own,
+    # is stored without waiting for it.
+    held = Future()
+    messages = [RawMessage(encode(event("page_viewed", "held")), BROWSE.topic, 0, 3)]
+    waiting = _PendingBatch(
+        writer._generation,
+        PendingValidation(held, ()),
+        {(BROWSE.topic, 0): 4},
+        time.monotonic(),
+        1,
+        False,
+    )
+    writer._queue.put(_polled(writer, 0, 130_000, left_behind=True))
+    writer._queue.put(waiting)
+    _stored_transactions(writer, 1)
+    assert writer.stats.stored == 3
+    batch = validate_batch(messages, {BROWSE.topic: Family.BROWSE})
+    held.set_result(_Answer(batch.consumed, batch.dead_letter_kinds, batch=batch))
+    _stored_transactions(writer, 2)
+    assert writer.stats.stored == 4
