@@ -536,6 +536,8 @@ class EventConsumer:
         except BrokenExecutor as exc:
             self._validator_failed = True
             raise IngestError(f"the validator process died ({exc})") from None
+        except OSError as exc:  # no memory file for the batch (too many open files)
+            raise IngestError(f"a batch could not reach the validator process: {exc}") from None
 
     # -- offsets outside the log -------------------------------------------------------
 

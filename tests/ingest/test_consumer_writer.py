@@ -103,3 +103,13 @@ def test_past_a_row_group_only_batches_already_validated_join_the_transaction(wr
     held.set_result(_Answer(batch.consumed, batch.dead_letter_kinds, batch=batch))
     _stored_transactions(writer, 2)
     assert writer.stats.stored == 4
+
+
+def test_a_batch_that_cannot_get_a_memory_file_is_an_ingest_error(writer, monkeypatch):
+    def no_file(name, flags=0):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("cdp.ingest.validator_process.os.memfd_create", no_file)
+    monkeypatch.setattr(writer._validator, "_memory_files", True)
+    with pytest.raises(IngestError, match="Too many open files"):
+        writer._submit({BROWSE: [RawMessage(b"{}", BROWSE.topic, 0, 0)]})
