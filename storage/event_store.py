@@ -10,7 +10,9 @@ offset) — are found within a window of event time, ``ingest.duplicate_window``
 (default 7 days; retries arrive within minutes). Copies within a batch are set aside
 before DuckDB sees it (the lowest offset is kept); the rest are checked against
 ``recent_event_ids``, the ids of every stored event whose event time is within the
-window of the newest one stored. Copies found are recorded in ``duplicate_events``
+window of the newest event stored from its partition (since schema 12: a replay
+reads partitions at their own pace, and one far ahead in event time must not push
+another's ids out of the window). Copies found are recorded in ``duplicate_events``
 instead of being stored again. An event whose copy is older than the window (a
 history file loaded twice under another name, a topic replayed into the same
 database, an id reused months apart) is stored; builds count it once
@@ -127,11 +129,35 @@ INSERT OR IGNORE INTO duplicate_events (event_id, source_topic, source_partition
 SELECT event_id, source_topic, source_partition, source_offset FROM stored_copies
 """
 
-# The batch's stored events that are within the window (run after the insert).
+# The batch's stored events within the window of their partition's newest event,
+# stored or incoming (run before the batch's ids are added).
 REMEMBER_RECENT_IDS = """
 INSERT INTO recent_event_ids
-SELECT event_id, occurred_at, source_topic, source_partition, source_offset
-FROM incoming_events WHERE occurred_at >= $covered_from
+SELECT i.event_id, i.occurred_at, i.source_topic, i.source_partition, i.source_offset
+FROM incoming_events AS i
+JOIN (
+    SELECT source_topic, source_partition, max(occurred_at) AS newest
+    FROM (
+        SELECT source_topic, source_partition, occurred_at FROM incoming_events
+        UNION ALL
+        SELECT source_topic, source_partition, occurred_at FROM recent_event_ids
+        WHERE (source_topic, source_partition) IN (
+            SELECT DISTINCT source_topic, source_partition FROM incoming_events)
+    )
+    GROUP BY ALL
+) AS p USING (source_topic, source_partition)
+WHERE i.occurred_at >= p.newest - $window
+"""
+
+# Each partition's ids older than the window of its newest event.
+_PRUNE_RECENT_IDS = """
+DELETE FROM recent_event_ids AS r
+USING (
+    SELECT source_topic, source_partition, max(occurred_at) AS newest
+    FROM recent_event_ids GROUP BY ALL
+) AS p
+WHERE r.source_topic = p.source_topic AND r.source_partition = p.source_partition
+  AND r.occurred_at < p.newest - $window
 """
 
 # Ids stored more than once (see count_each_event_once).
@@ -150,11 +176,18 @@ QUALIFY row_number() OVER (
 ) = 1
 """
 
+# Ids held below which pruning for their number alone is not worth a pass.
+_PRUNE_ABOVE = 100_000
+
 _REFILL_RECENT_IDS = """
 DELETE FROM recent_event_ids;
 INSERT INTO recent_event_ids
-SELECT event_id, occurred_at, source_topic, source_partition, source_offset
-FROM events WHERE occurred_at >= $start;
+SELECT e.event_id, e.occurred_at, e.source_topic, e.source_partition, e.source_offset
+FROM events AS e
+JOIN (
+    SELECT source_topic, source_partition, max(occurred_at) AS newest FROM events GROUP BY ALL
+) AS p USING (source_topic, source_partition)
+WHERE e.occurred_at >= p.newest - $window;
 """
 
 # Copies of an id within one batch, set aside before the insert.
@@ -255,7 +288,7 @@ def insert_events(
         return 0, 0
     first, copies = _first_copies(events)
     duplicates = _run_with(con, "batch_copies", copies, INSERT_BATCH_COPIES)
-    covered_from = _cover_window(con, first, duplicate_window)
+    prune = _cover_window(con, first, duplicate_window)
     # Not unregistered when a statement fails: DuckDB refuses that in an aborted
     # transaction, and the next batch's registration replaces this one.
     con.register("incoming_events", first)
@@ -271,41 +304,57 @@ def insert_events(
         first = first.filter(pc.invert(is_stored))
         con.register("incoming_events", first)
     stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))
-    con.execute(REMEMBER_RECENT_IDS, {"covered_from": covered_from})
+    con.execute(REMEMBER_RECENT_IDS, {"window": duplicate_window})
+    if prune:
+        _prune_window(con, duplicate_window)
     con.unregister("incoming_events")
     return stored, duplicates
 
 
-def _cover_window(
-    con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: timedelta
-) -> datetime:
-    """Move the duplicate window to the newest event time (stored or incoming) and
-    return where ``recent_event_ids`` now reaches back to: it holds every stored event
-    from then on. Refilled from ``events`` when it reaches back less far than
-    ``window`` (the first batch after the upgrade to schema 10, a wider window); pruned
-    once the window has moved on by an eighth, so that it holds at most 9/8 of it."""
+def _cover_window(con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: timedelta) -> bool:
+    """Keep ``recent_event_ids`` holding, for each partition, every stored event within
+    ``window`` of that partition's newest event; return whether it is due for pruning
+    once the batch's ids are in (:func:`_prune_window`).
+
+    Refilled from ``events`` here when the window of all partitions reaches back
+    further than at the last refill (the first batch after the upgrade to schema 12, a
+    wider window). Pruned once that window has moved on by an eighth, or once the ids
+    held have doubled since the last prune (a partition replayed behind another does
+    not move the newest of all partitions): what it holds stays within about twice
+    the windows' events."""
     newest_incoming = _utc(pc.max(incoming.column("occurred_at")).as_py())
-    newest, covered_from = (
-        _utc(moment)
-        for moment in con.execute(
-            "SELECT newest_event_at, covered_from FROM duplicate_window"
-        ).fetchall()[0]
-    )
+    stored_newest, covered_from, held_after_prune, held = con.execute(
+        "SELECT newest_event_at, covered_from, held_after_prune,"
+        " (SELECT count(*) FROM recent_event_ids) FROM duplicate_window"
+    ).fetchall()[0]
+    newest, covered_from = _utc(stored_newest), _utc(covered_from)
     if newest is None:  # never set: the events stored before schema 10, if any
         newest = _utc(con.execute("SELECT max(occurred_at) FROM events").fetchall()[0][0])
     newest = max(newest, newest_incoming) if newest is not None else newest_incoming
     start = newest - window
+    prune = False
     if covered_from is None or covered_from > start:
-        execute_script(con, _REFILL_RECENT_IDS, {"start": start})
+        execute_script(con, _REFILL_RECENT_IDS, {"window": window})
+        held_after_prune = con.execute("SELECT count(*) FROM recent_event_ids").fetchall()[0][0]
         covered_from = start
-    elif start - covered_from > window / 8:
-        con.execute("DELETE FROM recent_event_ids WHERE occurred_at < $start", {"start": start})
+    elif start - covered_from > window / 8 or held > 2 * (held_after_prune or 0) + _PRUNE_ABOVE:
+        prune = True
         covered_from = start
     con.execute(
-        "UPDATE duplicate_window SET newest_event_at = $newest, covered_from = $covered_from",
-        {"newest": newest, "covered_from": covered_from},
+        "UPDATE duplicate_window SET newest_event_at = $newest, covered_from = $covered_from,"
+        " held_after_prune = $held",
+        {"newest": newest, "covered_from": covered_from, "held": held_after_prune},
     )
-    return covered_from
+    return prune
+
+
+def _prune_window(con: duckdb.DuckDBPyConnection, window: timedelta) -> None:
+    """Drop each partition's ids older than the window of its newest event (the
+    batch's own included), and note how many are left."""
+    con.execute(_PRUNE_RECENT_IDS, {"window": window})
+    con.execute(
+        "UPDATE duplicate_window SET held_after_prune = (SELECT count(*) FROM recent_event_ids)"
+    )
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -6,6 +6,7 @@ import pytest
 
 from cdp.ingest.events import EVENT_ADAPTER, FAMILY_OF_TYPE
 from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.storage import event_store
 from cdp.storage.event_store import stored_offsets, write_batch
 from tests.helpers import encode, event, one_of_each_type
 
@@ -208,6 +209,42 @@ def test_a_copy_sent_again_in_a_later_batch_within_the_window_is_recorded_not_st
     assert memory_db.execute("SELECT event_id, source_offset FROM duplicate_events").fetchall() == [
         ("a", 10)
     ]
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["apart", "in-one-batch"])
+def test_a_copy_is_found_while_another_partition_is_read_a_year_ahead(memory_db, together):
+    # A replay reads partitions at their own pace: one may be far ahead of another in
+    # event time. The window follows each partition's own newest event.
+    original = _batch([_viewed("a", -365)], partition=0)
+    ahead = _batch([_viewed("z", 0)], partition=1)
+    if together:
+        both = pa.concat_tables([original.events, ahead.events])
+        write_batch(memory_db, both, original.dead_letters)
+    else:
+        write_batch(memory_db, *_tables(original))
+        write_batch(memory_db, *_tables(ahead))
+    again = _batch([_viewed("a", -365)], partition=0, start=1)
+    result = write_batch(memory_db, *_tables(again))
+    assert (result.stored, result.duplicates) == (0, 1)
+    assert _ids_stored(memory_db) == [("a", 1), ("z", 1)]
+
+
+def test_the_ids_held_stay_bounded_while_a_partition_is_replayed_behind_another(
+    memory_db, monkeypatch
+):
+    # The newest event of all partitions stands still while partition 0 catches up.
+    monkeypatch.setattr(event_store, "_PRUNE_ABOVE", 10)
+    window = timedelta(days=2)
+    ahead = _batch([_viewed("z", 0)], partition=1)
+    write_batch(memory_db, *_tables(ahead), duplicate_window=window)
+    for day in range(-60, 0):
+        bodies = [_viewed(f"d{day}-{n}", day + n / 10) for n in range(5)]
+        batch = _batch(bodies, partition=0, start=(day + 60) * 5)
+        write_batch(memory_db, *_tables(batch), duplicate_window=window)
+    held = memory_db.execute(
+        "SELECT count(*) FROM recent_event_ids WHERE source_partition = 0"
+    ).fetchone()[0]
+    assert held <= 2 * 3 * 5 + 10  # of the 300 stored: about twice its window, at most
 
 
 def test_a_copy_of_an_event_older_than_the_window_is_stored_again(memory_db):
