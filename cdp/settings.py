@@ -140,7 +140,8 @@ class IngestSettings(_Section):
     # (ISO 8601 duration, e.g. "PT24H", or seconds).
     max_future_skew: timedelta = timedelta(hours=24)
     # A copy of a stored event (same event_id) is not stored again when the stored one
-    # is timed within this of the newest event stored (ISO 8601 duration, or seconds).
+    # is timed within this of the newest event stored from its Kafka partition (from
+    # any file, for cdp load) (ISO 8601 duration, or seconds).
     # An older copy is stored, and builds count it once. Each batch is checked against
     # the ids in the window, so its cost follows how many events the window holds.
     duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW

@@ -10,9 +10,10 @@ offset) — are found within a window of event time, ``ingest.duplicate_window``
 (default 7 days; retries arrive within minutes). Copies within a batch are set aside
 before DuckDB sees it (the lowest offset is kept); the rest are checked against
 ``recent_event_ids``, the ids of every stored event whose event time is within the
-window of the newest event stored from its partition (since schema 12: a replay
-reads partitions at their own pace, and one far ahead in event time must not push
-another's ids out of the window). Copies found are recorded in ``duplicate_events``
+window of the newest event stored from its Kafka partition, or from any file (since
+schema 12: a replay reads partitions at their own pace, and one far ahead in event
+time must not push another's ids out of the window; files are loaded one after
+another, and share one). Copies found are recorded in ``duplicate_events``
 instead of being stored again. An event whose copy is older than the window (a
 history file loaded twice under another name, a topic replayed into the same
 database, an id reused months apart) is stored; builds count it once
@@ -129,35 +130,50 @@ INSERT OR IGNORE INTO duplicate_events (event_id, source_topic, source_partition
 SELECT event_id, source_topic, source_partition, source_offset FROM stored_copies
 """
 
-# The batch's stored events within the window of their partition's newest event,
-# stored or incoming (run before the batch's ids are added).
-REMEMBER_RECENT_IDS = """
+
+def _lane(topic: str) -> str:
+    """SQL: the window an event's source belongs to. Each Kafka partition has its own
+    (a replay reads partitions at their own pace); all files loaded share one, as they
+    are loaded one after another (and each is a source of its own: one window per
+    file would keep every file's last window of ids for good)."""
+    return f"CASE WHEN starts_with({topic}, 'file:') THEN 'file:' ELSE {topic} END"
+
+
+# Where each lane's window begins: its newest event time less the window, in
+# microseconds (an INTERVAL of days would step calendar days in the session's time
+# zone, an hour off across a daylight saving change).
+_HORIZONS = """
+SELECT lane, source_partition, max(occurred_at) - to_microseconds($window_us) AS horizon
+FROM ({events}) GROUP BY ALL
+"""
+
+# The batch's stored events within the window of their lane's newest event, stored or
+# incoming (run after the insert; these are the batch's ids the window keeps).
+REMEMBER_RECENT_IDS = f"""
 INSERT INTO recent_event_ids
 SELECT i.event_id, i.occurred_at, i.source_topic, i.source_partition, i.source_offset
 FROM incoming_events AS i
-JOIN (
-    SELECT source_topic, source_partition, max(occurred_at) AS newest
-    FROM (
-        SELECT source_topic, source_partition, occurred_at FROM incoming_events
-        UNION ALL
-        SELECT source_topic, source_partition, occurred_at FROM recent_event_ids
-        WHERE (source_topic, source_partition) IN (
-            SELECT DISTINCT source_topic, source_partition FROM incoming_events)
+JOIN ({
+    _HORIZONS.format(
+        events=f"SELECT {_lane('source_topic')} AS lane, source_partition, occurred_at"
+        " FROM incoming_events UNION ALL"
+        f" SELECT {_lane('source_topic')}, source_partition, occurred_at FROM recent_event_ids"
     )
-    GROUP BY ALL
-) AS p USING (source_topic, source_partition)
-WHERE i.occurred_at >= p.newest - $window
+}) AS p ON p.lane = {_lane("i.source_topic")} AND p.source_partition = i.source_partition
+WHERE i.occurred_at >= p.horizon
 """
 
-# Each partition's ids older than the window of its newest event.
-_PRUNE_RECENT_IDS = """
+# Each lane's ids older than the window of its newest event.
+_PRUNE_RECENT_IDS = f"""
 DELETE FROM recent_event_ids AS r
-USING (
-    SELECT source_topic, source_partition, max(occurred_at) AS newest
-    FROM recent_event_ids GROUP BY ALL
-) AS p
-WHERE r.source_topic = p.source_topic AND r.source_partition = p.source_partition
-  AND r.occurred_at < p.newest - $window
+USING ({
+    _HORIZONS.format(
+        events=f"SELECT {_lane('source_topic')} AS lane, source_partition, occurred_at"
+        " FROM recent_event_ids"
+    )
+}) AS p
+WHERE p.lane = {_lane("r.source_topic")} AND p.source_partition = r.source_partition
+  AND r.occurred_at < p.horizon
 """
 
 # Ids stored more than once (see count_each_event_once).
@@ -179,15 +195,17 @@ QUALIFY row_number() OVER (
 # Ids held below which pruning for their number alone is not worth a pass.
 _PRUNE_ABOVE = 100_000
 
-_REFILL_RECENT_IDS = """
+_REFILL_RECENT_IDS = f"""
 DELETE FROM recent_event_ids;
 INSERT INTO recent_event_ids
 SELECT e.event_id, e.occurred_at, e.source_topic, e.source_partition, e.source_offset
 FROM events AS e
-JOIN (
-    SELECT source_topic, source_partition, max(occurred_at) AS newest FROM events GROUP BY ALL
-) AS p USING (source_topic, source_partition)
-WHERE e.occurred_at >= p.newest - $window;
+JOIN ({
+    _HORIZONS.format(
+        events=f"SELECT {_lane('source_topic')} AS lane, source_partition, occurred_at FROM events"
+    )
+}) AS p ON p.lane = {_lane("e.source_topic")} AND p.source_partition = e.source_partition
+WHERE e.occurred_at >= p.horizon;
 """
 
 # Copies of an id within one batch, set aside before the insert.
@@ -304,7 +322,7 @@ def insert_events(
         first = first.filter(pc.invert(is_stored))
         con.register("incoming_events", first)
     stored = _count(con.execute(INSERT_EVENTS, TRIM_PARAMETERS))
-    con.execute(REMEMBER_RECENT_IDS, {"window": duplicate_window})
+    con.execute(REMEMBER_RECENT_IDS, _window_parameter(duplicate_window))
     if prune:
         _prune_window(con, duplicate_window)
     con.unregister("incoming_events")
@@ -312,8 +330,9 @@ def insert_events(
 
 
 def _cover_window(con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: timedelta) -> bool:
-    """Keep ``recent_event_ids`` holding, for each partition, every stored event within
-    ``window`` of that partition's newest event; return whether it is due for pruning
+    """Keep ``recent_event_ids`` holding, for each lane (a Kafka partition, or all
+    files: :func:`_lane`), every stored event within ``window`` of that lane's newest
+    event; return whether it is due for pruning
     once the batch's ids are in (:func:`_prune_window`).
 
     Refilled from ``events`` here when the window of all partitions reaches back
@@ -334,7 +353,7 @@ def _cover_window(con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: ti
     start = newest - window
     prune = False
     if covered_from is None or covered_from > start:
-        execute_script(con, _REFILL_RECENT_IDS, {"window": window})
+        execute_script(con, _REFILL_RECENT_IDS, _window_parameter(window))
         held_after_prune = con.execute("SELECT count(*) FROM recent_event_ids").fetchall()[0][0]
         covered_from = start
     elif start - covered_from > window / 8 or held > 2 * (held_after_prune or 0) + _PRUNE_ABOVE:
@@ -349,12 +368,16 @@ def _cover_window(con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: ti
 
 
 def _prune_window(con: duckdb.DuckDBPyConnection, window: timedelta) -> None:
-    """Drop each partition's ids older than the window of its newest event (the
+    """Drop each lane's ids older than the window of its newest event (the
     batch's own included), and note how many are left."""
-    con.execute(_PRUNE_RECENT_IDS, {"window": window})
+    con.execute(_PRUNE_RECENT_IDS, _window_parameter(window))
     con.execute(
         "UPDATE duplicate_window SET held_after_prune = (SELECT count(*) FROM recent_event_ids)"
     )
+
+
+def _window_parameter(window: timedelta) -> dict[str, int]:
+    return {"window_us": window // timedelta(microseconds=1)}
 
 
 def _utc(moment: datetime | None) -> datetime | None:

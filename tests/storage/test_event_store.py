@@ -241,10 +241,23 @@ def test_the_ids_held_stay_bounded_while_a_partition_is_replayed_behind_another(
         bodies = [_viewed(f"d{day}-{n}", day + n / 10) for n in range(5)]
         batch = _batch(bodies, partition=0, start=(day + 60) * 5)
         write_batch(memory_db, *_tables(batch), duplicate_window=window)
-    held = memory_db.execute(
-        "SELECT count(*) FROM recent_event_ids WHERE source_partition = 0"
-    ).fetchone()[0]
+    held, oldest = memory_db.execute(
+        "SELECT count(*), min(occurred_at) FROM recent_event_ids WHERE source_partition = 0"
+    ).fetchone()
     assert held <= 2 * 3 * 5 + 10  # of the 300 stored: about twice its window, at most
+    assert oldest <= datetime.fromisoformat(_at(-1 + 0.4)) - window  # and all of it
+
+
+def test_files_loaded_one_after_another_share_one_window(memory_db):
+    # Each file is a source of its own; a window per file would keep the last days of
+    # every file ever loaded.
+    window = timedelta(days=7)
+    older = _batch([_viewed("a", -100)], topic="file:/data/2025.jsonl")
+    newer = _batch([_viewed("b", 0)], topic="file:/data/2026.jsonl")
+    write_batch(memory_db, *_tables(older), duplicate_window=window)
+    write_batch(memory_db, *_tables(newer), duplicate_window=window)
+    held = memory_db.execute("SELECT event_id FROM recent_event_ids").fetchall()
+    assert held == [("b",)]
 
 
 def test_a_copy_of_an_event_older_than_the_window_is_stored_again(memory_db):
@@ -293,6 +306,20 @@ def test_the_window_is_measured_in_absolute_time_whatever_the_session_time_zone(
         "SELECT epoch(newest_event_at) - epoch(covered_from) FROM duplicate_window"
     ).fetchone()[0]
     assert span == timedelta(days=7).total_seconds()
+
+
+def test_the_ids_held_are_those_of_seven_days_of_absolute_time_across_a_clock_change(memory_db):
+    # Daylight saving time ends in Berlin on 2026-10-25: seven calendar days before
+    # 2026-10-30 12:00 UTC there begin at 11:00 UTC, seven days of time at 12:00.
+    memory_db.execute("SET TimeZone = 'Europe/Berlin'")
+    bodies = [
+        event("page_viewed", "outside", timestamp="2026-10-23T11:30:00Z"),
+        event("page_viewed", "inside", timestamp="2026-10-23T12:30:00Z"),
+        event("page_viewed", "newest", timestamp="2026-10-30T12:00:00Z"),
+    ]
+    write_batch(memory_db, *_tables(_batch(bodies)), duplicate_window=timedelta(days=7))
+    held = memory_db.execute("SELECT event_id FROM recent_event_ids ORDER BY 1").fetchall()
+    assert held == [("inside",), ("newest",)]
 
 
 def test_writers_on_one_database_in_one_process_store_each_id_once_without_conflicts(memory_db):
