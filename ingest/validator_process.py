@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -209,9 +209,9 @@ class ValidatorProcess:
             ],
             schema=POLLED_SCHEMA,
         )
-        common = {"partitions": tuple(partitions), "family_by_topic": family_by_topic}
+        request = _Request(tuple(partitions), family_by_topic, limits)
         if not self._memory_files:
-            request = _Request(**common, limits=limits, polled=table)
+            request = replace(request, polled=table)
             return PendingValidation(self._pool.submit(_validate_request, request), ())
         stream = _to_stream(table)
         files: list[_MemoryFile] = []
@@ -219,12 +219,8 @@ class ValidatorProcess:
             files.append(_MemoryFile.create("cdp-polled"))
             _write_all(files[0].fd, stream, 0)
             files.append(_MemoryFile.create("cdp-validated"))
-            request = _Request(
-                **common,
-                limits=limits,
-                polled_file=files[0],
-                polled_bytes=stream.size,
-                answer_file=files[1],
+            request = replace(
+                request, polled_file=files[0], polled_bytes=stream.size, answer_file=files[1]
             )
             future = self._pool.submit(_validate_request, request)
         except BaseException:
