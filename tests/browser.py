@@ -4,9 +4,11 @@ line (``--dump-dom``, ``--screenshot``), so no browser driver is needed."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,10 +42,18 @@ def find_or_install(command: str, package: str) -> str:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.fail(f"{command} is missing and cannot be installed (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
-        result = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
-        assert result.returncode == 0, f"{' '.join(step)} failed:\n{result.stderr[-2000:]}"
+    # The suite runs in several pytest-xdist workers: one apt-get at a time (dpkg's
+    # own lock makes a second one fail rather than wait), and a worker that waited
+    # finds the command the first one installed.
+    with (Path(tempfile.gettempdir()) / "cdp-tests-apt.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = shutil.which(command)
+        if found:
+            return found
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
+            result = subprocess.run(step, capture_output=True, text=True, env=env, timeout=1200)
+            assert result.returncode == 0, f"{' '.join(step)} failed:\n{result.stderr[-2000:]}"
     found = shutil.which(command)
     assert found, f"apt-get installed {package} but {command} is not on PATH"
     return found
