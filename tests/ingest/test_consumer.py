@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -103,6 +104,22 @@ def test_a_second_run_resumes_from_stored_offsets_without_rereading(kafka_settin
         stats = consumer.run(until_idle=True)
         assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 25
     assert stats.consumed == 5
+
+
+def test_the_start_up_heap_is_out_of_the_collectors_sight_while_consuming_and_handed_back(
+    kafka_settings,
+):
+    create_topics(kafka_settings)
+    topic = kafka_settings.topics.browse
+    _send(kafka_settings, [(topic, encode(event("page_viewed", f"heap-{n}"))) for n in range(3)])
+    frozen_before = gc.get_freeze_count()
+    frozen_while_storing: list[int] = []
+    with connect(kafka_settings.storage.db_path) as con:
+        consumer = EventConsumer(kafka_settings, con)
+        consumer.on_batch = lambda _stats: frozen_while_storing.append(gc.get_freeze_count())
+        assert consumer.run(until_idle=True).consumed == 3
+    assert frozen_while_storing and min(frozen_while_storing) > frozen_before + 10_000
+    assert gc.get_freeze_count() == frozen_before
 
 
 def test_two_consumers_in_one_group_split_the_partitions_and_store_everything_once(kafka_settings):
