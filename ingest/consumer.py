@@ -329,9 +329,19 @@ class EventConsumer:
             self._commit_to_kafka()
             generation = self._generation
             try:
-                polled = self._consumer.poll(
-                    timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
-                )
+                # The poll's records (a ConsumerRecord each) are packed for the
+                # validator and dropped before the collector may run: it would
+                # otherwise walk them over and over while they are alive.
+                with _collector_paused():
+                    polled = self._consumer.poll(
+                        timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
+                    )
+                    records = sum(len(batch) for batch in polled.values())
+                    across_rebalance = self._generation != generation
+                    pending = None
+                    if records and not across_rebalance:
+                        pending = self._pending(polled, generation)
+                    del polled
             except OffsetOutOfRangeError as exc:
                 self._offsets_out_of_range(_out_of_range_offsets(exc))
                 continue
@@ -345,22 +355,22 @@ class EventConsumer:
                 self._broker_unreachable(exc, until_idle)
                 self._stop.wait(1.0)
                 continue
-            if polled:
+            if records:
                 # Not a sign the broker is back: kafka-python hands out records it
                 # fetched before the outage. Only a round trip says so (_probe, every
                 # CHECK_EVERY_S); taking polled records for one made a loaded machine
                 # log "unreachable" / "reachable again after 0 s" a dozen times.
-                if self._generation != generation:
+                if pending is None:
                     # Polled across a rebalance (the first join too): the writer would
                     # discard it, after validating it, and all polled until a rewind.
                     # Skip both and rewind at the top of the next turn.
                     self._rewind_needed.set()
                 else:
-                    self._enqueue(polled, generation)
+                    self._enqueue(pending)
                 last_activity = time.monotonic()
             self._check_stored_offsets_in_range()
             now = time.monotonic()
-            idle = not polled and now - last_activity >= ingest.idle_timeout_s
+            idle = not records and now - last_activity >= ingest.idle_timeout_s
             if now - last_check < (IDLE_CHECK_EVERY_S if idle else CHECK_EVERY_S):
                 continue
             # Due for a check, busy or idle: is the broker there, what is the lag, have
@@ -380,16 +390,19 @@ class EventConsumer:
                     f"within {JOIN_TIMEOUT_S} s"
                 )
 
-    def _enqueue(self, polled: dict, generation: int) -> None:
+    def _pending(self, polled: dict, generation: int) -> _PendingBatch:
+        """A poll's records handed to the validator, as the writer will take them."""
         polled_at = time.monotonic()
         validated = self._submit(polled)
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
         records = sum(len(batch) for batch in polled.values())
-        pending = _PendingBatch(
+        return _PendingBatch(
             generation, validated, next_offsets, polled_at, records, self._left_behind(polled)
         )
+
+    def _enqueue(self, pending: _PendingBatch) -> None:
         # Even when stopping: a polled batch is stored, unless the writer has failed.
         while self._writer_error is None:
             try:
@@ -727,6 +740,22 @@ class EventConsumer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._validator.pid, signal.SIGKILL)
         self._validator.shutdown(wait=not self._validator_failed)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection meanwhile (in any thread of the process), unless it was
+    off already. Each message polled is a ConsumerRecord, a tracked object: with the
+    collector paused over a poll, they are freed by reference counting once packed,
+    never walked (0.56 -> ~0.1 us of collecting an event in a backlog)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @contextlib.contextmanager

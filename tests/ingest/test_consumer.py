@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from cdp.ingest.consumer import EventConsumer
 from cdp.ingest.events import FAMILY_OF_TYPE
@@ -120,6 +120,26 @@ def test_the_start_up_heap_is_out_of_the_collectors_sight_while_consuming_and_ha
         assert consumer.run(until_idle=True).consumed == 3
     assert frozen_while_storing and min(frozen_while_storing) > frozen_before + 10_000
     assert gc.get_freeze_count() == frozen_before
+
+
+def test_polls_run_with_the_garbage_collector_paused_and_it_is_back_on_after_the_run(
+    kafka_settings, monkeypatch
+):
+    create_topics(kafka_settings)
+    topic = kafka_settings.topics.browse
+    _send(kafka_settings, [(topic, encode(event("page_viewed", f"gc-{n}"))) for n in range(3)])
+    collecting_in_poll: list[bool] = []
+    real_poll = KafkaConsumer.poll
+
+    def poll(self, *args, **kwargs):
+        collecting_in_poll.append(gc.isenabled())
+        return real_poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", poll)
+    with connect(kafka_settings.storage.db_path) as con:
+        assert EventConsumer(kafka_settings, con).run(until_idle=True).consumed == 3
+    assert collecting_in_poll and not any(collecting_in_poll)
+    assert gc.isenabled()
 
 
 def test_two_consumers_in_one_group_split_the_partitions_and_store_everything_once(kafka_settings):
