@@ -2,9 +2,8 @@
 
 Produces a synthetic store of N/28 customers to the bundled broker (at most N lines:
 634,379 events at the default N of 1,000,000), then in the same run measures
-  (a) a raw kafka-python consume of those messages with no processing (the
-      start-up heap frozen, as in cdp's consumer: it then runs as fast as a bare
-      kafka-python process, ~175k msg/s here, not ~140k), and
+  (a) a raw kafka-python consume of those messages with no processing, in a process
+      of its own that imports kafka-python alone (benchmarks/raw_consume.py), and
   (b) cdp's consumer: validate, write to DuckDB with offsets, commit,
 and prints both rates and their ratio. CRC checking is on in both (the crc32c package
 makes it cheap). Both clocks start when the consumer owns its partitions, so the
@@ -22,15 +21,14 @@ reads ~0.1 lower.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from datetime import date
 from pathlib import Path
-
-from kafka import KafkaConsumer, TopicPartition
 
 from cdp.ingest.broker import local_broker
 from cdp.ingest.consumer import EventConsumer, IngestStats
@@ -42,39 +40,23 @@ from cdp.storage.database import connect
 
 
 def raw_consume(settings: Settings, expected: int) -> float:
-    """Records per second of a bare kafka-python consumer with ingest's fetch settings."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        check_crcs=True,
-        max_poll_records=settings.ingest.max_batch_records,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
+    """Records per second of a bare kafka-python consumer with ingest's fetch
+    settings, in a process of its own (benchmarks/raw_consume.py)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("raw_consume.py")),
+            settings.kafka.bootstrap_servers,
+            ",".join(settings.topics.by_family().values()),
+            str(settings.topics.partitions),
+            str(expected),
+            str(settings.ingest.max_batch_records),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in settings.topics.by_family().values()
-        for p in range(settings.topics.partitions)
-    ]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
-    seen = 0
-    # This process has imported cdp, DuckDB, pyarrow and pydantic, which a bare
-    # consumer would not have: out of the collector's sight, as cdp's consumer keeps
-    # them, so that the reference does not pay for walking them.
-    gc.collect()
-    gc.freeze()
-    started = time.perf_counter()
-    try:
-        while seen < expected:
-            for batch in consumer.poll(timeout_ms=1000).values():
-                seen += len(batch)
-        elapsed = time.perf_counter() - started
-    finally:
-        gc.unfreeze()
-    consumer.close()
-    return seen / elapsed
+    return float(done.stdout)
 
 
 def cdp_ingest(settings: Settings, db_path: Path, expected: int) -> tuple[float, IngestStats]:

@@ -322,39 +322,36 @@ class EventConsumer:
         assert self._consumer is not None
         ingest = self._settings.ingest
         last_activity = last_check = time.monotonic()
+        in_backlog = False
         while not self._stop.is_set() and self._writer_error is None:
             self.loop_turned_at = time.monotonic()
             if self._rewind_needed.is_set():
                 self._rewind()
             self._commit_to_kafka()
             generation = self._generation
-            try:
-                # The poll's records (a ConsumerRecord each) are packed for the
-                # validator and dropped before the collector may run: it would
-                # otherwise walk them over and over while they are alive.
-                with _collector_paused():
+            records, pending, failure = 0, None, None
+            # In a backlog, a poll returns a full batch at once: its records (a
+            # ConsumerRecord each) are packed for the validator and freed before the
+            # collector may run, which would otherwise walk them over and over while
+            # they are alive. Not when the last poll read to the end: the next one may
+            # wait up to poll_timeout_ms, and the collector is the whole process's.
+            with _collector_paused() if in_backlog else contextlib.nullcontext():
+                try:
                     polled = self._consumer.poll(
                         timeout_ms=ingest.poll_timeout_ms, max_records=ingest.max_batch_records
                     )
+                except KafkaError as exc:
+                    failure = exc
+                else:
                     records = sum(len(batch) for batch in polled.values())
-                    across_rebalance = self._generation != generation
-                    pending = None
-                    if records and not across_rebalance:
+                    if records and self._generation == generation:
                         pending = self._pending(polled, generation)
                     del polled
-            except OffsetOutOfRangeError as exc:
-                self._offsets_out_of_range(_out_of_range_offsets(exc))
+            if failure is not None:
+                self._poll_failed(failure, until_idle)
+                in_backlog = False
                 continue
-            except KafkaError as exc:
-                if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
-                    # Not an outage: waiting would not help (no authorization, a
-                    # corrupt record, our rebalance callback failing).
-                    raise IngestError(
-                        f"Kafka refused to serve ingest: {describe_kafka_error(exc)}"
-                    ) from None
-                self._broker_unreachable(exc, until_idle)
-                self._stop.wait(1.0)
-                continue
+            in_backlog = pending is not None and pending.left_behind
             if records:
                 # Not a sign the broker is back: kafka-python hands out records it
                 # fetched before the outage. Only a round trip says so (_probe, every
@@ -389,6 +386,17 @@ class EventConsumer:
                     f"consumer group {self._group_id!r} was not assigned partitions "
                     f"within {JOIN_TIMEOUT_S} s"
                 )
+
+    def _poll_failed(self, exc: KafkaError, until_idle: bool) -> None:
+        if isinstance(exc, OffsetOutOfRangeError):
+            self._offsets_out_of_range(_out_of_range_offsets(exc))
+            return
+        if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+            # Not an outage: waiting would not help (no authorization, a corrupt
+            # record, our rebalance callback failing).
+            raise IngestError(f"Kafka refused to serve ingest: {describe_kafka_error(exc)}")
+        self._broker_unreachable(exc, until_idle)
+        self._stop.wait(1.0)
 
     def _pending(self, polled: dict, generation: int) -> _PendingBatch:
         """A poll's records handed to the validator, as the writer will take them."""
@@ -746,8 +754,9 @@ class EventConsumer:
 def _collector_paused() -> Iterator[None]:
     """No garbage collection meanwhile (in any thread of the process), unless it was
     off already. Each message polled is a ConsumerRecord, a tracked object: with the
-    collector paused over a poll, they are freed by reference counting once packed,
-    never walked (0.56 -> ~0.1 us of collecting an event in a backlog)."""
+    collector paused over a poll in a backlog, they are freed by reference counting
+    once packed, never walked: collecting over a backlog of ~400k events went from
+    0.56 to ~0.17 us an event (in every thread; the start-up heap frozen in both)."""
     if not gc.isenabled():
         yield
         return

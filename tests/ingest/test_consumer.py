@@ -12,6 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from cdp.ingest.consumer import EventConsumer
 from cdp.ingest.events import FAMILY_OF_TYPE
 from cdp.ingest.topics import create_topics
+from cdp.ingest.validator_process import ValidatorProcess
 from cdp.settings import Settings
 from cdp.storage.database import connect
 from tests.helpers import encode, event, offsets_accounted, one_of_each_type
@@ -122,23 +123,38 @@ def test_the_start_up_heap_is_out_of_the_collectors_sight_while_consuming_and_ha
     assert gc.get_freeze_count() == frozen_before
 
 
-def test_polls_run_with_the_garbage_collector_paused_and_it_is_back_on_after_the_run(
+def test_in_a_backlog_polls_and_their_packing_run_with_the_collector_paused_and_never_else(
     kafka_settings, monkeypatch
 ):
     create_topics(kafka_settings)
     topic = kafka_settings.topics.browse
-    _send(kafka_settings, [(topic, encode(event("page_viewed", f"gc-{n}"))) for n in range(3)])
-    collecting_in_poll: list[bool] = []
-    real_poll = KafkaConsumer.poll
+    _send(kafka_settings, [(topic, encode(event("page_viewed", f"gc-{n}"))) for n in range(10)])
+    # Two records a poll: every poll but the last of a partition leaves some behind.
+    two_a_poll = kafka_settings.ingest.model_copy(update={"max_batch_records": 2})
+    settings = kafka_settings.model_copy(update={"ingest": two_a_poll})
+    collecting: dict[str, list[bool]] = {"poll": [], "packing": [], "between polls": []}
 
-    def poll(self, *args, **kwargs):
-        collecting_in_poll.append(gc.isenabled())
-        return real_poll(self, *args, **kwargs)
+    def noting(name: str, function):
+        def noted(*args, **kwargs):
+            collecting[name].append(gc.isenabled())
+            return function(*args, **kwargs)
 
-    monkeypatch.setattr(KafkaConsumer, "poll", poll)
-    with connect(kafka_settings.storage.db_path) as con:
-        assert EventConsumer(kafka_settings, con).run(until_idle=True).consumed == 3
-    assert collecting_in_poll and not any(collecting_in_poll)
+        return noted
+
+    monkeypatch.setattr(KafkaConsumer, "poll", noting("poll", KafkaConsumer.poll))
+    monkeypatch.setattr(ValidatorProcess, "validate", noting("packing", ValidatorProcess.validate))
+    monkeypatch.setattr(
+        EventConsumer,
+        "_check_stored_offsets_in_range",
+        noting("between polls", EventConsumer._check_stored_offsets_in_range),
+    )
+    assert gc.isenabled()
+    with connect(settings.storage.db_path) as con:
+        assert EventConsumer(settings, con).run(until_idle=True).consumed == 10
+    # Paused in the backlog; not for the first poll, nor once read to the end (idle).
+    assert False in collecting["poll"] and True in collecting["poll"]
+    assert False in collecting["packing"]
+    assert all(collecting["between polls"])
     assert gc.isenabled()
 
 
