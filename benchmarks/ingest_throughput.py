@@ -13,7 +13,7 @@ The rate is a backlog's, as when a topic is replayed into a new database: at the
 default size cdp's run lasts ~7 s. In a run of ~2 s (--events 300000), filling the
 pipeline (the first poll validated before the first write) and emptying it (the last
 transaction written after the last validation) take ~0.4 s of it, and the ratio
-reads ~0.1 lower.
+reads ~0.03-0.1 lower.
 
     python benchmarks/ingest_throughput.py [--events N] [--batch N]
 """
