@@ -345,7 +345,7 @@ class EventConsumer:
                 else:
                     records = sum(len(batch) for batch in polled.values())
                     if records and self._generation == generation:
-                        pending = self._pending(polled, generation)
+                        pending = self._pending(polled, generation, records)
                     del polled
             if failure is not None:
                 self._poll_failed(failure, until_idle)
@@ -398,14 +398,13 @@ class EventConsumer:
         self._broker_unreachable(exc, until_idle)
         self._stop.wait(1.0)
 
-    def _pending(self, polled: dict, generation: int) -> _PendingBatch:
+    def _pending(self, polled: dict, generation: int, records: int) -> _PendingBatch:
         """A poll's records handed to the validator, as the writer will take them."""
         polled_at = time.monotonic()
         validated = self._submit(polled)
         next_offsets = {
             (tp.topic, tp.partition): batch[-1].offset + 1 for tp, batch in polled.items()
         }
-        records = sum(len(batch) for batch in polled.values())
         return _PendingBatch(
             generation, validated, next_offsets, polled_at, records, self._left_behind(polled)
         )
@@ -560,7 +559,7 @@ class EventConsumer:
             self._validator_failed = True
             raise IngestError(f"the validator process died ({exc})") from None
         except OSError as exc:  # no memory file for the batch (too many open files)
-            raise IngestError(f"a batch could not reach the validator process: {exc}") from None
+            raise _batch_not_delivered(exc) from None
 
     # -- offsets outside the log -------------------------------------------------------
 
@@ -732,7 +731,7 @@ class EventConsumer:
                 "(kafka.max_poll_interval_ms): stuck or starved of CPU"
             ) from None
         except OSError as exc:  # a batch's memory file (ingest/validator_process.py)
-            raise IngestError(f"a batch could not reach the validator process: {exc}") from None
+            raise _batch_not_delivered(exc) from None
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -748,6 +747,12 @@ class EventConsumer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._validator.pid, signal.SIGKILL)
         self._validator.shutdown(wait=not self._validator_failed)
+
+
+def _batch_not_delivered(exc: OSError) -> IngestError:
+    """A batch's memory file could not be made, written or read
+    (ingest/validator_process.py), e.g. with too many files open."""
+    return IngestError(f"a batch could not reach the validator process: {exc}")
 
 
 @contextlib.contextmanager
