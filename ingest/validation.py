@@ -161,12 +161,25 @@ def validate_batch(
 _Message = tuple[bytes | None, str, int, int, bytes | None]
 
 
+# The event table without its payload, as :func:`validate_messages` returns it to a
+# caller that holds the messages' bytes already (the validator process's parent): the
+# payload is then the ``message_index``-th message's value.
+INDEXED_EVENT_SCHEMA = EVENT_SCHEMA.remove(EVENT_SCHEMA.get_field_index("payload")).append(
+    pa.field("message_index", pa.int32())
+)
+
+
 def validate_messages(
     messages: Iterable[_Message],
     family_by_topic: Mapping[str, Family] | None,
     limits: ValidationLimits,
+    *,
+    with_payload: bool = True,
 ) -> ValidatedBatch:
-    """:func:`validate_batch` over (value, topic, partition, offset, key) tuples."""
+    """:func:`validate_batch` over (value, topic, partition, offset, key) tuples.
+
+    ``with_payload=False`` returns the events as :data:`INDEXED_EVENT_SCHEMA`: each
+    accepted message's position in ``messages`` instead of its bytes."""
     max_event_bytes = limits.max_event_bytes
     received = datetime.now(UTC)
     # This loop runs once per message on the ingest hot path: one tuple per accepted
@@ -223,10 +236,11 @@ def validate_messages(
                 partition,
                 offset,
                 value,
+                consumed - 1,
             )
         )
         keys.append(key)
-    events = _event_table(rows)
+    events = _event_table(rows, with_payload)
     outside = _outside_time_bounds(events, limits, received)
     if outside:
         for index in outside:
@@ -245,14 +259,29 @@ def validate_messages(
 _FAMILY_NAME = {event_type: family.value for event_type, family in FAMILY_OF_TYPE.items()}
 
 
-def _event_table(rows: list[tuple]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in EVENT_SCHEMA]
+def _event_table(rows: list[tuple], with_payload: bool) -> pa.Table:
+    """The rows (the envelope's columns, then the value and the message's index) as
+    :data:`EVENT_SCHEMA`, or as :data:`INDEXED_EVENT_SCHEMA` without the payload."""
     fields = list(EVENT_SCHEMA)[:-1]
-    arrays = [pa.array(column, type=f.type) for column, f in zip(columns[:-1], fields, strict=True)]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(fields) + 2)]
+    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, fields, strict=False)]
+    if not with_payload:
+        arrays.append(pa.array(columns[-1], type=pa.int32()))
+        return pa.Table.from_arrays(arrays, schema=INDEXED_EVENT_SCHEMA)
     # Validation proved the payload is UTF-8 JSON: reinterpret the bytes as text in
     # Arrow (checked in C++) instead of decoding each one in Python.
-    arrays.append(pa.array(columns[-1], type=pa.binary()).cast(pa.string()))
+    arrays.append(pa.array(columns[-2], type=pa.binary()).cast(pa.string()))
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def with_payloads(events: pa.Table, values: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Events returned without their payload (:data:`INDEXED_EVENT_SCHEMA`) with it
+    again, taken from the messages' ``values`` in the order they were validated."""
+    index = events.column("message_index")
+    payload = values.take(index).cast(pa.string())
+    return events.drop_columns(["message_index"]).append_column(
+        EVENT_SCHEMA.field("payload"), payload
+    )
 
 
 def _dead_letter_table(rejected: list[tuple[RawMessage, Rejection]]) -> pa.Table:

@@ -6,8 +6,8 @@ one worker process and gets back Arrow tables (:class:`~cdp.ingest.validation.
 ValidatedBatch`).
 
 How a batch travels matters as much as where it is validated. A poll is ~6 MB of
-message bytes and comes back as ~8 MB of Arrow. Through the pool's pipe that is
-hundreds of 64 KB writes and reads, and in the polling process each of them has to
+message bytes, and its answer was ~8 MB of Arrow before it lost the payloads (see
+below). Through the pool's pipe that is hundreds of 64 KB writes and reads, and in the polling process each of them has to
 take the GIL back from the poll thread, which holds it for up to the 5 ms switch
 interval: the validator sat idle about a third of the time, waiting for its answer to
 be read (measured in benchmarks/ingest_throughput.py). So on Linux each batch goes
@@ -16,6 +16,11 @@ one Arrow stream, the validator opens the file through ``/proc/<pid>/fd`` and wr
 its answer into a second one, and only the files' numbers and sizes go through the
 pipe. Where memory files are missing or cannot be opened across processes, the
 tables travel pickled through the pipe, as before.
+
+The answer carries no payloads: the polling process holds the polled table already,
+and takes each accepted event's payload from it by the index the validator returns
+(``message_index``). Sending the payloads back cost ~0.3-0.5 us an event, in both
+processes, to copy bytes the parent had.
 
 A memory file is closed by the polling process only once the validator is done with
 the batch (the future is done): closed earlier, its number could be given to the next
@@ -33,6 +38,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -43,6 +49,7 @@ from cdp.ingest.validation import (
     ValidatedBatch,
     ValidationLimits,
     validate_messages,
+    with_payloads,
 )
 
 if TYPE_CHECKING:  # kafka-python costs ~0.17 s to import; cdp load needs none of it
@@ -119,8 +126,11 @@ class PendingValidation:
     pool raises (``BrokenExecutor`` if the process died, ``TimeoutError``) and
     ``OSError`` if a memory file could not be read or written."""
 
-    def __init__(self, future: Future[_Answer], files: tuple[int, ...]) -> None:
+    def __init__(
+        self, future: Future[_Answer], files: tuple[int, ...], values: pa.ChunkedArray
+    ) -> None:
         self._future = future
+        self._values = values
         self._answer_bytes: bytes | None = None
         self._unread: OSError | None = None
         # Set once the answer is read: a future's callbacks run just after its result
@@ -152,14 +162,17 @@ class PendingValidation:
     def result(self, timeout: float | None = None) -> ValidatedBatch:
         answer = self._future.result(timeout)
         if answer.batch is not None:
-            return answer.batch
-        self._collected.wait()
-        if self._unread is not None:
-            raise self._unread
-        assert self._answer_bytes is not None, "read before the future is done"
-        data = pa.py_buffer(self._answer_bytes)
-        events = pa.ipc.open_stream(data.slice(0, answer.events_bytes)).read_all()
-        dead_letters = pa.ipc.open_stream(data.slice(answer.events_bytes)).read_all()
+            batch = answer.batch
+            events, dead_letters = batch.events, batch.dead_letters
+        else:
+            self._collected.wait()
+            if self._unread is not None:
+                raise self._unread
+            assert self._answer_bytes is not None, "read before the future is done"
+            data = pa.py_buffer(self._answer_bytes)
+            events = pa.ipc.open_stream(data.slice(0, answer.events_bytes)).read_all()
+            dead_letters = pa.ipc.open_stream(data.slice(answer.events_bytes)).read_all()
+        events = with_payloads(events, self._values)
         return ValidatedBatch(events, dead_letters, answer.consumed, answer.dead_letter_kinds)
 
 
@@ -210,9 +223,10 @@ class ValidatorProcess:
             schema=POLLED_SCHEMA,
         )
         request = _Request(tuple(partitions), family_by_topic, limits)
+        values = table.column("value")
         if not self._memory_files:
             request = replace(request, polled=table)
-            return PendingValidation(self._pool.submit(_validate_request, request), ())
+            return PendingValidation(self._pool.submit(_validate_request, request), (), values)
         stream = _to_stream(table)
         files: list[_MemoryFile] = []
         try:
@@ -227,7 +241,7 @@ class ValidatorProcess:
             for file in files:
                 os.close(file.fd)
             raise
-        return PendingValidation(future, tuple(file.fd for file in files))
+        return PendingValidation(future, tuple(file.fd for file in files), values)
 
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
@@ -309,7 +323,9 @@ def _validate_request(request: _Request) -> _Answer:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        batch = validate_messages(messages, request.family_by_topic, request.limits)
+        batch = validate_messages(
+            messages, request.family_by_topic, request.limits, with_payload=False
+        )
     finally:
         if collecting:
             gc.enable()
@@ -335,9 +351,16 @@ def _messages(partitions: tuple[_Partition, ...], table: pa.Table) -> Iterable[t
     values = table.column("value").to_pylist()
     start = 0
     for part in partitions:
-        for row in range(start, start + part.records):
-            yield values[row], part.topic, part.partition, offsets[row], keys[row]
-        start += part.records
+        end = start + part.records
+        yield from zip(
+            values[start:end],
+            repeat(part.topic),
+            repeat(part.partition),
+            offsets[start:end],
+            keys[start:end],
+            strict=False,  # the repeats never end
+        )
+        start = end
 
 
 def _warm_up() -> int:

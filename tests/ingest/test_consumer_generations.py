@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import pyarrow as pa
 from kafka import TopicPartition
 
 from cdp.ingest.consumer import EventConsumer, _PendingBatch
@@ -93,7 +94,7 @@ def test_the_writer_discards_a_stale_batch_without_waiting_for_its_validation(me
     consumer = EventConsumer(settings, memory_db)
     try:
         never = Future()  # a validation that would never answer
-        validation = PendingValidation(never, ())
+        validation = PendingValidation(never, (), pa.array([], pa.binary()))
         pending = _PendingBatch(
             consumer._generation - 1, validation, {("store.browse", 0): 3}, 0.0, 3, False
         )

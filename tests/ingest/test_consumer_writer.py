@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import Future
 
+import pyarrow as pa
 import pytest
 from kafka import TopicPartition
 
@@ -13,7 +14,7 @@ import cdp.ingest.consumer as consumer_module
 from cdp.errors import IngestError
 from cdp.ingest.consumer import _STOP, EventConsumer, _PendingBatch
 from cdp.ingest.events import Family
-from cdp.ingest.validation import RawMessage, validate_batch
+from cdp.ingest.validation import DEFAULT_LIMITS, RawMessage, validate_messages
 from cdp.ingest.validator_process import PendingValidation, _Answer
 from cdp.settings import Settings
 from tests.helpers import encode, event
@@ -79,7 +80,7 @@ def test_a_batch_that_could_not_reach_the_validator_is_an_ingest_error(writer):
     failed = Future()
     failed.set_exception(OSError("memory file 12 of process 1 is no longer the batch's"))
     with pytest.raises(IngestError, match="could not reach the validator process"):
-        writer._validator_answer(PendingValidation(failed, ()))
+        writer._validator_answer(PendingValidation(failed, (), pa.array([], pa.binary())))
 
 
 def test_past_a_row_group_only_batches_already_validated_join_the_transaction(writer):
@@ -89,7 +90,7 @@ def test_past_a_row_group_only_batches_already_validated_join_the_transaction(wr
     messages = [RawMessage(encode(event("page_viewed", "held")), BROWSE.topic, 0, 3)]
     waiting = _PendingBatch(
         writer._generation,
-        PendingValidation(held, ()),
+        PendingValidation(held, (), pa.array([m.value for m in messages], pa.binary())),
         {(BROWSE.topic, 0): 4},
         time.monotonic(),
         1,
@@ -99,7 +100,13 @@ def test_past_a_row_group_only_batches_already_validated_join_the_transaction(wr
     writer._queue.put(waiting)
     _stored_transactions(writer, 1)
     assert writer.stats.stored == 3
-    batch = validate_batch(messages, {BROWSE.topic: Family.BROWSE})
+    # As the validator process answers: each event's message, not its payload.
+    batch = validate_messages(
+        [(m.value, m.topic, m.partition, m.offset, m.key) for m in messages],
+        {BROWSE.topic: Family.BROWSE},
+        DEFAULT_LIMITS,
+        with_payload=False,
+    )
     held.set_result(_Answer(batch.consumed, batch.dead_letter_kinds, batch=batch))
     _stored_transactions(writer, 2)
     assert writer.stats.stored == 4

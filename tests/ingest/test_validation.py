@@ -1,6 +1,7 @@
 import json
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pytest
 
 from cdp.ingest import validation
@@ -274,6 +275,24 @@ def test_a_message_rejected_for_its_time_is_dead_lettered_whole_between_stored_o
         41,
     )
     assert (row["message_key"], row["raw"]) == (b"k-late", late)
+
+
+def test_without_payloads_each_event_names_its_message_and_the_payload_is_taken_back_alike():
+    values = [
+        encode(event("page_viewed", "a")),
+        b"{not json",
+        encode(event("page_viewed", "late", timestamp="1999-12-31T23:59:59Z")),
+        encode(event("order_completed", "wrong topic")),
+        encode(event("page_viewed", "b")),
+    ]
+    messages = [(value, "t.browse", 1, 100 + n, None) for n, value in enumerate(values)]
+    whole = validation.validate_messages(messages, TOPICS, DEFAULT_LIMITS)
+    indexed = validation.validate_messages(messages, TOPICS, DEFAULT_LIMITS, with_payload=False)
+    assert indexed.events.schema == validation.INDEXED_EVENT_SCHEMA
+    assert indexed.events["message_index"].to_pylist() == [0, 4]
+    assert indexed.dead_letters.equals(whole.dead_letters)
+    restored = validation.with_payloads(indexed.events, pa.array(values, pa.binary()))
+    assert restored.equals(whole.events)
 
 
 def test_the_largest_integer_a_quantity_column_holds_is_stored():
