@@ -69,7 +69,9 @@ def cdp_ingest(settings: Settings, db_path: Path, expected: int) -> tuple[float,
         if stats.consumed >= expected:
             stop.set()
 
-    with connect(db_path) as con:
+    # The database opened as `cdp ingest` opens it: ingest's memory limit and threads.
+    ingest = settings.ingest
+    with connect(db_path, memory_limit=ingest.memory_limit, threads=ingest.duckdb_threads) as con:
         consumer = EventConsumer(settings, con, stop=stop, on_batch=on_batch)
         original = consumer._partitions_assigned
 

@@ -12,6 +12,7 @@ migration (``cdp.storage.migrations``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,31 +36,45 @@ _CONFIG = {"preserve_insertion_order": False}
 
 
 def connect_live(
-    storage: StorageSettings, *, memory_limit: str | None = None
+    storage: StorageSettings, *, memory_limit: str | None = None, threads: int | None = None
 ) -> duckdb.DuckDBPyConnection:
     """The live database, with the memory and spill settings of ``[storage]``;
-    ``memory_limit`` instead of ``storage.memory_limit`` (ingest's, which is lower)."""
+    ``memory_limit`` instead of ``storage.memory_limit`` and ``threads`` instead of
+    DuckDB's thread per core (ingest's, which are lower)."""
     return connect(
         storage.db_path,
         memory_limit=memory_limit or storage.memory_limit,
         temp_directory=storage.temp_directory or None,
+        threads=threads,
     )
 
 
 @contextlib.contextmanager
-def raised_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
-    """DuckDB's memory limit set to ``limit`` (for a build) and set back afterwards,
-    which makes DuckDB give back what it cached beyond the old limit. The limit is
-    the database's, shared by all its cursors."""
-    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    con.execute("SET memory_limit = $limit", {"limit": limit})
+def raised_for_build(con: duckdb.DuckDBPyConnection, memory_limit: str) -> Iterator[None]:
+    """DuckDB's memory limit set to ``memory_limit`` and its threads to DuckDB's
+    default (a thread per core) for a build, both set back afterwards; setting the
+    limit back makes DuckDB give back what it cached beyond it. Both are the
+    database's, shared by all its cursors (ingest's too, meanwhile)."""
+    before = con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchone()
+    con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+    con.execute("SET threads = $threads", {"threads": _default_threads()})
     try:
         yield
     finally:
+        con.execute("SET threads = $threads", {"threads": before[1]})
         try:
-            con.execute("SET memory_limit = $limit", {"limit": before})
+            con.execute("SET memory_limit = $limit", {"limit": before[0]})
         except duckdb.Error as exc:  # memory held that cannot be given back yet
-            log.warning("could not set DuckDB's memory limit back to %s: %s", before, exc)
+            log.warning("could not set DuckDB's memory limit back to %s: %s", before[0], exc)
+
+
+@functools.cache
+def _default_threads() -> int:
+    """DuckDB's own default: a thread per core it may use (it reads cgroup limits)."""
+    with duckdb.connect() as probe:
+        return probe.execute("SELECT current_setting('threads')").fetchone()[0]
 
 
 def connect(
@@ -68,14 +83,17 @@ def connect(
     read_only: bool = False,
     memory_limit: str | None = None,
     temp_directory: str | None = None,
+    threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the database (creating it if needed) with every migration applied.
-    ``memory_limit`` and ``temp_directory`` default to DuckDB's (80% of the machine's
-    memory; ``<path>.tmp``)."""
+    ``memory_limit``, ``temp_directory`` and ``threads`` default to DuckDB's (80% of
+    the machine's memory; ``<path>.tmp``; a thread per core)."""
     path = Path(path)
     config: dict[str, object] = dict(_CONFIG)
     if memory_limit is not None:
         config["memory_limit"] = memory_limit
+    if threads is not None:
+        config["threads"] = threads
     if temp_directory is not None:
         config["temp_directory"] = temp_directory
     if read_only and not path.exists():

@@ -38,7 +38,11 @@ def ingest(args: argparse.Namespace, settings: Settings) -> int:
     stop_on_signals(stop)
     # A bar only for --until-idle: the service form runs for days, and logs instead.
     bar = Progress("ingest", unit="messages") if args.until_idle else None
-    with connect_live(settings.storage, memory_limit=settings.ingest.memory_limit) as con:
+    with connect_live(
+        settings.storage,
+        memory_limit=settings.ingest.memory_limit,
+        threads=settings.ingest.duckdb_threads,
+    ) as con:
         consumer = EventConsumer(
             settings,
             con,

@@ -22,7 +22,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"nightly build '{schedule.nightly_cron}' ({schedule.timezone})",
         flush=True,
     )
-    with connect_live(settings.storage, memory_limit=settings.ingest.memory_limit) as con:
+    with connect_live(
+        settings.storage,
+        memory_limit=settings.ingest.memory_limit,
+        threads=settings.ingest.duckdb_threads,
+    ) as con:
         stats = run_service(settings, con, stop, say=lambda line: print(line, flush=True))
     print_stats(stats)
     return 0

@@ -46,7 +46,7 @@ from cdp.errors import CdpError
 from cdp.processing.jobs.pipeline import PublishedBuild, build_publish_export
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
-from cdp.storage.database import raised_memory_limit
+from cdp.storage.database import raised_for_build
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def make_scheduler(
                 return not jobs.failed.is_set()
 
             try:
-                with jobs.running(cursor), raised_memory_limit(cursor, memory):
+                with jobs.running(cursor), raised_for_build(cursor, memory):
                     run = build_publish_export(
                         cursor, settings, segments, export=kind == "nightly", built=built
                     )

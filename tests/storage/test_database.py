@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import duckdb
+
 from cdp.settings import StorageSettings
-from cdp.storage.database import connect_live, raised_memory_limit
+from cdp.storage.database import connect_live, raised_for_build
 
 
 def test_the_live_database_gets_the_configured_memory_limit_and_spill_folder(tmp_path):
@@ -34,11 +36,22 @@ def _bytes(size: str) -> float:
     return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
 
 
-def test_a_build_s_memory_limit_is_raised_for_its_duration_then_set_back(tmp_path):
+def test_a_build_s_memory_limit_and_threads_are_raised_for_its_duration_then_set_back(
+    tmp_path,
+):
     storage = StorageSettings(db_path=tmp_path / "live.duckdb")
-    with connect_live(storage, memory_limit="200MB") as con:
-        with raised_memory_limit(con.cursor(), "400MB"):
-            during = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-        after = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    assert during == "381.4 MiB"
-    assert abs(_bytes(after) - 200e6) < 2**20  # back (DuckDB prints it to 0.1 MiB)
+    with duckdb.connect() as default:
+        per_core = default.execute("SELECT current_setting('threads')").fetchone()[0]
+    with connect_live(storage, memory_limit="200MB", threads=1) as con:
+        before = con.execute("SELECT current_setting('threads')").fetchone()[0]
+        with raised_for_build(con.cursor(), "400MB"):
+            during = con.execute(
+                "SELECT current_setting('memory_limit'), current_setting('threads')"
+            ).fetchone()
+        after = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+    assert before == 1
+    assert during == ("381.4 MiB", per_core)
+    assert abs(_bytes(after[0]) - 200e6) < 2**20  # back (DuckDB prints it to 0.1 MiB)
+    assert after[1] == 1
