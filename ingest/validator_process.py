@@ -6,11 +6,12 @@ one worker process and gets back Arrow tables (:class:`~cdp.ingest.validation.
 ValidatedBatch`).
 
 How a batch travels matters as much as where it is validated. A poll is ~6 MB of
-message bytes, and its answer was ~8 MB of Arrow before it lost the payloads (see
-below). Through the pool's pipe that is hundreds of 64 KB writes and reads, and in the polling process each of them has to
-take the GIL back from the poll thread, which holds it for up to the 5 ms switch
-interval: the validator sat idle about a third of the time, waiting for its answer to
-be read (measured in benchmarks/ingest_throughput.py). So on Linux each batch goes
+message bytes, and its answer was ~8 MB of Arrow while it carried the payloads (see
+below). Through the pool's pipe that was hundreds of 64 KB writes and reads, and in
+the polling process each of them had to take the GIL back from the poll thread,
+which holds it for up to the 5 ms switch interval: the validator sat idle about a
+third of the time, waiting for its answer to be read (measured in
+benchmarks/ingest_throughput.py). So on Linux each batch goes
 in a memory file (``memfd``): the polling process writes the polled records there as
 one Arrow stream, the validator opens the file through ``/proc/<pid>/fd`` and writes
 its answer into a second one, and only the files' numbers and sizes go through the
@@ -127,10 +128,10 @@ class PendingValidation:
     ``OSError`` if a memory file could not be read or written."""
 
     def __init__(
-        self, future: Future[_Answer], files: tuple[int, ...], values: pa.ChunkedArray
+        self, future: Future[_Answer], files: tuple[int, ...], values: pa.ChunkedArray | pa.Array
     ) -> None:
         self._future = future
-        self._values = values
+        self._values: pa.ChunkedArray | pa.Array | None = values
         self._answer_bytes: bytes | None = None
         self._unread: OSError | None = None
         # Set once the answer is read: a future's callbacks run just after its result
@@ -172,7 +173,11 @@ class PendingValidation:
             data = pa.py_buffer(self._answer_bytes)
             events = pa.ipc.open_stream(data.slice(0, answer.events_bytes)).read_all()
             dead_letters = pa.ipc.open_stream(data.slice(answer.events_bytes)).read_all()
-        events = with_payloads(events, self._values)
+        values, self._values = self._values, None  # ~6 MB a poll, held no longer
+        if values is None or answer.consumed != len(values):
+            # The indices would point at another batch's messages.
+            raise RuntimeError("the validator's answer is not for this batch, or was read twice")
+        events = with_payloads(events, values)
         return ValidatedBatch(events, dead_letters, answer.consumed, answer.dead_letter_kinds)
 
 
