@@ -12,7 +12,6 @@ migration (``cdp.storage.migrations``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -52,29 +51,51 @@ def connect_live(
 @contextlib.contextmanager
 def raised_for_build(con: duckdb.DuckDBPyConnection, memory_limit: str) -> Iterator[None]:
     """DuckDB's memory limit set to ``memory_limit`` and its threads to DuckDB's
-    default (a thread per core) for a build, both set back afterwards; setting the
-    limit back makes DuckDB give back what it cached beyond it. Both are the
-    database's, shared by all its cursors (ingest's too, meanwhile)."""
-    before = con.execute(
-        "SELECT current_setting('memory_limit'), current_setting('threads')"
-    ).fetchone()
-    con.execute("SET memory_limit = $limit", {"limit": memory_limit})
-    con.execute("SET threads = $threads", {"threads": _default_threads()})
-    try:
+    default (a thread per core it may use) for a build, each set back afterwards;
+    setting the limit back makes DuckDB give back what it cached beyond it. Both are
+    the database's, shared by all its cursors (ingest's too, meanwhile)."""
+    with contextlib.ExitStack() as set_back:
+        _for_now(con, set_back, "memory_limit", memory_limit)
+        _for_now(con, set_back, "threads")
         yield
-    finally:
-        con.execute("SET threads = $threads", {"threads": before[1]})
-        try:
-            con.execute("SET memory_limit = $limit", {"limit": before[0]})
-        except duckdb.Error as exc:  # memory held that cannot be given back yet
-            log.warning("could not set DuckDB's memory limit back to %s: %s", before[0], exc)
 
 
-@functools.cache
-def _default_threads() -> int:
-    """DuckDB's own default: a thread per core it may use (it reads cgroup limits)."""
-    with duckdb.connect() as probe:
-        return probe.execute("SELECT current_setting('threads')").fetchone()[0]
+@contextlib.contextmanager
+def every_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB's threads at its default (a thread per core it may use) for a statement
+    that reads the whole history, where ingest runs with fewer ([ingest]
+    duckdb_threads); set back afterwards. Like :func:`raised_for_build`, it changes
+    the setting for every cursor of the database."""
+    with contextlib.ExitStack() as set_back:
+        _for_now(con, set_back, "threads")
+        yield
+
+
+def _for_now(
+    con: duckdb.DuckDBPyConnection,
+    set_back: contextlib.ExitStack,
+    setting: str,
+    value: str | None = None,
+) -> None:
+    """Set DuckDB's ``setting`` (a name from this module, never input) to ``value``,
+    or to DuckDB's default if None, until ``set_back`` closes."""
+    before = con.execute("SELECT current_setting($name)", {"name": setting}).fetchone()[0]
+    if value is None:
+        con.execute(f"RESET {setting}")
+    else:
+        con.execute(f"SET {setting} = $value", {"value": value})
+    set_back.callback(_set_back, con, setting, before)
+
+
+def _set_back(con: duckdb.DuckDBPyConnection, setting: str, value: object) -> None:
+    """Restore a setting after a build, successful or not. A failure is logged, not
+    raised: it must not hide the build's own error (DuckDB refuses statements in an
+    aborted transaction or an invalidated database), and a setting left raised costs
+    speed or memory only (a memory limit may not go back below what is held yet)."""
+    try:
+        con.execute(f"SET {setting} = $value", {"value": value})
+    except duckdb.Error as exc:
+        log.warning("could not set DuckDB's %s back to %s: %s", setting, value, exc)
 
 
 def connect(

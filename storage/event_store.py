@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdp.settings import DEFAULT_DUPLICATE_WINDOW
-from cdp.storage.database import execute_script
+from cdp.storage.database import every_thread, execute_script
 from cdp.storage.transactions import transaction
 
 # Typed property columns come from the validated payload in one pass per row
@@ -353,7 +353,8 @@ def _cover_window(con: duckdb.DuckDBPyConnection, incoming: pa.Table, window: ti
     start = newest - window
     prune = False
     if covered_from is None or covered_from > start:
-        execute_script(con, _REFILL_RECENT_IDS, _window_parameter(window))
+        with every_thread(con):  # a scan of every stored event, unlike the batch's work
+            execute_script(con, _REFILL_RECENT_IDS, _window_parameter(window))
         held_after_prune = con.execute("SELECT count(*) FROM recent_event_ids").fetchall()[0][0]
         covered_from = start
     elif start - covered_from > window / 8 or held > 2 * (held_after_prune or 0) + _PRUNE_ABOVE:

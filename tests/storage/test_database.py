@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import duckdb
+import pytest
 
 from cdp.settings import StorageSettings
 from cdp.storage.database import connect_live, raised_for_build
@@ -55,3 +56,35 @@ def test_a_build_s_memory_limit_and_threads_are_raised_for_its_duration_then_set
     assert during == ("381.4 MiB", per_core)
     assert abs(_bytes(after[0]) - 200e6) < 2**20  # back (DuckDB prints it to 0.1 MiB)
     assert after[1] == 1
+
+
+def test_a_build_that_fails_still_gets_its_settings_set_back(tmp_path):
+    storage = StorageSettings(db_path=tmp_path / "live.duckdb")
+    with connect_live(storage, memory_limit="200MB", threads=1) as con:
+        with (
+            pytest.raises(ValueError, match="the build failed"),
+            raised_for_build(con.cursor(), "400MB"),
+        ):
+            raise ValueError("the build failed")
+        limit, threads = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+    assert abs(_bytes(limit) - 200e6) < 2**20
+    assert threads == 1
+
+
+def test_a_setting_that_cannot_be_set_back_is_logged_and_the_build_s_own_error_kept(
+    tmp_path, caplog
+):
+    storage = StorageSettings(db_path=tmp_path / "live.duckdb")
+    with connect_live(storage, memory_limit="200MB", threads=1) as con:
+        cursor = con.cursor()
+        with (
+            pytest.raises(duckdb.CatalogException, match="no_such_table"),
+            raised_for_build(cursor, "400MB"),
+        ):
+            cursor.execute("BEGIN TRANSACTION")
+            cursor.execute("SELECT * FROM no_such_table")  # aborts the transaction
+        cursor.execute("ROLLBACK")
+    assert "could not set DuckDB's threads back to 1" in caplog.text
+    assert "could not set DuckDB's memory_limit back" in caplog.text

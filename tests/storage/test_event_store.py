@@ -353,3 +353,23 @@ def test_writers_on_one_database_in_one_process_store_each_id_once_without_confl
     assert {copies for _, copies in stored} == {1}
     recorded = memory_db.execute("SELECT count(*) FROM duplicate_events").fetchone()[0]
     assert recorded == (writers - 1) * batches * ids_per_batch
+
+
+def test_refilling_the_window_from_every_stored_event_runs_on_every_thread(memory_db, monkeypatch):
+    # Ingest runs DuckDB on one thread ([ingest] duckdb_threads); the refill reads the
+    # whole history, once, and gets DuckDB's default for that statement alone.
+    memory_db.execute("RESET threads")
+    default = memory_db.execute("SELECT current_setting('threads')").fetchone()[0]
+    memory_db.execute("SET threads = 1")
+    seen = []
+    real = event_store.execute_script
+
+    def execute_script(con, script, params=None):
+        if script is event_store._REFILL_RECENT_IDS:
+            seen.append(con.execute("SELECT current_setting('threads')").fetchone()[0])
+        real(con, script, params)
+
+    monkeypatch.setattr(event_store, "execute_script", execute_script)
+    write_batch(memory_db, *_tables(_batch([_viewed("first", 0)])))
+    assert seen == [default]
+    assert memory_db.execute("SELECT current_setting('threads')").fetchone()[0] == 1
