@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 
 from cdp.ingest.events import Family
@@ -220,11 +221,7 @@ class ValidatorProcess:
             keys += [record.key for record in records]
             values += [record.value for record in records]
         table = pa.Table.from_arrays(
-            [
-                pa.array(offsets, pa.int64()),
-                pa.array(keys, pa.binary()),
-                pa.array(values, pa.binary()),
-            ],
+            [pa.array(offsets, pa.int64()), pa.array(keys, pa.binary()), _binary_array(values)],
             schema=POLLED_SCHEMA,
         )
         request = _Request(tuple(partitions), family_by_topic, limits)
@@ -232,14 +229,13 @@ class ValidatorProcess:
         if not self._memory_files:
             request = replace(request, polled=table)
             return PendingValidation(self._pool.submit(_validate_request, request), (), values)
-        stream = _to_stream(table)
         files: list[_MemoryFile] = []
         try:
             files.append(_MemoryFile.create("cdp-polled"))
-            _write_all(files[0].fd, stream, 0)
+            polled_bytes = _write_own_stream(files[0], table)
             files.append(_MemoryFile.create("cdp-validated"))
             request = replace(
-                request, polled_file=files[0], polled_bytes=stream.size, answer_file=files[1]
+                request, polled_file=files[0], polled_bytes=polled_bytes, answer_file=files[1]
             )
             future = self._pool.submit(_validate_request, request)
         except BaseException:
@@ -250,6 +246,35 @@ class ValidatorProcess:
 
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _binary_array(values: list[bytes | None]) -> pa.Array | pa.ChunkedArray:
+    """A poll's record values as an Arrow binary array, its data one join of them: built
+    by ``pa.array``, the ~6 MB buffer grew by reallocation as the values were copied in
+    (0.54 against 0.32 us an event on the poll thread, with the stream written straight
+    to its memory file). Null values (tombstones), and a poll past 2 GiB, take
+    ``pa.array``'s way."""
+    try:
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    except TypeError:  # a None
+        return pa.array(values, pa.binary())
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > np.iinfo(np.int32).max:
+        return pa.array(values, pa.binary())
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(values))]
+    return pa.Array.from_buffers(pa.binary(), len(values), buffers)
+
+
+def _write_own_stream(file: _MemoryFile, table: pa.Table) -> int:
+    """Write ``table`` as an Arrow stream into one of this process's memory files,
+    straight from its buffers; return its size. Serialized to a buffer first and then
+    copied in, it cost ~0.3 us an event more on the poll thread (the buffer, too,
+    grew by reallocation)."""
+    with pa.OSFile(f"/proc/self/fd/{file.fd}", "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.tell()
 
 
 def _to_stream(table: pa.Table) -> pa.Buffer:

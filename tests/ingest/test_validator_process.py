@@ -4,11 +4,12 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pytest
 
 from cdp.ingest.events import Family
 from cdp.ingest.validation import RawMessage, ValidationLimits, validate_batch
-from cdp.ingest.validator_process import ValidatorProcess, _MemoryFile
+from cdp.ingest.validator_process import ValidatorProcess, _binary_array, _MemoryFile
 from tests.helpers import encode, event
 
 TOPICS = {"t.purchases": Family.PURCHASE, "t.browse": Family.BROWSE}
@@ -145,3 +146,19 @@ def test_a_memory_file_number_given_to_another_file_is_refused():
             file.open(os.O_RDONLY)
     finally:
         os.close(other)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [b'{"a": 1}', b"", b"\xff\x00 raw bytes", "é".encode() * 300],
+        [b"x", None, b"y"],  # a tombstone
+        [],
+        [b""],
+    ],
+    ids=["bytes", "with-a-null", "no-records", "one-empty-value"],
+)
+def test_a_poll_s_values_become_the_same_arrow_array_as_pa_array_makes(values):
+    built = _binary_array(values)
+    assert built.equals(pa.array(values, pa.binary()))
+    assert built.to_pylist() == values
