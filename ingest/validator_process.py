@@ -213,7 +213,8 @@ class ValidatorProcess:
         limits: ValidationLimits,
     ) -> PendingValidation:
         """Hand a poll's records, (topic, partition, records) in poll order, to the
-        validator. Raises ``BrokenExecutor`` if the process died."""
+        validator. Raises ``BrokenExecutor`` if the process died, ``OSError`` if the
+        batch's memory file could not be made or written."""
         partitions, offsets, keys, values = [], [], [], []
         for topic, partition, records in polled:
             partitions.append(_Partition(topic, partition, len(records)))
@@ -256,13 +257,15 @@ def _binary_array(values: list[bytes | None]) -> pa.Array | pa.ChunkedArray:
     ``pa.array``'s way."""
     try:
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
-    except TypeError:  # a None
+        data = b"".join(values)
+    except TypeError:  # a None (or a str, which kafka-python does not hand out)
         return pa.array(values, pa.binary())
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
+    # Lengths that are not byte counts (a memoryview of wider items) do not add up.
+    if offsets[-1] != len(data) or offsets[-1] > np.iinfo(np.int32).max:
         return pa.array(values, pa.binary())
-    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(values))]
+    buffers = [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data)]
     return pa.Array.from_buffers(pa.binary(), len(values), buffers)
 
 

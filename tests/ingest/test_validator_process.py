@@ -1,3 +1,4 @@
+import array
 import gc
 import os
 import subprocess
@@ -153,12 +154,13 @@ def test_a_memory_file_number_given_to_another_file_is_refused():
     [
         [b'{"a": 1}', b"", b"\xff\x00 raw bytes", "é".encode() * 300],
         [b"x", None, b"y"],  # a tombstone
+        [b"ab", memoryview(array.array("i", [1, 2]))],  # lengths that are not byte counts
         [],
         [b""],
     ],
-    ids=["bytes", "with-a-null", "no-records", "one-empty-value"],
+    ids=["bytes", "with-a-null", "wide-items", "no-records", "one-empty-value"],
 )
 def test_a_poll_s_values_become_the_same_arrow_array_as_pa_array_makes(values):
     built = _binary_array(values)
     assert built.equals(pa.array(values, pa.binary()))
-    assert built.to_pylist() == values
+    assert built.to_pylist() == [bytes(v) if v is not None else None for v in values]
