@@ -118,12 +118,12 @@ class IngestSettings(_Section):
     # with history up to the limit. The process needs ~1 GB besides (batches being
     # validated and written), so the default keeps cdp load under 2 GB.
     memory_limit: str = Field(default="768MB", pattern=_MEMORY_SIZE)
-    # DuckDB's threads while consuming the topics (cdp ingest, and cdp run between
-    # builds; a build raises them to DuckDB's default, a thread per core, while it
-    # runs). Polling and validating already keep the cores busy, and a second DuckDB
-    # thread cost more CPU than it saved in writing: one stored ~8% more events a
-    # second (benchmarks/ingest_throughput.py). cdp load validates in DuckDB, and keeps
-    # DuckDB's default.
+    # DuckDB's threads in `cdp ingest`. Polling and validating already keep the cores
+    # busy, and a second DuckDB thread cost more CPU than it saved in writing: one
+    # stored ~8% more events a second (benchmarks/ingest_throughput.py). A statement
+    # over the whole history (the duplicate window's refill) gets DuckDB's default.
+    # `cdp run` keeps the default (its builds share the setting and need every core),
+    # and so does `cdp load`, which validates in DuckDB.
     duckdb_threads: int = Field(default=1, ge=1, le=1024)
     # Records per poll; larger batches amortise the DuckDB transaction per batch.
     max_batch_records: int = Field(default=20000, ge=1, le=1_000_000)

@@ -39,7 +39,7 @@ def connect_live(
 ) -> duckdb.DuckDBPyConnection:
     """The live database, with the memory and spill settings of ``[storage]``;
     ``memory_limit`` instead of ``storage.memory_limit`` and ``threads`` instead of
-    DuckDB's thread per core (ingest's, which are lower)."""
+    DuckDB's thread per core (`cdp ingest`'s, which are lower)."""
     return connect(
         storage.db_path,
         memory_limit=memory_limit or storage.memory_limit,
@@ -49,51 +49,44 @@ def connect_live(
 
 
 @contextlib.contextmanager
-def raised_for_build(con: duckdb.DuckDBPyConnection, memory_limit: str) -> Iterator[None]:
-    """DuckDB's memory limit set to ``memory_limit`` and its threads to DuckDB's
-    default (a thread per core it may use) for a build, each set back afterwards;
-    setting the limit back makes DuckDB give back what it cached beyond it. Both are
-    the database's, shared by all its cursors (ingest's too, meanwhile)."""
-    with contextlib.ExitStack() as set_back:
-        _for_now(con, set_back, "memory_limit", memory_limit)
-        _for_now(con, set_back, "threads")
+def raised_memory_limit(
+    con: duckdb.DuckDBPyConnection, limit: str, *, back_to: str
+) -> Iterator[None]:
+    """DuckDB's memory limit set to ``limit`` for a build, and to ``back_to`` (the
+    limit the database was opened with) afterwards, which makes DuckDB give back what
+    it cached beyond it. Given, not read back: DuckDB prints the limit rounded down
+    (768MB as 732.4 MiB, 2GB as 1.8 GiB), and each build would have lowered it by a
+    step. The limit is the database's, shared by all its cursors."""
+    con.execute("SET memory_limit = $limit", {"limit": limit})
+    try:
         yield
+    finally:
+        _set_back(con, "memory_limit", back_to)
 
 
 @contextlib.contextmanager
 def every_thread(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB's threads at its default (a thread per core it may use) for a statement
-    that reads the whole history, where ingest runs with fewer ([ingest]
-    duckdb_threads); set back afterwards. Like :func:`raised_for_build`, it changes
-    the setting for every cursor of the database."""
-    with contextlib.ExitStack() as set_back:
-        _for_now(con, set_back, "threads")
+    that reads the whole history, where `cdp ingest` runs with fewer ([ingest]
+    duckdb_threads); set back afterwards. The setting is the database's: `cdp run`,
+    whose builds share it, keeps DuckDB's default, so this raises nothing there."""
+    before = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("RESET threads")
+    try:
         yield
-
-
-def _for_now(
-    con: duckdb.DuckDBPyConnection,
-    set_back: contextlib.ExitStack,
-    setting: str,
-    value: str | None = None,
-) -> None:
-    """Set DuckDB's ``setting`` (a name from this module, never input) to ``value``,
-    or to DuckDB's default if None, until ``set_back`` closes."""
-    before = con.execute("SELECT current_setting($name)", {"name": setting}).fetchone()[0]
-    if value is None:
-        con.execute(f"RESET {setting}")
-    else:
-        con.execute(f"SET {setting} = $value", {"value": value})
-    set_back.callback(_set_back, con, setting, before)
+    finally:
+        _set_back(con, "threads", before)
 
 
 def _set_back(con: duckdb.DuckDBPyConnection, setting: str, value: object) -> None:
-    """Restore a setting after a build, successful or not. A failure is logged, not
-    raised: it must not hide the build's own error (DuckDB refuses statements in an
-    aborted transaction or an invalidated database), and a setting left raised costs
-    speed or memory only (a memory limit may not go back below what is held yet)."""
+    """Set a setting (a name from this module, never input) back after the work that
+    raised it, successful or not. Through a cursor of its own: the work's may be in
+    an aborted transaction, where DuckDB refuses every statement. A failure is logged,
+    not raised, so as not to hide the work's own error (a memory limit may not go
+    back below what is held yet; an invalidated database refuses everything)."""
     try:
-        con.execute(f"SET {setting} = $value", {"value": value})
+        with con.cursor() as own:
+            own.execute(f"SET {setting} = $value", {"value": value})
     except duckdb.Error as exc:
         log.warning("could not set DuckDB's %s back to %s: %s", setting, value, exc)
 

@@ -22,11 +22,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"nightly build '{schedule.nightly_cron}' ({schedule.timezone})",
         flush=True,
     )
-    with connect_live(
-        settings.storage,
-        memory_limit=settings.ingest.memory_limit,
-        threads=settings.ingest.duckdb_threads,
-    ) as con:
+    # DuckDB's default threads, not [ingest] duckdb_threads: the builds share the
+    # setting and need every core.
+    with connect_live(settings.storage, memory_limit=settings.ingest.memory_limit) as con:
         stats = run_service(settings, con, stop, say=lambda line: print(line, flush=True))
     print_stats(stats)
     return 0

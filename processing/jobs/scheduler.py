@@ -46,7 +46,7 @@ from cdp.errors import CdpError
 from cdp.processing.jobs.pipeline import PublishedBuild, build_publish_export
 from cdp.processing.segmentation.config import SegmentConfig, load_segment_config
 from cdp.settings import Settings
-from cdp.storage.database import raised_for_build
+from cdp.storage.database import raised_memory_limit
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,10 @@ def make_scheduler(
                 return not jobs.failed.is_set()
 
             try:
-                with jobs.running(cursor), raised_for_build(cursor, memory):
+                with (
+                    jobs.running(cursor),
+                    raised_memory_limit(cursor, memory, back_to=settings.ingest.memory_limit),
+                ):
                     run = build_publish_export(
                         cursor, settings, segments, export=kind == "nightly", built=built
                     )

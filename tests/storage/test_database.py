@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from cdp.settings import StorageSettings
-from cdp.storage.database import connect_live, raised_for_build
+from cdp.storage.database import connect_live, every_thread, raised_memory_limit
 
 
 def test_the_live_database_gets_the_configured_memory_limit_and_spill_folder(tmp_path):
@@ -37,54 +37,56 @@ def _bytes(size: str) -> float:
     return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
 
 
-def test_a_build_s_memory_limit_and_threads_are_raised_for_its_duration_then_set_back(
-    tmp_path,
-):
+def test_a_build_s_memory_limit_is_raised_for_its_duration_then_set_back_exactly(tmp_path):
     storage = StorageSettings(db_path=tmp_path / "live.duckdb")
-    with duckdb.connect() as default:
-        per_core = default.execute("SELECT current_setting('threads')").fetchone()[0]
-    with connect_live(storage, memory_limit="200MB", threads=1) as con:
-        before = con.execute("SELECT current_setting('threads')").fetchone()[0]
-        with raised_for_build(con.cursor(), "400MB"):
-            during = con.execute(
-                "SELECT current_setting('memory_limit'), current_setting('threads')"
-            ).fetchone()
-        after = con.execute(
-            "SELECT current_setting('memory_limit'), current_setting('threads')"
-        ).fetchone()
-    assert before == 1
-    assert during == ("381.4 MiB", per_core)
-    assert abs(_bytes(after[0]) - 200e6) < 2**20  # back (DuckDB prints it to 0.1 MiB)
-    assert after[1] == 1
+    with connect_live(storage, memory_limit="2GB") as con:
+        opened = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        for _ in range(3):  # read back, DuckDB's rounded 1.8 GiB lowered it a step a build
+            with raised_memory_limit(con.cursor(), "4GB", back_to="2GB"):
+                during = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            after = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            assert during == "3.7 GiB"
+            assert after == opened == "1.8 GiB"
 
 
-def test_a_build_that_fails_still_gets_its_settings_set_back(tmp_path):
+def test_a_build_that_fails_still_gets_its_memory_limit_set_back(tmp_path):
     storage = StorageSettings(db_path=tmp_path / "live.duckdb")
-    with connect_live(storage, memory_limit="200MB", threads=1) as con:
+    with connect_live(storage, memory_limit="200MB") as con:
         with (
             pytest.raises(ValueError, match="the build failed"),
-            raised_for_build(con.cursor(), "400MB"),
+            raised_memory_limit(con.cursor(), "400MB", back_to="200MB"),
         ):
             raise ValueError("the build failed")
-        limit, threads = con.execute(
-            "SELECT current_setting('memory_limit'), current_setting('threads')"
-        ).fetchone()
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert abs(_bytes(limit) - 200e6) < 2**20
-    assert threads == 1
 
 
-def test_a_setting_that_cannot_be_set_back_is_logged_and_the_build_s_own_error_kept(
-    tmp_path, caplog
-):
+def test_threads_are_set_back_even_from_an_aborted_transaction(tmp_path):
     storage = StorageSettings(db_path=tmp_path / "live.duckdb")
-    with connect_live(storage, memory_limit="200MB", threads=1) as con:
+    with connect_live(storage, threads=1) as con:
         cursor = con.cursor()
         with (
             pytest.raises(duckdb.CatalogException, match="no_such_table"),
-            raised_for_build(cursor, "400MB"),
+            every_thread(cursor),
         ):
             cursor.execute("BEGIN TRANSACTION")
+            during = cursor.execute("SELECT current_setting('threads')").fetchone()[0]
             cursor.execute("SELECT * FROM no_such_table")  # aborts the transaction
         cursor.execute("ROLLBACK")
-    assert "could not set DuckDB's threads back to 1" in caplog.text
-    assert "could not set DuckDB's memory_limit back" in caplog.text
+        after = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    with duckdb.connect() as default:
+        assert during == default.execute("SELECT current_setting('threads')").fetchone()[0]
+    assert after == 1
+
+
+def test_a_setting_that_cannot_be_set_back_is_logged_and_the_work_s_own_error_kept(
+    tmp_path, caplog
+):
+    storage = StorageSettings(db_path=tmp_path / "live.duckdb")
+    with (
+        connect_live(storage, memory_limit="200MB") as con,
+        pytest.raises(ValueError, match="the build failed"),
+        raised_memory_limit(con.cursor(), "400MB", back_to="no such size"),
+    ):
+        raise ValueError("the build failed")
+    assert "could not set DuckDB's memory_limit back to no such size" in caplog.text
