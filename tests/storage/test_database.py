@@ -62,8 +62,11 @@ def test_a_build_that_fails_still_gets_its_memory_limit_set_back(tmp_path):
 
 
 def test_threads_are_set_back_even_from_an_aborted_transaction(tmp_path):
+    with duckdb.connect() as default:
+        per_core = default.execute("SELECT current_setting('threads')").fetchone()[0]
+    configured = per_core + 1  # not DuckDB's default, on any machine
     storage = StorageSettings(db_path=tmp_path / "live.duckdb")
-    with connect_live(storage, threads=1) as con:
+    with connect_live(storage, threads=configured) as con:
         cursor = con.cursor()
         with (
             pytest.raises(duckdb.CatalogException, match="no_such_table"),
@@ -74,9 +77,8 @@ def test_threads_are_set_back_even_from_an_aborted_transaction(tmp_path):
             cursor.execute("SELECT * FROM no_such_table")  # aborts the transaction
         cursor.execute("ROLLBACK")
         after = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    with duckdb.connect() as default:
-        assert during == default.execute("SELECT current_setting('threads')").fetchone()[0]
-    assert after == 1
+    assert during == per_core
+    assert after == configured
 
 
 def test_a_setting_that_cannot_be_set_back_is_logged_and_the_work_s_own_error_kept(
