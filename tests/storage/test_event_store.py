@@ -1,3 +1,4 @@
+import random
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -172,6 +173,25 @@ def test_the_copy_kept_of_an_id_sent_twice_in_one_batch_is_the_first_one(memory_
     assert (result.stored, result.duplicates) == (500, 19_500)
     kept = memory_db.execute("SELECT max(source_offset) FROM events").fetchone()[0]
     assert kept == 499
+
+
+def test_each_id_sent_several_times_in_one_batch_keeps_its_first_offset_whatever_the_order(
+    memory_db,
+):
+    rng = random.Random(7)
+    ids = [f"id-{rng.randrange(300)}" for _ in range(2_000)]
+    batch = _batch([event("page_viewed", event_id) for event_id in ids])
+    result = write_batch(memory_db, batch.events, batch.dead_letters)
+    first_offsets = {}
+    for offset, event_id in enumerate(ids):
+        first_offsets.setdefault(event_id, offset)
+    assert (result.stored, result.duplicates) == (len(first_offsets), 2_000 - len(first_offsets))
+    kept = dict(memory_db.execute("SELECT event_id, source_offset FROM events").fetchall())
+    assert kept == first_offsets
+    copies = memory_db.execute("SELECT source_offset FROM duplicate_events").fetchall()
+    assert sorted(offset for (offset,) in copies) == sorted(
+        set(range(2_000)) - set(first_offsets.values())
+    )
 
 
 def test_an_id_stored_by_an_earlier_batch_is_a_duplicate_and_the_rest_of_the_batch_stored(
