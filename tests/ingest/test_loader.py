@@ -1,4 +1,5 @@
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -106,6 +107,65 @@ def test_a_line_over_the_batch_bytes_is_a_batch_of_its_own(tmp_path, memory_db):
         batch_bytes=1_000,
     )
     assert seen == [1, 2, 3]
+
+
+def _batches_line_by_line(data: bytes, batch_lines: int, batch_bytes: int) -> list[tuple]:
+    """What ``_batches`` must give, written plainly (it was the loader's loop)."""
+    batches, numbers, values, size = [], [], [], 0
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            continue
+        if values and size + len(line) > batch_bytes:
+            batches.append((numbers, values))
+            numbers, values, size = [], [], 0
+        numbers.append(number)
+        values.append(line)
+        size += len(line)
+        if len(values) >= batch_lines:
+            batches.append((numbers, values))
+            numbers, values, size = [], [], 0
+    if values:
+        batches.append((numbers, values))
+    return batches
+
+
+_PIECES = [
+    b"{}",
+    b'{"a":1}',
+    b"",
+    b" ",
+    b"\t \x0b\x0c",
+    b" {} ",
+    b"\r",
+    b"x\r\r",
+    b"\xff\xfe",
+    b"\xc3\xa9",
+    b"\r\x00",
+    b"y" * 300,
+    b"\x0bz",
+    b"\x85",
+]
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_lines_are_split_and_batched_exactly_as_line_by_line(monkeypatch, tmp_path, case):
+    rng = random.Random(case)
+    monkeypatch.setattr(loader, "_READ_BYTES", rng.choice([1, 7, 64, 1000, 1 << 20]))
+    lines = [
+        b"".join(rng.choice(_PIECES) for _ in range(rng.randrange(4)))
+        for _ in range(rng.randrange(300))
+    ]
+    data = b"\n".join(lines) + rng.choice([b"", b"\n", b"\r\n", b"\n\n"])
+    batch_lines, batch_bytes = rng.choice([1, 2, 5, 1000]), rng.choice([1, 10, 400, 1 << 20])
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(data)
+    with path.open("rb") as handle:
+        got = [
+            (numbers.to_pylist(), values.to_pylist())
+            for numbers, values in _batches(handle, batch_lines, batch_bytes)
+        ]
+    assert got == _batches_line_by_line(data, batch_lines, batch_bytes)
 
 
 def test_the_generated_store_is_validated_almost_entirely_by_duckdb(tmp_path, monkeypatch):
