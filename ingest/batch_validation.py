@@ -87,7 +87,7 @@ class BatchValidator:
         offsets = offsets if isinstance(offsets, pa.Array) else pa.array(offsets, pa.int64())
         count = len(raw)
         checked = self._check(raw)
-        fast = checked.filter(_no_repeated_key(checked))
+        fast = checked.filter(self._no_repeated_key(checked))
         indices = fast.column("row_index")
         events = pa.Table.from_arrays(
             [
@@ -130,6 +130,22 @@ class BatchValidator:
             dead_letter_kinds=dict(Counter(judged.dead_letter_kinds)),
         )
 
+    def _no_repeated_key(self, checked: pa.Table) -> pa.Array:
+        """Per row of the fast path's result, whether its objects hold no key twice and
+        all the keys of the text (``keys`` against ``key_count``, see the .sql file).
+        ``keys`` repeat from line to line, so each distinct one is read back into
+        lists (by DuckDB, which wrote it) and checked once, in Python."""
+        keys = checked.column("keys").combine_chunks().dictionary_encode()
+        [(lists,)] = self._con.execute(
+            "SELECT list_transform($keys::VARCHAR[], lambda k: CAST(k AS VARCHAR[][]))",
+            {"keys": keys.dictionary.to_pylist()},
+        ).fetchall()
+        totals = np.array([_key_total(one) for one in lists], np.int64)
+        indices = keys.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        found = totals[indices] if len(totals) else np.full(len(indices), -1)
+        proved = found == checked.column("key_count").to_numpy()
+        return pa.array(proved & keys.indices.is_valid().to_numpy(zero_copy_only=False))
+
     def _check(self, raw: pa.Array) -> pa.Table:
         received = datetime.now(UTC)
         try:
@@ -155,28 +171,15 @@ class BatchValidator:
             self._con.unregister("incoming_lines")
 
 
-def _no_repeated_key(checked: pa.Table) -> pa.Array:
-    """Per row of the fast path's result, whether its objects hold no key twice and
-    all the keys of the text (``keys`` against ``key_count``, see the .sql file).
-    ``keys`` repeat from line to line (~200 distinct in a batch of the generated
-    store), so each distinct one is checked once, in Python."""
-    keys = checked.column("keys").combine_chunks().dictionary_encode()
-    totals = np.array([_key_total(lists) for lists in keys.dictionary.to_pylist()], np.int64)
-    indices = keys.indices.fill_null(0).to_numpy(zero_copy_only=False)
-    found = totals[indices] if len(totals) else np.full(len(indices), -1)
-    proved = found == checked.column("key_count").to_numpy()
-    return pa.array(proved & keys.indices.is_valid().to_numpy(zero_copy_only=False))
-
-
-def _key_total(lists: str) -> int:
-    """The number of keys in ``lists`` (key_lists in batch_validation_macros.sql), or -1
-    if a list is empty (an empty object, or a value that is no object) or repeats a key."""
+def _key_total(lists: list[list[str] | None]) -> int:
+    """The number of keys in ``lists`` (the key lists of a line's objects, None where
+    there is no such object), or -1 if a list is empty (an empty object, or a value
+    that is no object) or repeats a key."""
     total = 0
-    for text in lists.split("\x02"):
-        if text == "\x03":  # no such object
+    for keys in lists:
+        if keys is None:
             continue
-        keys = text.split("\x01")
-        if not text or len(set(keys)) != len(keys):
+        if not keys or len(set(keys)) != len(keys):
             return -1
         total += len(keys)
     return total

@@ -40,13 +40,6 @@ CREATE MACRO aware_time(v) AS
               AND v[2:5] <> '0000'
          THEN TRY_CAST(v[2:-2] AS TIMESTAMPTZ) END;
 
--- A list of JSON key lists (NULL where there is no object) as one string: each list's
--- keys joined by chr(1), the lists by chr(2), chr(3) for NULL. No key holds one of
--- them (a raw control character is not JSON; the fast path takes no escape).
-CREATE MACRO key_lists(lists) AS
-    array_to_string(
-        list_transform(lists, lambda k: coalesce(array_to_string(k, chr(1)), chr(3))), chr(2));
-
 -- A ProductLine's fields (a struct of JSON texts) typed as pydantic needs them.
 CREATE MACRO product_line(p) AS
     identifier_or_absent(p.product_id) AND text_or_absent(p.sku)

@@ -365,6 +365,21 @@ def _known_bad() -> list[bytes]:
             ]
         ),
         to_json(repeat_key(order_with_lines("ol-rep"), "properties.products.0.product_id", "p-9")),
+        # keys DuckDB quotes when it casts the key lists to one string (see the .sql file),
+        # once each and repeated, in a known object and in one it does not list
+        *(
+            line
+            for key in ["a, b", "]", "[x]", "'", "NULL", " x", "x ", "{}", "a', 'b", "é, é"]
+            for line in (
+                encode(event("page_viewed", f"k-{key}", properties={key: 1, "a": 2, "b": 3})),
+                encode(event("page_viewed", f"k2-{key}", properties={"x": {key: 1, "b": 2}})),
+                to_json(
+                    repeat_key(
+                        event("page_viewed", "e", properties={key: 1}), f"properties.{key}", 0
+                    )
+                ),
+            )
+        ),
         *(
             encode(event("page_viewed", event_id))
             for event_id in [
