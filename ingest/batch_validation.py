@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 
 import duckdb
 import numpy as np
@@ -37,14 +38,15 @@ from cdp.ingest.validation import (
     DEAD_LETTER_SCHEMA,
     DEFAULT_LIMITS,
     EVENT_SCHEMA,
-    RawMessage,
     ValidatedBatch,
     ValidationLimits,
-    validate_batch,
+    validate_messages,
 )
 from cdp.storage.database import execute_script
 from cdp.storage.sql import read_sql, sql_string
 
+# The event columns the fast path and pydantic each give; the rest come from the lines.
+_ENVELOPE = ["event_id", "type", "family", "occurred_at", "user_id", "anonymous_id"]
 INPUT_SCHEMA = pa.schema([("row_index", pa.int64()), ("raw", pa.binary())])
 SCAN_ROWS = 16_384
 
@@ -78,51 +80,65 @@ class BatchValidator:
         self.close()
 
     def validate(
-        self, source: str, offsets: Sequence[int] | pa.Array, values: Sequence[bytes] | pa.Array
+        self,
+        source: str,
+        offsets: Sequence[int] | pa.Array | pa.ChunkedArray,
+        values: Sequence[bytes] | pa.Array | pa.ChunkedArray,
     ) -> ValidatedBatch:
         """Validate ``values`` (non-empty lines, as bytes) from ``source`` (partition 0,
         each at its offset, e.g. its line number): the same result as
         ``validate_batch`` of them, events in offset order."""
-        raw = values if isinstance(values, pa.Array) else pa.array(values, pa.binary())
-        offsets = offsets if isinstance(offsets, pa.Array) else pa.array(offsets, pa.int64())
+        raw = (
+            values
+            if isinstance(values, pa.Array | pa.ChunkedArray)
+            else pa.array(values, pa.binary())
+        )
+        if not isinstance(offsets, pa.Array | pa.ChunkedArray):
+            offsets = pa.array(offsets, pa.int64())
         count = len(raw)
         checked = self._check(raw)
         fast = checked.filter(self._no_repeated_key(checked))
-        indices = fast.column("row_index")
+        rows = fast.column("row_index").to_numpy()
+        envelope = fast.select(_ENVELOPE).cast(
+            pa.schema([EVENT_SCHEMA.field(n) for n in _ENVELOPE])
+        )
+        self.fast += len(rows)
+        left = np.ones(count, dtype=bool)
+        left[rows] = False
+        rest = np.flatnonzero(left)
+        self.slow += len(rest)
+        judged = ValidatedBatch(events=envelope.slice(0, 0), dead_letters=_no_dead_letters())
+        if len(rest):
+            judged = validate_messages(
+                zip(
+                    pc.take(raw, rest).to_pylist(),
+                    repeat(source),
+                    repeat(0),
+                    pc.take(offsets, rest).to_pylist(),
+                    repeat(None),
+                    strict=False,
+                ),
+                None,
+                self.limits,
+                with_payload=False,
+            )
+        if judged.events.num_rows:
+            judged_rows = rest[judged.events.column("message_index").to_numpy()]
+            rows = np.concatenate([rows, judged_rows])
+            envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
+        # Every event's payload is its line: taken once, in offset order, for both paths.
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
         events = pa.Table.from_arrays(
             [
-                fast.column("event_id"),
-                fast.column("type"),
-                fast.column("family"),
-                fast.column("occurred_at").cast(EVENT_SCHEMA.field("occurred_at").type),
-                fast.column("user_id"),
-                fast.column("anonymous_id"),
-                pa.repeat(pa.scalar(source, pa.string()), fast.num_rows),
-                pa.repeat(pa.scalar(0, pa.int32()), fast.num_rows),
-                pc.take(offsets, indices),
-                pc.take(raw, indices).cast(pa.string()),
+                *envelope.take(order).columns,
+                pa.repeat(pa.scalar(source, pa.string()), len(rows)),
+                pa.repeat(pa.scalar(0, pa.int32()), len(rows)),
+                pc.take(offsets, rows),
+                pc.take(raw, rows).cast(pa.string()),
             ],
             schema=EVENT_SCHEMA,
         )
-        self.fast += fast.num_rows
-        left = np.ones(count, dtype=bool)
-        left[indices.to_numpy()] = False
-        rest = np.flatnonzero(left)
-        self.slow += len(rest)
-        if not len(rest):
-            return ValidatedBatch(events=events, dead_letters=_no_dead_letters(), consumed=count)
-        rest_offsets = pc.take(offsets, rest).to_pylist()
-        rest_values = pc.take(raw, rest).to_pylist()
-        judged = validate_batch(
-            (
-                RawMessage(value, source, 0, offset)
-                for offset, value in zip(rest_offsets, rest_values, strict=True)
-            ),
-            None,
-            self.limits,
-        )
-        if judged.events.num_rows:
-            events = pa.concat_tables([events, judged.events]).sort_by("source_offset")
         return ValidatedBatch(
             events=events,
             dead_letters=judged.dead_letters,
@@ -154,7 +170,8 @@ class BatchValidator:
             latest = datetime.max.replace(tzinfo=UTC)
         # In record batches of SCAN_ROWS: DuckDB scans Arrow in parallel batch by batch.
         incoming = pa.Table.from_arrays(
-            [pa.array(np.arange(len(raw), dtype=np.int64)), raw], schema=INPUT_SCHEMA
+            [pa.chunked_array([np.arange(len(raw), dtype=np.int64)]), pa.chunked_array(raw)],
+            schema=INPUT_SCHEMA,
         )
         incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=SCAN_ROWS))
         self._con.register("incoming_lines", incoming)

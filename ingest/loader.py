@@ -169,59 +169,74 @@ class _Validating:
 
 def _batches(
     handle: BinaryIO, batch_lines: int, batch_bytes: int
-) -> Iterator[tuple[pa.Array, pa.Array]]:
+) -> Iterator[tuple[pa.ChunkedArray, pa.ChunkedArray]]:
     """Non-blank lines in batches of at most ``batch_lines`` lines and, unless one line
     is longer, ``batch_bytes`` bytes: (1-based line numbers, lines as binary). Lines end
     at b"\\n"; trailing b"\\r"s are dropped, as are lines of whitespace only.
 
     Split in C, a block at a time, with no Python object per line: a loop over
     ``bytes.split`` cost ~1 us a line, and building the Arrow array of its bytes
-    objects up to ~1.5 more, on the thread that also hands DuckDB its batches."""
+    objects up to ~1.5 more, on the thread that also hands DuckDB its batches. A
+    batch is chunks of the blocks' lines, not one array: each copy of a batch's bytes
+    is ~64 MB of memory to fill."""
     numbers: list[pa.Array] = []
     lines: list[pa.Array] = []
     held = held_bytes = 0
     line_number = 0
-    rest = b""
-    while True:
-        block = handle.read(_READ_BYTES)
-        split = _split_lines(rest + block)
-        if block:  # the last piece may go on in the next block
-            rest = split[-1].as_py()
-            split = split.slice(0, len(split) - 1)
-        block_numbers = pa.array(
-            np.arange(line_number + 1, line_number + 1 + len(split), dtype=np.int64)
+    for piece in _pieces(handle):
+        piece_numbers = pa.array(
+            np.arange(line_number + 1, line_number + 1 + len(piece), dtype=np.int64)
         )
-        line_number += len(split)
-        block_numbers, split = _without_blank_lines(block_numbers, _without_trailing_cr(split))
-        sizes = np.diff(_offsets(split))
+        line_number += len(piece)
+        piece_numbers, piece = _without_blank_lines(piece_numbers, _without_trailing_cr(piece))
+        sizes = np.diff(_offsets(piece))
         start = 0
-        while start < len(split):
+        while start < len(piece):
             fitting = int(
                 np.searchsorted(np.cumsum(sizes[start:]), batch_bytes - held_bytes, side="right")
             )
             if not held:
                 fitting = max(fitting, 1)  # a line longer than batch_bytes goes alone
-            take = min(fitting, batch_lines - held, len(split) - start)
+            take = min(fitting, batch_lines - held, len(piece) - start)
             if take:
-                numbers.append(block_numbers.slice(start, take))
-                lines.append(split.slice(start, take))
+                numbers.append(piece_numbers.slice(start, take))
+                lines.append(piece.slice(start, take))
                 held += take
                 held_bytes += int(sizes[start : start + take].sum())
                 start += take
-            if held == batch_lines or start < len(split):  # full, by lines or by bytes
+            if held == batch_lines or start < len(piece):  # full, by lines or by bytes
                 yield _joined(numbers, lines)
                 numbers, lines, held, held_bytes = [], [], 0, 0
-        if not block:
-            break
     if held:
         yield _joined(numbers, lines)
+
+
+def _pieces(handle: BinaryIO) -> Iterator[pa.LargeBinaryArray]:
+    """The file's lines (with their b"\\r"s), in order, as arrays: the lines within
+    each block read, then the line that spans two blocks on its own."""
+    unfinished = b""  # the start of a line the previous block did not end
+    while block := handle.read(_READ_BYTES):
+        split = _split_lines(block)
+        if len(split) == 1:  # no line ends in this block
+            unfinished += block
+            continue
+        yield pa.array([unfinished + split[0].as_py()], pa.large_binary())
+        yield split.slice(1, len(split) - 2)
+        unfinished = split[-1].as_py()
+    yield pa.array([unfinished], pa.large_binary())  # the last line, maybe empty
 
 
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips
 
 
-def _split_lines(text: bytes) -> pa.LargeBinaryArray:
-    return pc.split_pattern(pa.array([text], pa.large_binary()), pattern=b"\n").flatten()
+def _split_lines(block: bytes) -> pa.LargeBinaryArray:
+    """``block`` split at each b"\\n" (read in place: one copy, the lines')."""
+    whole = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        1,
+        [None, pa.py_buffer(np.array([0, len(block)], dtype=np.int64)), pa.py_buffer(block)],
+    )
+    return pc.split_pattern(whole, pattern=b"\n").flatten()
 
 
 def _without_trailing_cr(lines: pa.LargeBinaryArray) -> pa.LargeBinaryArray:
@@ -258,5 +273,7 @@ def _offsets(lines: pa.LargeBinaryArray) -> np.ndarray:
     return offsets[lines.offset : lines.offset + len(lines) + 1]
 
 
-def _joined(numbers: list[pa.Array], lines: list[pa.Array]) -> tuple[pa.Array, pa.Array]:
-    return pa.concat_arrays(numbers), pa.concat_arrays(lines).cast(pa.binary())
+def _joined(
+    numbers: list[pa.Array], lines: list[pa.Array]
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    return pa.chunked_array(numbers), pa.chunked_array([c.cast(pa.binary()) for c in lines])
