@@ -88,16 +88,12 @@ class BatchValidator:
         """Validate ``values`` (non-empty lines, as bytes) from ``source`` (partition 0,
         each at its offset, e.g. its line number): the same result as
         ``validate_batch`` of them, events in offset order."""
-        raw = (
-            values
-            if isinstance(values, pa.Array | pa.ChunkedArray)
-            else pa.array(values, pa.binary())
-        )
-        if not isinstance(offsets, pa.Array | pa.ChunkedArray):
-            offsets = pa.array(offsets, pa.int64())
+        raw = _chunked(values, pa.binary())
+        offsets = _chunked(offsets, pa.int64())
         count = len(raw)
         checked = self._check(raw)
-        fast = checked.filter(self._no_repeated_key(checked))
+        # Without `keys` (~250 bytes a line), which the filter would copy for nothing.
+        fast = checked.select(["row_index", *_ENVELOPE]).filter(self._no_repeated_key(checked))
         rows = fast.column("row_index").to_numpy()
         envelope = fast.select(_ENVELOPE).cast(
             pa.schema([EVENT_SCHEMA.field(n) for n in _ENVELOPE])
@@ -126,21 +122,30 @@ class BatchValidator:
             judged_rows = rest[judged.events.column("message_index").to_numpy()]
             rows = np.concatenate([rows, judged_rows])
             envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
-        # Every event's payload is its line: taken once, in offset order, for both paths.
+        # Every event's payload is its line: taken once, in offset order, for both
+        # paths; chunk by chunk of the lines, as a take over a chunked array joins all
+        # its chunks into one copy first.
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
+        bounds = np.cumsum([0, *(len(chunk) for chunk in raw.chunks)])
+        cuts = np.searchsorted(rows, bounds)  # rows[cuts[i]:cuts[i + 1]] are in chunk i
+        payloads = [
+            pc.take(chunk, rows[cuts[i] : cuts[i + 1]] - bounds[i]).cast(pa.string())
+            for i, chunk in enumerate(raw.chunks)
+        ]
         events = pa.Table.from_arrays(
             [
                 *envelope.take(order).columns,
                 pa.repeat(pa.scalar(source, pa.string()), len(rows)),
                 pa.repeat(pa.scalar(0, pa.int32()), len(rows)),
-                pc.take(offsets, rows),
-                pc.take(raw, rows).cast(pa.string()),
+                pc.take(offsets.combine_chunks(), rows),
+                pa.chunked_array(payloads, pa.string()),
             ],
             schema=EVENT_SCHEMA,
         )
         return ValidatedBatch(
-            events=events,
+            # In record batches, as for the check: DuckDB inserts one per thread.
+            events=pa.Table.from_batches(events.to_batches(max_chunksize=SCAN_ROWS)),
             dead_letters=judged.dead_letters,
             consumed=count,
             dead_letter_kinds=dict(Counter(judged.dead_letter_kinds)),
@@ -150,27 +155,29 @@ class BatchValidator:
         """Per row of the fast path's result, whether its objects hold no key twice and
         all the keys of the text (``keys`` against ``key_count``, see the .sql file).
         ``keys`` repeat from line to line, so each distinct one is read back into
-        lists (by DuckDB, which wrote it) and checked once, in Python."""
-        keys = checked.column("keys").combine_chunks().dictionary_encode()
+        lists (by DuckDB, which wrote it) and checked once, in Python. The column's
+        chunks are looked up, not joined into one copy."""
+        keys = checked.column("keys")
+        distinct = pc.unique(keys).drop_null()
         [(lists,)] = self._con.execute(
             "SELECT list_transform($keys::VARCHAR[], lambda k: CAST(k AS VARCHAR[][]))",
-            {"keys": keys.dictionary.to_pylist()},
+            {"keys": distinct.to_pylist()},
         ).fetchall()
-        totals = np.array([_key_total(one) for one in lists], np.int64)
-        indices = keys.indices.fill_null(0).to_numpy(zero_copy_only=False)
-        found = totals[indices] if len(totals) else np.full(len(indices), -1)
-        proved = found == checked.column("key_count").to_numpy()
-        return pa.array(proved & keys.indices.is_valid().to_numpy(zero_copy_only=False))
+        # The number of keys of each distinct string, then -1 for a line without one.
+        totals = np.array([*(_key_total(one) for one in lists), -1], np.int64)
+        found = totals[pc.index_in(keys, value_set=distinct).fill_null(-1).to_numpy()]
+        return pa.array(found == checked.column("key_count").to_numpy())
 
-    def _check(self, raw: pa.Array) -> pa.Table:
+    def _check(self, raw: pa.ChunkedArray) -> pa.Table:
         received = datetime.now(UTC)
         try:
             latest = received + self.limits.max_future_skew
         except OverflowError:  # a skew of millennia: no event is too far ahead
             latest = datetime.max.replace(tzinfo=UTC)
-        # In record batches of SCAN_ROWS: DuckDB scans Arrow in parallel batch by batch.
+        # In record batches of SCAN_ROWS: DuckDB scans Arrow in parallel batch by batch
+        # (one batch of the whole table would keep it on one thread).
         incoming = pa.Table.from_arrays(
-            [pa.chunked_array([np.arange(len(raw), dtype=np.int64)]), pa.chunked_array(raw)],
+            [pa.chunked_array([np.arange(len(raw), dtype=np.int64)]), raw],
             schema=INPUT_SCHEMA,
         )
         incoming = pa.Table.from_batches(incoming.to_batches(max_chunksize=SCAN_ROWS))
@@ -186,6 +193,12 @@ class BatchValidator:
             ).to_arrow_table()
         finally:
             self._con.unregister("incoming_lines")
+
+
+def _chunked(values: Sequence | pa.Array | pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
+    if isinstance(values, pa.ChunkedArray):
+        return values
+    return pa.chunked_array([values if isinstance(values, pa.Array) else pa.array(values, type_)])
 
 
 def _key_total(lists: list[list[str] | None]) -> int:
