@@ -107,7 +107,7 @@ class BatchValidator:
         if len(rest):
             judged = validate_messages(
                 zip(
-                    pc.take(raw, rest).to_pylist(),
+                    _take_sorted(raw, rest).to_pylist(),
                     repeat(source),
                     repeat(0),
                     pc.take(offsets, rest).to_pylist(),
@@ -122,24 +122,16 @@ class BatchValidator:
             judged_rows = rest[judged.events.column("message_index").to_numpy()]
             rows = np.concatenate([rows, judged_rows])
             envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
-        # Every event's payload is its line: taken once, in offset order, for both
-        # paths; chunk by chunk of the lines, as a take over a chunked array joins all
-        # its chunks into one copy first.
+        # Every event's payload is its line: taken once, in offset order, for both paths.
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
-        bounds = np.cumsum([0, *(len(chunk) for chunk in raw.chunks)])
-        cuts = np.searchsorted(rows, bounds)  # rows[cuts[i]:cuts[i + 1]] are in chunk i
-        payloads = [
-            pc.take(chunk, rows[cuts[i] : cuts[i + 1]] - bounds[i]).cast(pa.string())
-            for i, chunk in enumerate(raw.chunks)
-        ]
         events = pa.Table.from_arrays(
             [
                 *envelope.take(order).columns,
                 pa.repeat(pa.scalar(source, pa.string()), len(rows)),
                 pa.repeat(pa.scalar(0, pa.int32()), len(rows)),
-                pc.take(offsets.combine_chunks(), rows),
-                pa.chunked_array(payloads, pa.string()),
+                _take_sorted(offsets, rows),
+                _take_sorted(raw, rows).cast(pa.string()),
             ],
             schema=EVENT_SCHEMA,
         )
@@ -193,6 +185,20 @@ class BatchValidator:
             ).to_arrow_table()
         finally:
             self._con.unregister("incoming_lines")
+
+
+def _take_sorted(values: pa.ChunkedArray, rows: np.ndarray) -> pa.ChunkedArray:
+    """``values`` at ``rows`` (ascending), taken chunk by chunk: a take over a chunked
+    array joins all its chunks into one copy first (~64 MB for a batch of lines)."""
+    bounds = np.cumsum([0, *(len(chunk) for chunk in values.chunks)])
+    cuts = np.searchsorted(rows, bounds)  # rows[cuts[i]:cuts[i + 1]] are in chunk i
+    return pa.chunked_array(
+        [
+            pc.take(chunk, rows[cuts[i] : cuts[i + 1]] - bounds[i])
+            for i, chunk in enumerate(values.chunks)
+        ],
+        values.type,
+    )
 
 
 def _chunked(values: Sequence | pa.Array | pa.ChunkedArray, type_: pa.DataType) -> pa.ChunkedArray:
