@@ -1,7 +1,7 @@
 """Validating a whole batch of lines at once: DuckDB proves the common ones, pydantic
 judges the rest.
 
-pydantic (``cdp.ingest.events``, through :func:`cdp.ingest.validation.validate_batch`)
+pydantic (``cdp.ingest.events``, through :func:`cdp.ingest.validation.validate_messages`)
 stays the definition of a valid event. The fast path, one SQL statement over the
 batch (``batch_validation.sql``), only *accepts*: a line comes out of it when DuckDB
 can prove that pydantic would accept it and make the same event row of it (event id,
@@ -15,10 +15,13 @@ two paths to the same rows and the same dead letters over every kind of bad inpu
 project knows and a seeded fuzz of mutated events.
 
 On the events ``cdp generate`` writes, 99.6% take the fast path (the rest are the
-generator's malformed lines, its odd e-mail addresses and the like). It costs ~8.6
+generator's malformed lines, its odd e-mail addresses and the like). It costs ~6.2
 us of CPU per line on one thread (DuckDB spreads it over the cores), against ~7 us in
 pydantic on one core: what it buys is the parallelism (pydantic holds the GIL; the
 loader ran it in a validator process) and no process to spawn (issue 17).
+
+A batch's lines may come as a chunked array (``cdp load`` hands over the blocks it
+read, uncopied); everything taken from them is taken chunk by chunk.
 """
 
 from __future__ import annotations
