@@ -48,6 +48,18 @@ from cdp.ingest.validation import (
 from cdp.storage.database import execute_script
 from cdp.storage.sql import read_sql, sql_string
 
+# For each distinct string of key lists (the objects' lists, NULL where a line has no
+# such object): how many keys they hold, or -1 if a list is empty (an empty object, or
+# a value that is no object) or repeats a key. In the order of `distinct_keys`.
+_KEY_TOTALS = """
+SELECT CASE WHEN list_bool_and(list_transform(lists,
+                 lambda k: k IS NULL OR (len(k) > 0 AND len(list_distinct(k)) = len(k))))
+            THEN coalesce(list_sum(list_transform(lists, lambda k: coalesce(len(k), 0))), 0)
+            ELSE -1 END AS total
+FROM (SELECT position, CAST(keys AS VARCHAR[][]) AS lists FROM distinct_keys)
+ORDER BY position
+"""
+
 # The event columns the fast path and pydantic each give; the rest come from the lines.
 _ENVELOPE = ["event_id", "type", "family", "occurred_at", "user_id", "anonymous_id"]
 INPUT_SCHEMA = pa.schema([("row_index", pa.int64()), ("raw", pa.binary())])
@@ -90,7 +102,8 @@ class BatchValidator:
     ) -> ValidatedBatch:
         """Validate ``values`` (non-empty lines, as bytes) from ``source`` (partition 0,
         each at its offset, e.g. its line number): the same result as
-        ``validate_batch`` of them, events in offset order."""
+        ``validate_batch`` of them, events in the order of their lines (the loader's
+        offsets, line numbers, ascend with them)."""
         raw = _chunked(values, pa.binary())
         offsets = _chunked(offsets, pa.int64())
         count = len(raw)
@@ -125,7 +138,7 @@ class BatchValidator:
             judged_rows = rest[judged.events.column("message_index").to_numpy()]
             rows = np.concatenate([rows, judged_rows])
             envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
-        # Every event's payload is its line: taken once, in offset order, for both paths.
+        # Every event's payload is its line: taken once, in line order, for both paths.
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
         events = pa.Table.from_arrays(
@@ -149,17 +162,21 @@ class BatchValidator:
     def _no_repeated_key(self, checked: pa.Table) -> pa.Array:
         """Per row of the fast path's result, whether its objects hold no key twice and
         all the keys of the text (``keys`` against ``key_count``, see the .sql file).
-        ``keys`` repeat from line to line, so each distinct one is read back into
-        lists (by DuckDB, which wrote it) and checked once, in Python. The column's
-        chunks are looked up, not joined into one copy."""
+        ``keys`` repeat from line to line (~200 distinct in a batch of the generated
+        store, but a property named after each event makes every one distinct), so
+        each distinct one is read back into lists by DuckDB, which wrote it, and
+        counted there: per distinct string, in C, with no Python object per key."""
         keys = checked.column("keys")
         distinct = pc.unique(keys).drop_null()
-        [(lists,)] = self._con.execute(
-            "SELECT list_transform($keys::VARCHAR[], lambda k: CAST(k AS VARCHAR[][]))",
-            {"keys": distinct.to_pylist()},
-        ).fetchall()
+        self._con.register(
+            "distinct_keys", pa.table({"keys": distinct, "position": np.arange(len(distinct))})
+        )
+        try:
+            totals = self._con.sql(_KEY_TOTALS).fetchnumpy()["total"]
+        finally:
+            self._con.unregister("distinct_keys")
         # The number of keys of each distinct string, then -1 for a line without one.
-        totals = np.array([*(_key_total(one) for one in lists), -1], np.int64)
+        totals = np.append(totals.astype(np.int64), -1)
         found = totals[pc.index_in(keys, value_set=distinct).fill_null(-1).to_numpy()]
         return pa.array(found == checked.column("key_count").to_numpy())
 
@@ -208,20 +225,6 @@ def _chunked(values: Sequence | pa.Array | pa.ChunkedArray, type_: pa.DataType) 
     if isinstance(values, pa.ChunkedArray):
         return values
     return pa.chunked_array([values if isinstance(values, pa.Array) else pa.array(values, type_)])
-
-
-def _key_total(lists: list[list[str] | None]) -> int:
-    """The number of keys in ``lists`` (the key lists of a line's objects, None where
-    there is no such object), or -1 if a list is empty (an empty object, or a value
-    that is no object) or repeats a key."""
-    total = 0
-    for keys in lists:
-        if keys is None:
-            continue
-        if not keys or len(set(keys)) != len(keys):
-            return -1
-        total += len(keys)
-    return total
 
 
 def _case_macro(name: str, values: dict[str, str]) -> str:

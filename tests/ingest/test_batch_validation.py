@@ -369,7 +369,7 @@ def _known_bad() -> list[bytes]:
         # once each and repeated, in a known object and in one it does not list
         *(
             line
-            for key in ["a, b", "]", "[x]", "'", "NULL", " x", "x ", "{}", "a', 'b", "é, é"]
+            for key in ["a, b", "]", "[x]", "'", "NULL", " x", "x ", "{}", "a', 'b", "é, é", ""]
             for line in (
                 encode(event("page_viewed", f"k-{key}", properties={key: 1, "a": 2, "b": 3})),
                 encode(event("page_viewed", f"k2-{key}", properties={"x": {key: 1, "b": 2}})),
