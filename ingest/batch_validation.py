@@ -153,7 +153,9 @@ class BatchValidator:
         )
         return ValidatedBatch(
             # In record batches, as for the check: DuckDB inserts one per thread.
-            events=pa.Table.from_batches(events.to_batches(max_chunksize=SCAN_ROWS)),
+            events=pa.Table.from_batches(
+                events.to_batches(max_chunksize=SCAN_ROWS), schema=EVENT_SCHEMA
+            ),
             dead_letters=judged.dead_letters,
             consumed=count,
             dead_letter_kinds=dict(Counter(judged.dead_letter_kinds)),

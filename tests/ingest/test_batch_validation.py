@@ -494,6 +494,12 @@ def test_the_fast_path_judges_every_known_bad_input_as_pydantic_does(tmp_path):
     assert taken > lines * 0.8  # most of the generated store was proved valid by DuckDB
 
 
+def test_a_batch_of_only_bad_lines_gives_no_events_and_every_dead_letter():
+    values = [b"not json", b"{}", b'{"event_id": "e"}', b"\xff"]
+    taken, lines = _compare(values)
+    assert (taken, lines) == (0, 4)
+
+
 @pytest.mark.parametrize(
     "limits",
     [
