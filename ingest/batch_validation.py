@@ -126,7 +126,7 @@ class BatchValidator:
                     _take_sorted(raw, rest).to_pylist(),
                     repeat(source),
                     repeat(0),
-                    pc.take(offsets, rest).to_pylist(),
+                    _take_sorted(offsets, rest).to_pylist(),
                     repeat(None),
                     strict=False,
                 ),

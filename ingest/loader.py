@@ -214,8 +214,9 @@ def _batches(
 
 
 def _pieces(handle: BinaryIO) -> Iterator[pa.LargeBinaryArray]:
-    """The file's lines (with their b"\\r"s), in order, as arrays: the lines within
-    each block read, then the line that spans two blocks on its own."""
+    """The file's lines (with their b"\\r"s), in order, as arrays: for each block read,
+    the line it ends that began before it (on its own), then the lines it holds whole;
+    last, the line the file ends with (empty if it ends with b"\\n")."""
     unfinished = b""  # the start of a line the previous block did not end
     while block := handle.read(_READ_BYTES):
         split = _split_lines(block)
