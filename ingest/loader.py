@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cdp.errors import ConfigError
+from cdp.errors import ConfigError, IngestError
 from cdp.ingest.batch_validation import BatchValidator
 from cdp.ingest.stats import IngestStats
 from cdp.ingest.validation import ValidatedBatch, ValidationLimits
@@ -45,6 +45,10 @@ BATCH_LINES = 200_000
 # than 96 MB did, still more than a row group per batch.
 BATCH_BYTES = 64 * 1024 * 1024
 _READ_BYTES = 1 << 24
+# The longest line cdp load takes: an Arrow binary value's limit. A longer one is not
+# an event (ingest.max_event_bytes is 256 KiB by default); it stops the load with an
+# error naming it, rather than a traceback from Arrow.
+_LONGEST_LINE = (1 << 31) - 1
 
 
 def load_file(
@@ -218,15 +222,29 @@ def _pieces(handle: BinaryIO) -> Iterator[pa.LargeBinaryArray]:
     the line it ends that began before it (on its own), then the lines it holds whole;
     last, the line the file ends with (empty if it ends with b"\\n")."""
     unfinished = b""  # the start of a line the previous block did not end
+    lines_before = 0
     while block := handle.read(_READ_BYTES):
         split = _split_lines(block)
         if len(split) == 1:  # no line ends in this block
             unfinished += block
+            _check_length(unfinished, lines_before + 1, handle)
             continue
-        yield pa.array([unfinished + split[0].as_py()], pa.large_binary())
+        first = unfinished + split[0].as_py()
+        _check_length(first, lines_before + 1, handle)
+        yield pa.array([first], pa.large_binary())
         yield split.slice(1, len(split) - 2)
+        lines_before += len(split) - 1
         unfinished = split[-1].as_py()
     yield pa.array([unfinished], pa.large_binary())  # the last line, maybe empty
+
+
+def _check_length(line: bytes, number: int, handle: BinaryIO) -> None:
+    if len(line) > _LONGEST_LINE:
+        name = getattr(handle, "name", "the input")
+        raise IngestError(
+            f"line {number} of {name} is longer than {_LONGEST_LINE:,} bytes, more than"
+            " cdp load can hold as one event; split the file there or remove the line"
+        )
 
 
 _WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.strip() strips

@@ -10,6 +10,8 @@ from datetime import date
 import duckdb
 import pytest
 
+from cdp.cli import main
+from cdp.errors import IngestError
 from cdp.ingest import loader
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import BATCH_BYTES, BATCH_LINES, _batches, load_file
@@ -167,6 +169,29 @@ def test_lines_are_split_and_batched_exactly_as_line_by_line(monkeypatch, tmp_pa
             for numbers, values in _batches(handle, batch_lines, batch_bytes)
         ]
     assert got == _batches_line_by_line(data, batch_lines, batch_bytes)
+
+
+# Blocks far shorter than the longest line, as they are (16 MB against 2 GiB): such a
+# line always spans blocks, which is where it is measured.
+@pytest.mark.parametrize("read_bytes", [16, 64])
+def test_a_line_too_long_to_hold_stops_the_load_with_an_error_naming_it(
+    monkeypatch, tmp_path, memory_db, read_bytes
+):
+    monkeypatch.setattr(loader, "_LONGEST_LINE", 100)
+    monkeypatch.setattr(loader, "_READ_BYTES", read_bytes)
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"{}\n\n" + b"x" * 101 + b"\n{}\n")
+    with pytest.raises(IngestError, match=r"line 3 of .*s\.jsonl is longer than 100 bytes"):
+        load_file(memory_db, source, limits=ValidationLimits())
+
+
+def test_cdp_load_reports_a_line_too_long_to_hold_as_an_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(loader, "_LONGEST_LINE", 100)
+    monkeypatch.setattr(loader, "_READ_BYTES", 16)
+    source = tmp_path / "s.jsonl"
+    source.write_bytes(b"x" * 101)
+    assert main(["load", str(source), "--db", str(tmp_path / "db.duckdb")]) == 2
+    assert "error: line 1 of" in capsys.readouterr().err
 
 
 def test_the_generated_store_is_validated_almost_entirely_by_duckdb(tmp_path, monkeypatch):
