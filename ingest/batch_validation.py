@@ -26,7 +26,6 @@ read, uncopied); everything taken from them is taken chunk by chunk.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import repeat
@@ -119,7 +118,7 @@ class BatchValidator:
         left[rows] = False
         rest = np.flatnonzero(left)
         self.slow += len(rest)
-        judged = ValidatedBatch(events=envelope.slice(0, 0), dead_letters=_no_dead_letters())
+        dead_letters, dead_letter_kinds = _no_dead_letters(), {}
         if len(rest):
             judged = validate_messages(
                 zip(
@@ -134,10 +133,11 @@ class BatchValidator:
                 self.limits,
                 with_payload=False,
             )
-        if judged.events.num_rows:
-            judged_rows = rest[judged.events.column("message_index").to_numpy()]
-            rows = np.concatenate([rows, judged_rows])
-            envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
+            dead_letters, dead_letter_kinds = judged.dead_letters, judged.dead_letter_kinds
+            if judged.events.num_rows:
+                judged_rows = rest[judged.events.column("message_index").to_numpy()]
+                rows = np.concatenate([rows, judged_rows])
+                envelope = pa.concat_tables([envelope, judged.events.select(_ENVELOPE)])
         # Every event's payload is its line: taken once, in line order, for both paths.
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
@@ -156,9 +156,9 @@ class BatchValidator:
             events=pa.Table.from_batches(
                 events.to_batches(max_chunksize=SCAN_ROWS), schema=EVENT_SCHEMA
             ),
-            dead_letters=judged.dead_letters,
+            dead_letters=dead_letters,
             consumed=count,
-            dead_letter_kinds=dict(Counter(judged.dead_letter_kinds)),
+            dead_letter_kinds=dead_letter_kinds,
         )
 
     def _no_repeated_key(self, checked: pa.Table) -> pa.Array:
