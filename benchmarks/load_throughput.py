@@ -41,7 +41,8 @@ import duckdb
 
 from cdp.ingest.generator import generate_store
 from cdp.ingest.loader import BATCH_BYTES, BATCH_LINES, _Validating
-from cdp.ingest.validation import DEFAULT_LIMITS, ValidatedBatch
+from cdp.ingest.validation import ValidatedBatch, ValidationLimits
+from cdp.settings import IngestSettings, load_settings
 from cdp.storage.database import connect
 from cdp.storage.event_store import write_batch
 from cdp.storage.sql import sql_string
@@ -69,25 +70,31 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def validated_ahead(path: Path) -> list[ValidatedBatch]:
+def validated_ahead(path: Path, ingest: IngestSettings) -> list[ValidatedBatch]:
     """The file's batches as ``cdp load`` validates them (the same cuts and limits)."""
     source = f"file:{path.resolve()}"
+    limits = ValidationLimits.from_settings(ingest)
     with (
         path.open("rb") as handle,
-        _Validating(handle, source, DEFAULT_LIMITS, BATCH_LINES, BATCH_BYTES) as batches,
+        _Validating(handle, source, limits, BATCH_LINES, BATCH_BYTES) as batches,
     ):
         return list(batches)
 
 
-def store_only(batches: list[ValidatedBatch], folder: Path) -> tuple[float, float]:
-    """Wall and CPU seconds (every thread of this process) to open a fresh database,
-    write the batches as ``cdp load`` does, one transaction each, and close it."""
+def store_only(
+    batches: list[ValidatedBatch], folder: Path, ingest: IngestSettings
+) -> tuple[float, float]:
+    """Wall and CPU seconds (every thread of this process) to open a fresh database as
+    ``cdp load`` opens it, write the batches as it does, one transaction each, and
+    close it."""
     db = folder / "store_only.duckdb"
     cpu = time.process_time()
     started = time.perf_counter()
-    with connect(db) as con:
+    with connect(db, memory_limit=ingest.memory_limit) as con:
         for batch in batches:
-            write_batch(con, batch.events, batch.dead_letters)
+            write_batch(
+                con, batch.events, batch.dead_letters, duplicate_window=ingest.duplicate_window
+            )
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
     db.unlink()
@@ -136,7 +143,8 @@ def main() -> None:
             generate_store(path, customers=args.customers, seed=args.seed, end=date(2026, 11, 1))
         lines = sum(1 for line in path.read_bytes().split(b"\n") if line.strip())
         print(f"{path}: {lines:,} lines, {path.stat().st_size / 1e6:.1f} MB")
-        batches = validated_ahead(path) if args.store_only else []
+        ingest = load_settings().ingest  # as `cdp load` finds them, given no --config
+        batches = validated_ahead(path, ingest) if args.store_only else []
         ratios = []
         for round_ in range(1, args.rounds + 1):
             if round_ % 2:
@@ -163,7 +171,7 @@ def main() -> None:
                     f" {json_s / base_s:.2f} (cpu {json_cpu / base_cpu:.2f})"
                 )
             if args.store_only:
-                store_s, store_cpu = store_only(batches, folder)
+                store_s, store_cpu = store_only(batches, folder, ingest)
                 print(
                     f"         store only {store_s:5.2f} s (cpu {store_cpu:5.2f} s)"
                     f" = {lines / store_s:7,.0f} lines/s | ratio to read_json"
